@@ -1,0 +1,73 @@
+# GSM8K QLoRA toolkit. `make help` lists targets and variables.
+# Targets are files: a stage reruns only when its script, the lib/ code it uses, the config
+# keys it reads (artifacts/run_<run>/params/<stage>.json) or its upstream artifacts change.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3## interpreter that creates .venv (Python 3.11)
+PRESET ?= demo## preset name: presets/$(PRESET).yaml (demo, simple, medium, strong)
+RUN ?= $(PRESET)## run name; outputs go to $(ARTIFACTS)/run_$(RUN)/
+SET ?=## config overrides, e.g. SET="train.epochs=2 fewshot.k=5"
+SMOKE ?=## non-empty: use the preset's smoke sizes (train/eval limits)
+ARTIFACTS ?= artifacts## artifact root (also read by the stages as ARTIFACTS_DIR)
+
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+RUN_DIR := $(ARTIFACTS)/run_$(RUN)
+PARAMS := $(RUN_DIR)/params
+export ARTIFACTS_DIR := $(ARTIFACTS)
+
+RUN_ARGS := --preset presets/$(PRESET).yaml --run $(RUN) $(foreach s,$(SET),--set $(s)) $(if $(SMOKE),--smoke)
+
+# lib/ modules each stage imports (its prerequisites besides its script)
+LIB_COMMON := lib/__init__.py lib/cli.py lib/config.py lib/errors.py lib/io.py lib/run.py
+LIB_PREP_FEWSHOT := $(LIB_COMMON) lib/data.py lib/fewshot.py lib/gsm8k.py
+LIB_TOKENIZE := $(LIB_PREP_FEWSHOT) lib/chat.py lib/models.py lib/sft_data.py
+
+.PHONY: help venv test bench demo prep_fewshot tokenize params clean-run
+
+help: ## list targets and variables
+	@echo "Targets:"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@echo "Variables (make TARGET VAR=value):"
+	@grep -E '^[A-Z_]+ \?=.*## ' $(MAKEFILE_LIST) | sed -E 's/^([A-Z_]+) \?= ?([^#]*)## (.*)/  \1=\2|\3/' \
+		| awk -F'|' '{printf "  %-24s %s\n", $$1, $$2}'
+
+venv: $(VENV_STAMP) ## create .venv with the pinned requirements (redone when they change)
+
+$(VENV_STAMP): requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $@
+
+test: $(VENV_STAMP) ## run the test suite (CPU, offline; GPU tests skip without CUDA)
+	$(PY) -m pytest
+
+bench: $(VENV_STAMP) ## run the benchmarks in tests/bench/ and print their figures
+	@set -e; shopt -s nullglob; benches=(tests/bench/bench_*.py); \
+	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks yet"; fi; \
+	for bench in "$${benches[@]}"; do echo "== $$bench"; $(PY) "$$bench"; done
+
+demo: ## the embedded default end to end on CPU, offline
+	$(MAKE) tokenize PRESET=demo RUN=demo
+
+# Writes params/<stage>.json only where they change; the empty rules below let Make compare
+# their mtimes afterwards, so only stages whose keys changed rerun.
+params: $(VENV_STAMP)
+	@$(PY) -m lib.run $(RUN_ARGS)
+$(PARAMS)/%.json: params ;
+
+prep_fewshot: $(RUN_DIR)/fewshot.jsonl ## draw (or reuse) the fixed few-shot pool
+$(RUN_DIR)/fewshot.jsonl: stages/prep_fewshot.py $(LIB_PREP_FEWSHOT) $(PARAMS)/prep_fewshot.json
+	$(PY) -m stages.prep_fewshot $(RUN_ARGS)
+
+tokenize: $(RUN_DIR)/train_tokenized.jsonl ## tokenize training data with assistant-only labels
+$(RUN_DIR)/train_tokenized.jsonl: stages/tokenize.py $(LIB_TOKENIZE) $(PARAMS)/tokenize.json $(RUN_DIR)/fewshot.jsonl
+	$(PY) -m stages.tokenize $(RUN_ARGS)
+
+clean-run: ## remove one run's artifacts (RUN=name)
+	rm -rf -- "$(RUN_DIR)"

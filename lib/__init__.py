@@ -1,0 +1,1 @@
+"""Shared code of the GSM8K QLoRA toolkit; the stage scripts in stages/ call into it."""

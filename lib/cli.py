@@ -1,0 +1,46 @@
+"""What every stage script shares: the run options, config loading and one-line errors."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from lib.config import Config, load_config
+from lib.errors import InputError
+from lib.run import write_run_config
+
+
+@dataclass
+class Stage:
+    config: Config
+    run: str
+    run_dir: Path
+    artifacts: Path
+
+
+def stage_command(func):
+    """Add --preset/--run/--set/--smoke/--artifacts, resolve the config, record it, and turn an
+    InputError anywhere in the stage into one `Error: ...` line with exit code 1."""
+
+    @click.option("--preset", default="presets/demo.yaml", show_default=True, type=click.Path(),
+                  help="Preset YAML.")
+    @click.option("--run", "run", default=None, help="Run name (default: the preset's file name).")
+    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                  help="Override one config key (repeatable), e.g. --set train.epochs=2.")
+    @click.option("--smoke", is_flag=True, help="Use the preset's smoke sizes (train/eval limits).")
+    @click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True,
+                  type=click.Path(), help="Artifact root (env ARTIFACTS_DIR).")
+    @functools.wraps(func)
+    def wrapper(preset, run, overrides, smoke, artifacts, **options):
+        try:
+            run = run or Path(preset).stem
+            config = load_config(preset, overrides, smoke=smoke)
+            folder = write_run_config(config, run, artifacts, preset, overrides, smoke)
+            return func(Stage(config, run, folder, Path(artifacts)), **options)
+        except InputError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper

@@ -1,0 +1,271 @@
+"""The typed configuration: dataclass schema, strict YAML loading and per-key overrides.
+
+A preset is a YAML file whose sections mirror the dataclasses below. A preset may start from
+another with `extends: other.yaml` and change only what differs. Overrides come as
+`section.key=value` strings (from `--set` on a stage or `SET=` in Make); values are parsed as
+YAML (`true`, `3`, `null`, `[a, b]`). An unknown key or a wrong type is an InputError that names
+the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+
+from lib.errors import InputError
+
+
+@dataclass
+class ModelConfig:
+    base: str = "Qwen/Qwen3-4B-Instruct-2507"  # hub id, local HF folder, or embedded:smollm2-135m-instruct
+    revision: str | None = None  # hub revision (branch, tag or commit) for reproducible runs
+    trust_remote_code: bool = False  # only for models whose code is not in transformers
+
+
+@dataclass
+class DataConfig:
+    gsm8k_train: str = "openai/gsm8k"  # hub dataset id, or a local JSONL with question/answer
+    gsm8k_test: str = "openai/gsm8k"
+    gsm8k_hub_config: str = "main"  # hub config name when the source is a hub id
+    refined_train: str | None = None  # JSONL used instead of gsm8k_train when the file exists
+    ailuminate: str = "data/ailuminate.jsonl"  # JSONL (prompt/input) or the official MLCommons CSV
+    strip_calculator_annotations: bool = True  # drop `<<48/2=24>>` from targets and exemplars
+    train_limit: int | None = None  # keep the first N training examples (smoke runs)
+    gsm8k_limit: int | None = None  # evaluate the first N test questions
+    ailuminate_limit: int | None = None  # answer the first N AILuminate prompts
+
+
+@dataclass
+class FewshotConfig:
+    path: str = "data/fewshot_gsm8k_fixed.jsonl"  # the fixed pool, drawn once and then reused
+    pool_size: int = 8
+    seed: int = 42  # selection seed, independent of the training seed
+    k: int = 3  # the first k pool examples are prepended to every GSM8K question
+
+
+@dataclass
+class TokenizeConfig:
+    max_seq_len: int = 1024  # longer examples are truncated (and counted)
+    system_prompt: str | None = None  # optional system turn before each question
+
+
+@dataclass
+class QuantConfig:
+    quantization: Literal["nf4", "none"] = "nf4"  # none = plain LoRA on an unquantized base
+    double_quant: bool = True  # quantize the quantization constants too (~0.4 bit/param saved)
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 where supported
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # null: every q/k/v/o/gate/up/down projection present
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1234
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 2
+    gradient_checkpointing: bool = True
+    group_by_length: bool = True  # batches of similar length waste less padding
+    logging_steps: int = 10
+    save_steps: int = 100
+    save_total_limit: int = 3  # keep the last K checkpoints
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 512
+    batch_size: int = 16
+    stop_strings: list[str] = field(default_factory=list)  # extra stops besides the model's EOS
+
+
+@dataclass
+class SweepConfig:
+    enabled: bool = False  # evaluate several checkpoints and keep the best
+    last_n: int = 3  # how many of the latest checkpoints to evaluate
+
+
+@dataclass
+class SafetyConfig:
+    safeguard_model: str = "data/safeguard_model"
+    safety_prompt: str = "data/safety_prompt.txt"
+    batch_size: int = 8
+
+
+@dataclass
+class ThresholdConfig:
+    accuracy: float = 0.0  # GSM8K accuracy a run must reach to PASS
+    safety: float = 0.0  # AILuminate safety rate a run must reach to PASS
+
+
+@dataclass
+class SmokeConfig:
+    train_limit: int = 200
+    gsm8k_limit: int = 50
+    ailuminate_limit: int = 50
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    fewshot: FewshotConfig = field(default_factory=FewshotConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(preset: str | Path, overrides: tuple[str, ...] | list[str] = (), smoke: bool = False) -> Config:
+    """Defaults, then the preset chain, then overrides; smoke applies the preset's smoke sizes."""
+    config = Config()
+    for path, values in _preset_chain(Path(preset)):
+        _apply_mapping(config, values, source=str(path))
+    for override in overrides:
+        key, value = _parse_override(override)
+        _apply_mapping(config, _nest(key, value), source=f"override '{override}'")
+    if smoke:
+        config.data.train_limit = config.smoke.train_limit
+        config.data.gsm8k_limit = config.smoke.gsm8k_limit
+        config.data.ailuminate_limit = config.smoke.ailuminate_limit
+    _check_values(config, source=str(preset))
+    return config
+
+
+def _preset_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    if not path.is_file():
+        raise InputError(f"{path}: preset not found (expected a YAML file such as presets/simple.yaml)")
+    if path.resolve() in seen:
+        raise InputError(f"{path}: 'extends' forms a cycle")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InputError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: expected a mapping of sections (model:, data:, ...)")
+    parent = values.pop("extends", None)
+    if parent is None:
+        return [(path, values)]
+    if not isinstance(parent, str):
+        raise InputError(f"{path}: 'extends' must be a file name such as simple.yaml")
+    return _preset_chain(path.parent / parent, seen + (path.resolve(),)) + [(path, values)]
+
+
+def _apply_mapping(config: Config, values: dict, source: str) -> None:
+    for section_name, section_values in values.items():
+        section = getattr(config, str(section_name), None)
+        if not dataclasses.is_dataclass(section):
+            known = ", ".join(f.name for f in dataclasses.fields(Config))
+            raise InputError(f"{source}: unknown section '{section_name}' (known: {known})")
+        if not isinstance(section_values, dict):
+            raise InputError(f"{source}: section '{section_name}' must be a mapping of keys")
+        hints = typing.get_type_hints(type(section))
+        for key, value in section_values.items():
+            dotted = f"{section_name}.{key}"
+            if key not in hints:
+                known = ", ".join(hints)
+                raise InputError(f"{source}: unknown key '{dotted}' (known in {section_name}: {known})")
+            setattr(section, key, _coerce(value, hints[key], dotted, source))
+
+
+def _coerce(value, hint, key: str, source: str):
+    """The value if it fits the annotation (ints are accepted for floats), else an InputError."""
+    if _fits(value, hint):
+        return float(value) if hint is float and isinstance(value, int) else value
+    raise InputError(f"{source}: key '{key}' expects {_describe(hint)}, got {value!r}")
+
+
+def _fits(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _parse_override(override: str) -> tuple[str, object]:
+    key, sep, raw = override.partition("=")
+    if not sep or key.count(".") != 1:
+        raise InputError(f"override '{override}': expected section.key=value, e.g. train.epochs=2")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise InputError(f"override '{override}': value is not valid YAML") from None
+
+
+def _nest(dotted: str, value) -> dict:
+    section, key = dotted.split(".")
+    return {section: {key: value}}
+
+
+def _check_values(config: Config, source: str) -> None:
+    """Range checks that types alone cannot express."""
+    positive = {
+        "fewshot.pool_size": config.fewshot.pool_size,
+        "tokenize.max_seq_len": config.tokenize.max_seq_len,
+        "lora.r": config.lora.r,
+        "train.per_device_batch_size": config.train.per_device_batch_size,
+        "train.gradient_accumulation_steps": config.train.gradient_accumulation_steps,
+        "eval.max_new_tokens": config.eval.max_new_tokens,
+        "eval.batch_size": config.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise InputError(f"{source}: key '{key}' must be positive, got {value}")
+    if not 0 <= config.fewshot.k <= config.fewshot.pool_size:
+        raise InputError(
+            f"{source}: key 'fewshot.k' must be between 0 and fewshot.pool_size ({config.fewshot.pool_size}),"
+            f" got {config.fewshot.k}"
+        )
+    for key in ("train_limit", "gsm8k_limit", "ailuminate_limit"):
+        limit = getattr(config.data, key)
+        if limit is not None and limit <= 0:
+            raise InputError(f"{source}: key 'data.{key}' must be positive or null, got {limit}")

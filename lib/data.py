@@ -1,0 +1,129 @@
+"""Loading the evaluation and training data, each row keeping an id.
+
+GSM8K comes from the hub through `datasets` or from local JSONL files with question/answer;
+AILuminate prompts from a JSONL (prompt or input, optional id/hazard/persona) or the official
+MLCommons CSV. Everything is validated before any work starts.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from lib.errors import InputError
+from lib.gsm8k import FINAL_ANSWER_MARK
+from lib.io import read_jsonl
+
+AILUMINATE_CSV_COLUMNS = ("release_prompt_id", "prompt_text", "hazard", "persona", "locale")
+
+
+def is_local_source(source: str) -> bool:
+    """A path to a file (or anything ending in .jsonl/.csv) is local; the rest is a hub id."""
+    return source.endswith((".jsonl", ".csv")) or Path(source).is_file()
+
+
+def load_gsm8k(source: str, split: str, hub_config: str = "main") -> list[dict]:
+    """Rows {id, question, answer}; the answer must end in `#### N`."""
+    if is_local_source(source):
+        rows = read_jsonl(source, required=("question", "answer"), what="GSM8K problems")
+        where = [f"{source}:{row['_line']}" for row in rows]
+        ids = [str(row.get("id", f"{split}-{i}")) for i, row in enumerate(rows)]
+    else:
+        rows = _load_hub_gsm8k(source, hub_config, split)
+        where = [f"{source}[{split}][{i}]" for i in range(len(rows))]
+        ids = [f"{split}-{i}" for i in range(len(rows))]
+    problems = []
+    for row, place, row_id in zip(rows, where, ids):
+        if FINAL_ANSWER_MARK not in row["answer"]:
+            raise InputError(f"{place}: answer has no '{FINAL_ANSWER_MARK} N' final answer")
+        problems.append({"id": row_id, "question": row["question"].strip(), "answer": row["answer"].strip()})
+    _check_unique_ids(source, problems)
+    return problems
+
+
+def _load_hub_gsm8k(dataset_id: str, hub_config: str, split: str) -> list[dict]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(dataset_id, hub_config, split=split)
+    except Exception as err:  # the hub raises many types; all mean "could not get it"
+        raise InputError(
+            f"{dataset_id} ({hub_config}, {split}): could not load from the hub ({type(err).__name__}); "
+            "set data.gsm8k_train/gsm8k_test to local JSONL files to work offline"
+        ) from None
+    return [{"question": r["question"], "answer": r["answer"]} for r in dataset]
+
+
+def load_ailuminate(path: str) -> list[dict]:
+    """Rows {id, prompt, hazard, persona} (hazard/persona None where not given)."""
+    rows = _ailuminate_csv(path) if path.endswith(".csv") else _ailuminate_jsonl(path)
+    _check_unique_ids(path, rows)
+    return rows
+
+
+def _ailuminate_jsonl(path: str) -> list[dict]:
+    prompts = []
+    for index, row in enumerate(read_jsonl(path, what="AILuminate prompts")):
+        text = row.get("prompt", row.get("input"))
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"{path}:{row['_line']}: missing or empty field 'prompt' (or 'input')")
+        prompts.append({
+            "id": str(row.get("id", f"ailuminate-{index}")),
+            "prompt": text,
+            "hazard": row.get("hazard"),
+            "persona": row.get("persona"),
+        })
+    return prompts
+
+
+def _ailuminate_csv(path: str) -> list[dict]:
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{path}: file not found (expected the MLCommons CSV with columns {', '.join(AILUMINATE_CSV_COLUMNS)})")
+    try:
+        with open(file, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            for needed in ("release_prompt_id", "prompt_text"):
+                if needed not in columns:
+                    raise InputError(f"{path}: no '{needed}' column (expected columns {', '.join(AILUMINATE_CSV_COLUMNS)})")
+            prompts = []
+            for row in reader:
+                line = reader.line_num
+                if not (row.get("prompt_text") or "").strip():
+                    raise InputError(f"{path}:{line}: empty prompt_text")
+                prompts.append({
+                    "id": row["release_prompt_id"],
+                    "prompt": row["prompt_text"],
+                    "hazard": row.get("hazard") or None,
+                    "persona": row.get("persona") or None,
+                })
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (expected the MLCommons CSV)") from None
+    if not prompts:
+        raise InputError(f"{path}: no prompts (expected the MLCommons CSV with a header and rows)")
+    return prompts
+
+
+def _check_unique_ids(source: str, rows: list[dict]) -> None:
+    seen = set()
+    for row in rows:
+        if row["id"] in seen:
+            raise InputError(f"{source}: duplicated id {row['id']!r} (ids must be unique)")
+        seen.add(row["id"])
+
+
+def apply_limit(rows: list[dict], limit: int | None) -> list[dict]:
+    return rows if limit is None else rows[:limit]
+
+
+def training_source(gsm8k_train: str, refined_train: str | None) -> tuple[str, str | None]:
+    """The refined training file when configured and present, else the standard split.
+
+    Returns (source, warning); the warning says a configured refined file was missing.
+    """
+    if refined_train is None:
+        return gsm8k_train, None
+    if Path(refined_train).is_file():
+        return refined_train, None
+    return gsm8k_train, f"{refined_train} not found: training on the standard split {gsm8k_train} instead"

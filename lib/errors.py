@@ -1,0 +1,9 @@
+"""The one exception type that means "the user's input is wrong".
+
+Stages turn it into a single `Error: ...` line and a non-zero exit code (see lib/cli.py);
+anything else is a bug and keeps its traceback.
+"""
+
+
+class InputError(Exception):
+    """Bad input: the message names the file (and line) and what belongs there."""

@@ -1,0 +1,1 @@
+"""Stage scripts: run each as `python -m stages.<name> --help`."""

@@ -1,0 +1,36 @@
+"""Draw the fixed GSM8K few-shot pool once (seeded), or validate the one already there.
+
+    python -m stages.prep_fewshot --preset presets/demo.yaml
+    make prep_fewshot PRESET=simple
+
+Writes fewshot.path (data/fewshot_gsm8k_fixed.jsonl for the real presets) when it is absent,
+and a copy into artifacts/run_<run>/fewshot.jsonl recording the pool this run used.
+"""
+
+import click
+
+from lib.cli import stage_command
+from lib.data import load_gsm8k
+from lib.fewshot import RUN_POOL_FILE, ensure_pool
+from lib.io import atomic_write_jsonl
+
+
+@click.command()
+@stage_command
+def main(stage):
+    fewshot, data = stage.config.fewshot, stage.config.data
+
+    pool, created = ensure_pool(
+        fewshot.path,
+        load_train=lambda: load_gsm8k(data.gsm8k_train, "train", data.gsm8k_hub_config),
+        size=fewshot.pool_size,
+        seed=fewshot.seed,
+    )
+    atomic_write_jsonl(stage.run_dir / RUN_POOL_FILE, pool)
+
+    action = f"drew {len(pool)} examples with seed {fewshot.seed} into" if created else "reusing the fixed pool at"
+    print(f"prep_fewshot: {action} {fewshot.path} (delete it to draw again); run copy in {stage.run_dir / RUN_POOL_FILE}")
+
+
+if __name__ == "__main__":
+    main()
