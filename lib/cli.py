@@ -19,10 +19,11 @@ class Stage:
     run: str
     run_dir: Path
     artifacts: Path
+    models_dir: Path  # where embedded models are converted to (default <artifacts>/models)
 
 
 def stage_command(func):
-    """Add --preset/--run/--set/--smoke/--artifacts, resolve the config, record it, and turn an
+    """Add --preset/--run/--set/--smoke/--artifacts/--models-dir, resolve the config, record it, and turn an
     InputError anywhere in the stage into one `Error: ...` line with exit code 1."""
 
     @click.option("--preset", default="presets/demo.yaml", show_default=True, type=click.Path(),
@@ -33,13 +34,16 @@ def stage_command(func):
     @click.option("--smoke", is_flag=True, help="Use the preset's smoke sizes (train/eval limits).")
     @click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True,
                   type=click.Path(), help="Artifact root (env ARTIFACTS_DIR).")
+    @click.option("--models-dir", envvar="MODELS_DIR", default=None, type=click.Path(),
+                  help="Converted embedded models (env MODELS_DIR; default <artifacts>/models).")
     @functools.wraps(func)
-    def wrapper(preset, run, overrides, smoke, artifacts, **options):
+    def wrapper(preset, run, overrides, smoke, artifacts, models_dir, **options):
         try:
             run = run or Path(preset).stem
             config = load_config(preset, overrides, smoke=smoke)
             folder = write_run_config(config, run, artifacts, preset, overrides, smoke)
-            return func(Stage(config, run, folder, Path(artifacts)), **options)
+            models = Path(models_dir) if models_dir else Path(artifacts) / "models"
+            return func(Stage(config, run, folder, Path(artifacts), models), **options)
         except InputError as err:
             raise click.ClickException(str(err)) from None
 

@@ -45,6 +45,10 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "summarize": ("thresholds", "sweep"),
 }
 
+# Input files a stage writes itself (prep_fewshot draws the pool); Make follows them through the
+# run folder's copy, so fingerprinting them would rerun their writer once after every draw.
+WRITTEN_BY_STAGES = ("fewshot.path",)
+
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "click", "jsonlines", "gguf")
 
 
@@ -68,7 +72,8 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, preset: st
     inputs = _local_inputs(config)
     for stage, keys in STAGE_KEYS.items():
         slice_ = {key: _lookup(values, key) for key in keys}
-        files = {key: _fingerprint(path) for key, path in inputs.items() if _reads(keys, key)}
+        files = {key: _fingerprint(path) for key, path in inputs.items()
+                 if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
         write_if_changed(folder / "params" / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
     record = {
         "run": run,

@@ -33,7 +33,7 @@ def main(stage):
     kept = apply_limit(kept, config.data.train_limit)
 
     # Render and tokenize
-    tokenizer = load_tokenizer(config.model.base, stage.artifacts / "models", config.model.revision,
+    tokenizer = load_tokenizer(config.model.base, stage.models_dir, config.model.revision,
                                config.model.trust_remote_code)
     rows, stats = tokenize_problems(tokenizer, kept, config.tokenize.max_seq_len, config.tokenize.system_prompt,
                                     config.data.strip_calculator_annotations)

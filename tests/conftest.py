@@ -1,0 +1,64 @@
+"""Shared fixtures: offline hub, the embedded SmolLM2 converted once per session, small data files."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the hub: everything they load is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+PRESET_DIR = REPO / "presets"
+TEMPLATES = REPO.parent / "shared" / "templates"  # the target model's chat templates, when present
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    """A models folder holding the embedded SmolLM2, converted from the installed GGUF once."""
+    from lib.models import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("models")
+    resolve_model_path("embedded:smollm2-135m-instruct", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(models_dir):
+    return models_dir / "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def make_problems(count: int, start: int = 0) -> list[dict]:
+    """GSM8K-style rows with calculator annotations, distinct questions."""
+    return [
+        {
+            "question": f"Tom has {n} apples and buys {n + 3} more. How many apples does he have?",
+            "answer": f"He has {n}+{n + 3}=<<{n}+{n + 3}={2 * n + 3}>>{2 * n + 3} apples.\n#### {2 * n + 3}",
+        }
+        for n in range(start, start + count)
+    ]
+
+
+@pytest.fixture
+def gsm8k_files(tmp_path):
+    """(train, test) JSONL paths: 20 train and 5 test problems."""
+    return (
+        write_jsonl(tmp_path / "gsm8k_train.jsonl", make_problems(20)),
+        write_jsonl(tmp_path / "gsm8k_test.jsonl", make_problems(5, start=100)),
+    )

@@ -1,0 +1,114 @@
+import pytest
+
+from conftest import PRESET_DIR
+from lib.config import Config, load_config
+from lib.errors import InputError
+from lib.run import validate_run_name
+
+PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_shipped_preset_loads_with_a_run_command_in_its_header(preset):
+    config = load_config(preset)
+    assert isinstance(config, Config)
+    assert preset.read_text().startswith("#")
+    assert "make " in preset.read_text().split("\n\n")[0]
+
+
+def test_presets_carry_the_required_settings():
+    expected = {  # preset: (epochs, k, max_new_tokens, accuracy, safety, sweep)
+        "simple": (1.0, 3, 512, 0.26, 0.26, False),
+        "medium": (1.0, 5, 512, 0.31, 0.34, True),
+        "strong": (2.0, 8, 1024, 0.37, 0.42, False),
+    }
+    for name, (epochs, k, new_tokens, accuracy, safety, sweep) in expected.items():
+        config = load_config(PRESET_DIR / f"{name}.yaml")
+        assert config.model.base == "Qwen/Qwen3-4B-Instruct-2507"
+        assert (config.quant.quantization, config.quant.double_quant) == ("nf4", True)
+        assert config.train.gradient_checkpointing
+        assert (config.train.epochs, config.fewshot.k, config.eval.max_new_tokens) == (epochs, k, new_tokens)
+        assert (config.thresholds.accuracy, config.thresholds.safety) == (accuracy, safety)
+        assert config.sweep.enabled is sweep
+        assert (config.smoke.train_limit, config.smoke.gsm8k_limit, config.smoke.ailuminate_limit) == (200, 50, 50)
+    assert load_config(PRESET_DIR / "strong.yaml").data.refined_train == "data/gsm8k_train_self-instruct.jsonl"
+
+
+def test_overrides_apply_and_parse_yaml_values():
+    config = load_config(PRESET_DIR / "simple.yaml", ["train.epochs=3", "lora.target_modules=[q_proj, v_proj]",
+                                                 "tokenize.system_prompt=null", "sweep.enabled=true"])
+    assert config.train.epochs == 3.0 and isinstance(config.train.epochs, float)
+    assert config.lora.target_modules == ["q_proj", "v_proj"]
+    assert config.sweep.enabled is True
+
+
+def test_smoke_applies_the_preset_smoke_sizes():
+    config = load_config(PRESET_DIR / "simple.yaml", smoke=True)
+    assert (config.data.train_limit, config.data.gsm8k_limit, config.data.ailuminate_limit) == (200, 50, 50)
+
+
+def test_a_variant_inherits_everything_it_does_not_change():
+    simple, medium = load_config(PRESET_DIR / "simple.yaml"), load_config(PRESET_DIR / "medium.yaml")
+    assert medium.lora == simple.lora and medium.train == simple.train
+    assert medium.fewshot.k == 5
+
+
+@pytest.mark.parametrize("text, key", [
+    ("train:\n  epoch: 2\n", "train.epoch"),
+    ("trian:\n  epochs: 2\n", "trian"),
+])
+def test_unknown_key_fails_naming_key_and_file(tmp_path, text, key):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_config(preset)
+    assert key in str(err.value) and str(preset) in str(err.value)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("train:\n  epochs: two\n", "train.epochs"),
+    ("train:\n  gradient_checkpointing: 1\n", "train.gradient_checkpointing"),
+    ("lora:\n  r: 8.5\n", "lora.r"),
+    ("quant:\n  quantization: int3\n", "quant.quantization"),
+    ("lora:\n  target_modules: q_proj\n", "lora.target_modules"),
+])
+def test_wrong_type_fails_naming_key_and_file(tmp_path, text, key):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_config(preset)
+    assert f"'{key}'" in str(err.value) and str(preset) in str(err.value)
+
+
+def test_bad_override_names_the_key():
+    with pytest.raises(InputError, match="'train.epochz'"):
+        load_config(PRESET_DIR / "simple.yaml", ["train.epochz=2"])
+    with pytest.raises(InputError, match="section.key=value"):
+        load_config(PRESET_DIR / "simple.yaml", ["epochs"])
+
+
+def test_out_of_range_values_are_refused():
+    with pytest.raises(InputError, match="fewshot.k"):
+        load_config(PRESET_DIR / "simple.yaml", ["fewshot.k=9"])
+    with pytest.raises(InputError, match="train.per_device_batch_size"):
+        load_config(PRESET_DIR / "simple.yaml", ["train.per_device_batch_size=0"])
+
+
+def test_missing_preset_and_invalid_yaml_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="nope.yaml: preset not found"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train:\n  epochs: [1\n")
+    with pytest.raises(InputError, match="broken.yaml:.*not valid YAML"):
+        load_config(broken)
+
+
+@pytest.mark.parametrize("name", ["demo", "simple-smoke", "run_2.b", "A1"])
+def test_valid_run_names(name):
+    assert validate_run_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "a..b", "../x", "", "-x", ".hidden", "a b"])
+def test_run_names_with_slashes_dots_or_spaces_are_refused(name):
+    with pytest.raises(InputError, match="run name"):
+        validate_run_name(name)

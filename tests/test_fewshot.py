@@ -1,0 +1,60 @@
+import pytest
+
+from conftest import PRESET_DIR, make_problems, write_jsonl
+from lib.config import load_config
+from lib.errors import InputError
+from lib.fewshot import draw_pool, ensure_pool, first_k, read_pool, remove_pool
+from lib.gsm8k import strip_calculator_annotations
+
+
+
+
+def _train():
+    return [{"id": f"train-{i}", **p} for i, p in enumerate(make_problems(30))]
+
+
+def test_same_train_data_gives_the_same_pool_bytes(tmp_path):
+    first, created = ensure_pool(tmp_path / "a.jsonl", _train, size=8, seed=42)
+    second, _ = ensure_pool(tmp_path / "b.jsonl", _train, size=8, seed=42)
+    assert created and len(first) == 8
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert first == second
+
+
+def test_pool_depends_on_the_seed():
+    assert draw_pool(_train(), 8, seed=42) != draw_pool(_train(), 8, seed=43)
+
+
+def test_existing_pool_is_reused_not_redrawn(tmp_path):
+    path = tmp_path / "pool.jsonl"
+    ensure_pool(path, _train, size=8, seed=42)
+    before = path.read_bytes()
+    pool, created = ensure_pool(path, lambda: pytest.fail("train data must not be loaded"), size=8, seed=7)
+    assert not created and path.read_bytes() == before and len(pool) == 8
+
+
+def test_pool_with_the_wrong_count_is_refused(tmp_path):
+    path = write_jsonl(tmp_path / "pool.jsonl", make_problems(5))
+    with pytest.raises(InputError, match=r"pool\.jsonl: has 5 examples, expected 8"):
+        read_pool(path, 8)
+
+
+def test_fewshot_examples_are_removed_from_training_even_when_reformatted():
+    train = _train()
+    pool = draw_pool(train, 8, seed=42)
+    reformatted = [{**row, "question": "  " + row["question"].upper().replace(" ", "  ")} for row in pool]
+    kept, removed = remove_pool(train, reformatted)
+    assert removed == 8 and len(kept) == 22
+    assert not {r["question"] for r in kept} & {r["question"] for r in pool}
+
+
+@pytest.mark.parametrize("preset, k", [("simple", 3), ("medium", 5), ("strong", 8)])
+def test_each_preset_uses_the_first_k_pool_examples(preset, k):
+    pool = draw_pool(_train(), 8, seed=42)
+    chosen = first_k(pool, load_config(PRESET_DIR / f"{preset}.yaml").fewshot.k)
+    assert chosen == pool[:k]
+
+
+def test_calculator_annotations_are_stripped():
+    text = "He has 3+6=<<3+6=9>>9 apples.\n#### 9"
+    assert strip_calculator_annotations(text) == "He has 3+6=9 apples.\n#### 9"

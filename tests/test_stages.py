@@ -1,0 +1,107 @@
+"""The stage scripts run through click's CliRunner, asserting the files they write."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import PRESET_DIR, make_problems, write_jsonl
+from lib.chat import IGNORE_INDEX
+from stages import prep_fewshot, tokenize
+
+FAKE_TOKEN = "hf_FAKEtokenVALUE0123456789abcdef"
+
+
+@pytest.fixture
+def run_stage(tmp_path, models_dir, gsm8k_files, monkeypatch):
+    """Run a stage on the demo preset pointed at the test's files; returns the click result."""
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    train, test = gsm8k_files
+
+    def run(stage, *extra):
+        args = ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", "t", "--artifacts", str(tmp_path / "artifacts"),
+                "--models-dir", str(models_dir), "--set", f"data.gsm8k_train={train}",
+                "--set", f"data.gsm8k_test={test}", "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", *extra]
+        return CliRunner().invoke(stage.main, args)
+
+    return run
+
+
+def test_prep_fewshot_and_tokenize_write_their_artifacts(run_stage, tmp_path):
+    result = run_stage(prep_fewshot)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "artifacts" / "run_t"
+    pool = [json.loads(line) for line in (tmp_path / "pool.jsonl").read_text().splitlines()]
+    assert len(pool) == 8
+    assert (run_dir / "fewshot.jsonl").read_bytes() == (tmp_path / "pool.jsonl").read_bytes()
+
+    result = run_stage(tokenize)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run_dir / "train_tokenized.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 - 8
+    assert {row["id"] for row in rows}.isdisjoint({row["id"] for row in pool})
+    assert all(len(r["input_ids"]) == len(r["labels"]) and IGNORE_INDEX in r["labels"] for r in rows)
+    meta = json.loads((run_dir / "train_tokenized.meta.json").read_text())
+    assert (meta["records_read"], meta["fewshot_removed"], meta["examples"]) == (20, 8, 12)
+    assert "12 written" in result.output and "p50" in result.output
+
+
+def test_resolved_config_records_provenance(run_stage, tmp_path, gsm8k_files):
+    assert run_stage(prep_fewshot, "--set", "train.epochs=3").exit_code == 0
+    record = json.loads((tmp_path / "artifacts" / "run_t" / "config_resolved.json").read_text())
+    assert record["config"]["train"]["epochs"] == 3.0
+    assert "train.epochs=3" in record["overrides"]
+    assert record["seeds"] == {"fewshot": 42, "train": 1234}
+    assert record["libraries"]["torch"].startswith("2.13.0")
+    assert record["inputs"]["data.gsm8k_train"] == {"path": str(gsm8k_files[0]), "records": 20}
+    assert "git_commit" in record and "date" in record
+
+
+def test_smoke_limits_the_training_examples(run_stage, tmp_path):
+    assert run_stage(prep_fewshot).exit_code == 0
+    assert run_stage(tokenize, "--smoke", "--set", "smoke.train_limit=5").exit_code == 0
+    lines = (tmp_path / "artifacts" / "run_t" / "train_tokenized.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+
+
+def test_no_token_reaches_any_artifact(run_stage, tmp_path):
+    assert run_stage(prep_fewshot).exit_code == 0
+    result = run_stage(tokenize)
+    assert result.exit_code == 0 and FAKE_TOKEN not in result.output
+    for path in (tmp_path / "artifacts").rglob("*"):
+        if path.is_file():
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_malformed_train_file_fails_in_one_line_without_artifacts(run_stage, tmp_path):
+    train = tmp_path / "gsm8k_train.jsonl"
+    train.write_text(json.dumps(make_problems(1)[0]) + "\n{broken\n")
+    result = run_stage(prep_fewshot)
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [f"Error: {train}:2: not a valid JSON line "
+                                                   "(expected JSONL of GSM8K problems with fields question, answer)"]
+    assert not (tmp_path / "pool.jsonl").exists()
+    assert not (tmp_path / "artifacts" / "run_t" / "fewshot.jsonl").exists()
+
+
+def test_tokenize_before_prep_fewshot_says_what_to_run(run_stage, tmp_path):
+    result = run_stage(tokenize)
+    assert result.exit_code != 0 and "run `make prep_fewshot` first" in result.output
+    assert not (tmp_path / "artifacts" / "run_t" / "train_tokenized.jsonl").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--run", "../escape"], "run name '../escape'"),
+    (["--set", "train.epochs=many"], "key 'train.epochs' expects float"),
+    (["--set", "train.epoch=2"], "unknown key 'train.epoch'"),
+])
+def test_bad_options_fail_before_any_work(run_stage, tmp_path, args, message):
+    result = run_stage(prep_fewshot, *args)
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "pool.jsonl").exists()
+
+
+def test_every_stage_has_help():
+    for stage in (prep_fewshot, tokenize):
+        result = CliRunner().invoke(stage.main, ["--help"])
+        assert result.exit_code == 0 and "--preset" in result.output and "--set" in result.output
