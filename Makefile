@@ -11,6 +11,8 @@ RUN ?= $(PRESET)## run name; outputs go to $(ARTIFACTS)/run_$(RUN)/
 SET ?=## config overrides, e.g. SET="train.epochs=2 fewshot.k=5"
 SMOKE ?=## non-empty: use the preset's smoke sizes (train/eval limits)
 ARTIFACTS ?= artifacts## artifact root (also read by the stages as ARTIFACTS_DIR)
+NPROC ?= 1## training processes; >1 runs `accelerate launch --multi_gpu --num_processes NPROC`
+TRAIN_ARGS ?=## extra options for stages.train, e.g. TRAIN_ARGS="--stop-after 100"
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -25,8 +27,12 @@ RUN_ARGS := --preset presets/$(PRESET).yaml --run $(RUN) $(foreach s,$(SET),--se
 LIB_COMMON := lib/__init__.py lib/cli.py lib/config.py lib/errors.py lib/io.py lib/run.py
 LIB_PREP_FEWSHOT := $(LIB_COMMON) lib/data.py lib/fewshot.py lib/gsm8k.py
 LIB_TOKENIZE := $(LIB_PREP_FEWSHOT) lib/chat.py lib/models.py lib/sft_data.py
+LIB_TRAIN := $(LIB_COMMON) lib/models.py lib/training.py
 
-.PHONY: help venv test bench demo prep_fewshot tokenize params clean-run
+# One process runs the stage directly; several go through accelerate (DDP: gloo on CPU, NCCL on GPUs).
+TRAIN_LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m)
+
+.PHONY: help venv test bench demo prep_fewshot tokenize train params clean-run
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -53,7 +59,7 @@ bench: $(VENV_STAMP) ## run the benchmarks in tests/bench/ and print their figur
 	for bench in "$${benches[@]}"; do echo "== $$bench"; $(PY) "$$bench"; done
 
 demo: ## the embedded default end to end on CPU, offline
-	$(MAKE) tokenize PRESET=demo RUN=demo
+	$(MAKE) train PRESET=demo RUN=demo
 
 # Writes params/<stage>.json only where they change; the empty rules below let Make compare
 # their mtimes afterwards, so only stages whose keys changed rerun.
@@ -68,6 +74,10 @@ $(RUN_DIR)/fewshot.jsonl: stages/prep_fewshot.py $(LIB_PREP_FEWSHOT) $(PARAMS)/p
 tokenize: $(RUN_DIR)/train_tokenized.jsonl ## tokenize training data with assistant-only labels
 $(RUN_DIR)/train_tokenized.jsonl: stages/tokenize.py $(LIB_TOKENIZE) $(PARAMS)/tokenize.json $(RUN_DIR)/fewshot.jsonl
 	$(PY) -m stages.tokenize $(RUN_ARGS)
+
+train: $(RUN_DIR)/adapter/training_complete.json ## QLoRA fine-tuning -> run_<run>/adapter (resumes after a kill)
+$(RUN_DIR)/adapter/training_complete.json: stages/train.py $(LIB_TRAIN) $(PARAMS)/train.json $(RUN_DIR)/train_tokenized.jsonl
+	$(TRAIN_LAUNCH) stages.train $(RUN_ARGS) $(TRAIN_ARGS)
 
 clean-run: ## remove one run's artifacts (RUN=name)
 	rm -rf -- "$(RUN_DIR)"

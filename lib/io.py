@@ -6,6 +6,7 @@ file that looks complete to Make or to a later stage.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -117,3 +118,11 @@ def _checked_row(path: Path, line: int, row, required: tuple[str, ...], expected
 def count_jsonl_records(path: str | Path) -> int:
     with open(path, "rb") as handle:
         return sum(1 for line in handle if line.strip())
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import re
@@ -24,7 +23,7 @@ import click
 
 from lib.config import Config, load_config
 from lib.errors import InputError
-from lib.io import count_jsonl_records, dumps_json, write_if_changed
+from lib.io import count_jsonl_records, dumps_json, file_sha256, write_if_changed
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -72,7 +71,7 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, preset: st
     inputs = _local_inputs(config)
     for stage, keys in STAGE_KEYS.items():
         slice_ = {key: _lookup(values, key) for key in keys}
-        files = {key: _fingerprint(path) for key, path in inputs.items()
+        files = {key: file_sha256(path) for key, path in inputs.items()
                  if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
         write_if_changed(folder / "params" / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
     record = {
@@ -122,14 +121,6 @@ def _lookup(values: dict, dotted: str):
     for part in dotted.split("."):
         node = node[part]
     return node
-
-
-def _fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _records(path: Path) -> int | None:

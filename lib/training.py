@@ -1,0 +1,301 @@
+"""QLoRA fine-tuning with transformers' Trainer: model preparation, data, logging, resume.
+
+The base is loaded in 4-bit nf4 (bitsandbytes, also on CPU) unless `quantization: none`, prepared
+with peft's `prepare_model_for_kbit_training`, and wrapped with LoRA on the projections found in
+it. Each process places the whole model on its own device (never device_map="auto" across ranks),
+so `accelerate launch` gives plain data parallelism.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from lib.errors import InputError
+from lib.io import atomic_write_json, read_jsonl
+
+LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CHECKPOINT_PREFIX = "checkpoint-"
+COMPLETE_FILE = "training_complete.json"  # written last into the adapter folder
+
+
+def resolve_compute_dtype(name: str) -> torch.dtype:
+    """`auto`: bf16 where the device runs it natively, else fp32."""
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    cpu_has_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return torch.bfloat16 if cpu_has_bf16 else torch.float32
+
+
+def process_state():
+    """accelerate's view of this process (rank, count, device: cuda:<local rank> or the CPU).
+
+    Without CUDA it must be asked for the CPU explicitly, or a `--multi_gpu` launch on a CPU
+    machine would look like one process until the Trainer sets up gloo.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def load_base_for_training(path: str, quantization: str, double_quant: bool, compute_dtype: torch.dtype,
+                           gradient_checkpointing: bool, revision: str | None = None,
+                           trust_remote_code: bool = False):
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant_config = None
+    if quantization == "nf4":
+        quant_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_use_double_quant=double_quant,
+                                          bnb_4bit_compute_dtype=compute_dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
+        quantization_config=quant_config, dtype=compute_dtype, device_map={"": process_state().device},
+    )
+    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    # Non-reentrant checkpointing works with frozen inputs and with DDP.
+    checkpointing_kwargs = {"use_reentrant": False}
+    if quant_config is not None:
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                               gradient_checkpointing_kwargs=checkpointing_kwargs)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
+    return model
+
+
+def discover_lora_targets(model, candidates: tuple[str, ...] = LORA_CANDIDATES) -> list[str]:
+    """The candidate projection names that exist as linear layers in this model."""
+    # bitsandbytes' Linear4bit subclasses torch.nn.Linear, so one check covers both bases.
+    found = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    return [name for name in candidates if name in found]
+
+
+def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | None):
+    from peft import LoraConfig, get_peft_model
+
+    targets = target_modules or discover_lora_targets(model)
+    if not targets:
+        raise InputError("lora.target_modules: none of q/k/v/o/gate/up/down_proj found in the model; set them")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, config), targets
+
+
+def load_tokenized(path: str | Path):
+    """The tokenized JSONL as a datasets.Dataset with input_ids and labels."""
+    import datasets
+
+    rows = read_jsonl(path, what="tokenized examples")
+    for row in rows:
+        if not isinstance(row.get("input_ids"), list) or len(row["input_ids"]) != len(row.get("labels") or []):
+            raise InputError(f"{path}:{row['_line']}: input_ids and labels must be lists of equal length")
+    return datasets.Dataset.from_dict({
+        "input_ids": [row["input_ids"] for row in rows],
+        "labels": [row["labels"] for row in rows],
+    })
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint with the highest step that the Trainer finished writing."""
+    done = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+
+
+def reset_if_inputs_changed(checkpoints: Path, fingerprint: str, discard: bool = False) -> bool:
+    """Checkpoints of other inputs cannot be resumed: remove them (or all, with `discard`).
+    True when some were removed."""
+    marker = checkpoints / "inputs.sha256"
+    if not discard and marker.is_file() and marker.read_text().strip() == fingerprint:
+        return False
+    removed = checkpoints.exists()
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir(parents=True)
+    marker.write_text(fingerprint + "\n")
+    return removed
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Each Trainer log as one JSON line (with tokens/s) in train_log.jsonl and one console line."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.resume_step = resume_step
+        self.last_time = None
+        self.last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._keep_entries_up_to(self.resume_step)
+        self.last_time, self.last_tokens = time.perf_counter(), state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        if "loss" in logs and now > self.last_time:
+            entry["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+        self.last_time, self.last_tokens = now, tokens
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        if "loss" in logs:
+            tqdm.write(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}"
+                       f" lr {logs.get('learning_rate', 0):.2e} grad_norm {logs.get('grad_norm', float('nan')):.3f}"
+                       f" tokens/s {entry.get('tokens_per_second', 0):.0f}")
+
+    def _keep_entries_up_to(self, step: int) -> None:
+        # A resumed run repeats the steps after its checkpoint: drop their old entries, and the
+        # end-of-run summary of an interrupted slice.
+        if not self.path.is_file():
+            return
+        entries = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [json.dumps(e) for e in entries if e["step"] <= step and "train_loss" not in e]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+class BarOnlyProgress(ProgressCallback):
+    """The Trainer's progress bar without its raw log dicts (JsonlLogCallback prints one line)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+class StopAfterSteps(TrainerCallback):
+    """Save and stop once `steps` optimizer steps are done (time-sliced jobs; rerun to resume)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_gpu: bool):
+    """TrainingArguments from the preset's train section. Examples per optimizer step =
+    per_device_batch_size x gradient_accumulation_steps x processes (e.g. 8 x 4 x 1 = 32)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        seed=train.seed,
+        data_seed=train.seed,
+        num_train_epochs=train.epochs,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        per_device_train_batch_size=train.per_device_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        max_grad_norm=train.max_grad_norm,
+        bf16=compute_dtype == torch.bfloat16,
+        fp16=compute_dtype == torch.float16,
+        use_cpu=not on_gpu,
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
+        logging_steps=train.logging_steps,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=train.save_total_limit,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",  # TensorBoard is attached explicitly, with our log folder
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=0,
+    )
+
+
+def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: str, *, quantization: str,
+                  double_quant: bool, compute_dtype: str, lora_r: int, lora_alpha: int, lora_dropout: float,
+                  lora_targets: list[str] | None, train, revision: str | None = None,
+                  trust_remote_code: bool = False, stop_after: int | None = None, force: bool = False) -> dict | None:
+    """Train (or resume) and write run_dir/adapter with training_complete.json last.
+
+    Returns the completion record, or None when stopped early by `stop_after`.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer
+    from transformers.integrations import TensorBoardCallback
+
+    state = process_state()
+    checkpoints, adapter, staging = run_dir / "checkpoints", run_dir / "adapter", run_dir / ".adapter.partial"
+    if state.is_main_process:
+        # Whatever adapter is there belongs to other inputs (or --force): it must not look complete.
+        shutil.rmtree(adapter, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        if reset_if_inputs_changed(checkpoints, fingerprint, discard=force):
+            print("train: discarding earlier checkpoints (inputs changed, or --force); starting afresh")
+    state.wait_for_everyone()
+    resume = last_checkpoint(checkpoints)
+    resume_step = int(resume.name[len(CHECKPOINT_PREFIX):]) if resume else 0
+
+    # Data and model
+    dataset = load_tokenized(data_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
+    dtype = resolve_compute_dtype(compute_dtype)
+    model = load_base_for_training(model_path, quantization, double_quant, dtype, train.gradient_checkpointing,
+                                   revision, trust_remote_code)
+    model, targets = attach_lora(model, lora_r, lora_alpha, lora_dropout, lora_targets)
+    if state.is_main_process:
+        trainable, total = model.get_nb_trainable_parameters()
+        print(f"train: {quantization} base, compute {str(dtype).removeprefix('torch.')}, LoRA r={lora_r} on"
+              f" {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters;"
+              f" {len(dataset)} examples, {state.num_processes} process(es)")
+        if resume:
+            print(f"train: resuming from {resume.name}")
+
+    # Train
+    callbacks = [JsonlLogCallback(run_dir / "train_log.jsonl", resume_step)]
+    if state.is_main_process:
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
+    if stop_after:
+        callbacks.append(StopAfterSteps(stop_after))
+    # Pads input_ids with the pad id and labels with -100; real labels (an <|im_end|> that is
+    # also the pad token) keep their ids.
+    collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
+    args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda")
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks)
+    if trainer.pop_callback(ProgressCallback):
+        trainer.add_callback(BarOnlyProgress)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if trainer.state.global_step < trainer.state.max_steps:
+        return None
+
+    # Save the adapter, then the sentinel that tells Make and later stages it is complete
+    trainer.save_model(str(staging))  # writes on the main process only
+    record = {
+        "fingerprint": fingerprint,
+        "global_step": trainer.state.global_step,
+        "epochs": train.epochs,
+        "train_loss": output.training_loss,
+        "num_processes": state.num_processes,
+        "global_batch_size": train.per_device_batch_size * train.gradient_accumulation_steps * state.num_processes,
+        "lora_targets": targets,
+        "quantization": quantization,
+        "compute_dtype": str(dtype).removeprefix("torch."),
+        "resumed_from": resume.name if resume else None,
+        "base_model_path": model_path,
+    }
+    if state.is_main_process:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the record below replaces it
+        staging.rename(adapter)
+        atomic_write_json(adapter / COMPLETE_FILE, record)
+    state.wait_for_everyone()
+    return record
+
+
+def completed_record(adapter: Path, fingerprint: str) -> dict | None:
+    """The completion record of a finished adapter trained on the same inputs, else None."""
+    path = adapter / COMPLETE_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if record.get("fingerprint") == fingerprint else None

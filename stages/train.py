@@ -1,0 +1,65 @@
+"""Fine-tune a LoRA adapter on the tokenized data with QLoRA (4-bit nf4 base) and the HF Trainer.
+
+    python -m stages.train --preset presets/demo.yaml
+    make train PRESET=simple
+    make train PRESET=simple NPROC=2    # accelerate launch --multi_gpu --num_processes 2
+    accelerate launch --config_file presets/accelerate/multi_gpu.yaml -m stages.train --preset presets/simple.yaml
+
+Writes artifacts/run_<run>/checkpoints/checkpoint-<step>/, train_log.jsonl, tensorboard/, and the
+final PEFT adapter in artifacts/run_<run>/adapter/ (training_complete.json written last). A rerun
+resumes from the last checkpoint; a finished adapter for the same inputs is not retrained.
+"""
+
+import hashlib
+import json
+
+import click
+from transformers import set_seed
+
+from lib.cli import stage_command
+from lib.io import file_sha256
+from lib.models import resolve_model_path
+from lib.training import completed_record, process_state, train_adapter
+
+
+@click.command()
+@stage_command
+@click.option("--stop-after", type=int, default=None, metavar="STEPS",
+              help="Save a checkpoint and stop after this many optimizer steps; rerun to resume.")
+@click.option("--force", is_flag=True, help="Retrain even when a finished adapter for the same inputs exists.")
+def main(stage, stop_after, force):
+    config = stage.config
+    set_seed(config.train.seed)
+
+    # What the adapter depends on: the training keys and the tokenized data
+    data_path = stage.run_dir / "train_tokenized.jsonl"
+    if not data_path.is_file():
+        raise click.ClickException(f"{data_path}: not found (run `make tokenize` first)")
+    keys = {section: getattr(config, section) for section in ("model", "quant", "lora", "train")}
+    fingerprint = hashlib.sha256(
+        json.dumps({k: vars(v) for k, v in keys.items()}, sort_keys=True).encode() + file_sha256(data_path).encode()
+    ).hexdigest()
+    done = completed_record(stage.run_dir / "adapter", fingerprint)
+    if done and not force:
+        print(f"train: {stage.run_dir / 'adapter'} is already trained on these inputs (step {done['global_step']});"
+              " --force retrains")
+        return
+
+    record = train_adapter(
+        resolve_model_path(config.model.base, stage.models_dir), data_path, stage.run_dir, fingerprint,
+        quantization=config.quant.quantization, double_quant=config.quant.double_quant,
+        compute_dtype=config.quant.compute_dtype, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout, lora_targets=config.lora.target_modules, train=config.train,
+        revision=config.model.revision, trust_remote_code=config.model.trust_remote_code, stop_after=stop_after, force=force,
+    )
+    if not process_state().is_main_process:
+        return
+    if record is None:
+        print(f"train: stopped after {stop_after} steps as asked; rerun to resume from the last checkpoint")
+    else:
+        print(f"train: adapter written to {stage.run_dir / 'adapter'} after {record['global_step']} steps,"
+              f" loss {record['train_loss']:.4f}, global batch {record['global_batch_size']}")
+
+
+if __name__ == "__main__":
+    main()
