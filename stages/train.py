@@ -19,7 +19,7 @@ from transformers import set_seed
 from lib.cli import stage_command
 from lib.io import file_sha256
 from lib.models import resolve_model_path
-from lib.training import completed_record, process_state, train_adapter
+from lib.training import COMPLETE_FILE, completed_record, process_state, train_adapter
 
 
 @click.command()
@@ -41,6 +41,8 @@ def main(stage, stop_after, force):
     ).hexdigest()
     done = completed_record(stage.run_dir / "adapter", fingerprint)
     if done and not force:
+        # Same inputs, e.g. the tokenized file was rewritten identically: mark it current for Make.
+        (stage.run_dir / "adapter" / COMPLETE_FILE).touch()
         print(f"train: {stage.run_dir / 'adapter'} is already trained on these inputs (step {done['global_step']});"
               " --force retrains")
         return

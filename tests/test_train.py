@@ -1,0 +1,169 @@
+"""QLoRA training on CPU: loss goes down, only LoRA changes, the adapter loads, resume, 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from conftest import PRESET_DIR, REPO
+from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
+from lib.config import TrainConfig
+from lib.training import attach_lora, discover_lora_targets, load_base_for_training, training_arguments
+from stages import prep_fewshot, tokenize, train
+
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def test_lora_targets_are_discovered_from_the_model(tiny_model_dir):
+    model = load_base_for_training(str(tiny_model_dir), "nf4", True, torch.float32, gradient_checkpointing=False)
+    assert type(model.model.layers[0].mlp.down_proj).__name__ == "Linear4bit"
+    assert discover_lora_targets(model) == ALL_PROJECTIONS
+
+
+def test_collator_pads_labels_with_ignore_index_and_keeps_the_end_of_turn(smollm2_tokenizer):
+    from transformers import DataCollatorForSeq2Seq
+
+    short = tokenize_with_labels(smollm2_tokenizer, training_messages("1+1?", "2\n#### 2"))
+    long = tokenize_with_labels(smollm2_tokenizer, training_messages("What is 10 + 20 + 30?", "60\n#### 60"))
+    batch = DataCollatorForSeq2Seq(smollm2_tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX)(
+        [{"input_ids": e.input_ids, "labels": e.labels} for e in (short, long)])
+    n = len(short.input_ids)
+    eot = smollm2_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert smollm2_tokenizer.pad_token_id == eot  # the case that must not erase a real label
+    assert batch["labels"][0, :n].tolist() == short.labels and short.labels[-2] == eot
+    assert (batch["labels"][0, n:] == IGNORE_INDEX).all() and (batch["attention_mask"][0, n:] == 0).all()
+
+
+def test_qlora_steps_lower_the_loss_and_change_only_lora_parameters(tiny_model_dir, smollm2_tokenizer, tmp_path):
+    import datasets
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    torch.manual_seed(0)
+    model = load_base_for_training(str(tiny_model_dir), "nf4", True, torch.float32, gradient_checkpointing=True)
+    model, _ = attach_lora(model, r=8, alpha=16, dropout=0.0, target_modules=None)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    example = tokenize_with_labels(smollm2_tokenizer, training_messages("What is 2 + 3?", "2 + 3 = 5.\n#### 5"))
+    data = datasets.Dataset.from_dict({"input_ids": [example.input_ids] * 16, "labels": [example.labels] * 16})
+    settings = TrainConfig(epochs=3, learning_rate=1e-2, warmup_ratio=0.0, per_device_batch_size=4,
+                           gradient_accumulation_steps=1, logging_steps=1, save_steps=1000)
+    args = training_arguments(tmp_path, settings, torch.float32, on_gpu=False)
+    trainer = Trainer(model=model, args=args, train_dataset=data,
+                      data_collator=DataCollatorForSeq2Seq(smollm2_tokenizer, label_pad_token_id=IGNORE_INDEX))
+    trainer.train()
+
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 12 and losses[-1] < losses[0] - 0.5  # a random model starts at ln(49152) ~ 10.8
+    changed = {name for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])}
+    assert changed and all("lora_" in name for name in changed)
+    assert {name for name in before if "lora_B" in name} <= changed
+
+
+@pytest.fixture
+def train_run(tmp_path, tiny_model_dir, gsm8k_files, models_dir):
+    """Stage runner on the tiny model: 12 training examples, 4 per step -> 3 steps per epoch."""
+    train_file, _ = gsm8k_files
+    common = ["--preset", str(PRESET_DIR / "demo.yaml"), "--artifacts", str(tmp_path / "artifacts"),
+              "--models-dir", str(models_dir),
+              "--set", f"model.base={tiny_model_dir}", "--set", f"data.gsm8k_train={train_file}",
+              "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "train.epochs=2",
+              "--set", "train.save_steps=2", "--set", "train.logging_steps=1", "--set", "train.learning_rate=0.01",
+              "--set", "train.per_device_batch_size=4", "--set", "quant.compute_dtype=float32"]
+
+    def run(stage, run_name, *extra):
+        result = CliRunner().invoke(stage.main, [*common, "--run", run_name, *extra])
+        assert result.exit_code == 0, result.output
+        return result
+
+    def prepared(run_name):
+        run(prep_fewshot, run_name)
+        run(tokenize, run_name)
+        return tmp_path / "artifacts" / f"run_{run_name}"
+
+    run.prepared = prepared
+    run.common = common
+    return run
+
+
+def test_adapter_loads_with_peft_and_changes_the_logits(train_run, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir = train_run.prepared("a")
+    result = train_run(train, "a")
+    assert "adapter written" in result.output
+    adapter = run_dir / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "training_complete.json"} <= {p.name for p in adapter.iterdir()}
+    assert not list(adapter.glob("*.bin"))
+    record = json.loads((adapter / "training_complete.json").read_text())
+    assert record["global_step"] == 6 and record["global_batch_size"] == 4 and record["num_processes"] == 1
+
+    ids = torch.tensor([[1, 345, 678, 910]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    base_logits = base(ids).logits
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter)
+    assert not torch.allclose(tuned(ids).logits, base_logits, atol=1e-4)
+
+    again = train_run(train, "a")
+    assert "already trained on these inputs" in again.output
+
+
+def test_interrupted_training_resumes_and_matches_an_uninterrupted_run(train_run):
+    straight = train_run.prepared("straight")
+    train_run(train, "straight")
+
+    sliced = train_run.prepared("sliced")
+    first = train_run(train, "sliced", "--stop-after", "3")
+    assert "stopped after 3 steps" in first.output
+    assert not (sliced / "adapter").exists() and (sliced / "checkpoints" / "checkpoint-3").is_dir()
+    second = train_run(train, "sliced")
+    assert "resuming from checkpoint-3" in second.output
+
+    steps = [json.loads(line)["step"] for line in (sliced / "train_log.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    resumed = load_file(sliced / "adapter" / "adapter_model.safetensors")
+    uninterrupted = load_file(straight / "adapter" / "adapter_model.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=1e-4, atol=1e-5)
+
+
+def test_changed_inputs_discard_old_checkpoints(train_run):
+    run_dir = train_run.prepared("c")
+    train_run(train, "c", "--stop-after", "2")
+    result = train_run(train, "c", "--set", "train.learning_rate=0.02")
+    assert "discarding earlier checkpoints" in result.output and "resuming" not in result.output
+
+
+def test_two_process_accelerate_launch_gives_one_adapter_with_the_global_batch(train_run, tmp_path):
+    run_dir = train_run.prepared("ddp")
+    args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "stages.train", *train_run.common, "--run", "ddp", "--set", "train.per_device_batch_size=2"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((run_dir / "adapter" / "training_complete.json").read_text())
+    assert record["num_processes"] == 2
+    assert record["global_batch_size"] == 2 * 1 * 2  # per device x accumulation x processes
+    assert record["global_step"] == 6  # 12 examples / 4 per step x 2 epochs
+    assert done.stdout.count("adapter written") == 1
+    assert len(list(tmp_path.glob("artifacts/run_ddp/adapter*"))) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_qlora_on_cuda_with_bf16_compute(train_run):
+    run_dir = train_run.prepared("gpu")
+    train_run(train, "gpu", "--set", "quant.compute_dtype=auto")
+    record = json.loads((run_dir / "adapter" / "training_complete.json").read_text())
+    assert record["compute_dtype"] == "bfloat16" and record["quantization"] == "nf4"
+    losses = [json.loads(line)["loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert losses[-1] < losses[0]
