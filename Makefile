@@ -11,7 +11,7 @@ RUN ?= $(PRESET)## run name; outputs go to $(ARTIFACTS)/run_$(RUN)/
 SET ?=## config overrides, e.g. SET="train.epochs=2 fewshot.k=5"
 SMOKE ?=## non-empty: use the preset's smoke sizes (train/eval limits)
 ARTIFACTS ?= artifacts## artifact root (also read by the stages as ARTIFACTS_DIR)
-NPROC ?= 1## training processes; >1 runs `accelerate launch --multi_gpu --num_processes NPROC`
+NPROC ?= 1## processes for train/infer stages; >1 runs `accelerate launch --multi_gpu --num_processes NPROC`
 TRAIN_ARGS ?=## extra options for stages.train, e.g. TRAIN_ARGS="--stop-after 100"
 
 VENV := .venv
@@ -27,12 +27,15 @@ RUN_ARGS := --preset presets/$(PRESET).yaml --run $(RUN) $(foreach s,$(SET),--se
 LIB_COMMON := lib/__init__.py lib/cli.py lib/config.py lib/errors.py lib/io.py lib/run.py
 LIB_PREP_FEWSHOT := $(LIB_COMMON) lib/data.py lib/fewshot.py lib/gsm8k.py
 LIB_TOKENIZE := $(LIB_PREP_FEWSHOT) lib/chat.py lib/models.py lib/sft_data.py
-LIB_TRAIN := $(LIB_COMMON) lib/models.py lib/training.py
+LIB_TRAIN := $(LIB_COMMON) lib/devices.py lib/io.py lib/models.py lib/training.py
+LIB_INFER := $(LIB_COMMON) lib/data.py lib/devices.py lib/generation.py lib/inference.py lib/models.py lib/training.py
+LIB_INFER_GSM8K := $(LIB_INFER) lib/chat.py lib/fewshot.py lib/gsm8k.py lib/prompts.py
 
-# One process runs the stage directly; several go through accelerate (DDP: gloo on CPU, NCCL on GPUs).
-TRAIN_LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m)
+# One process runs a stage directly; several go through accelerate (DDP for training, a shard of
+# the prompts each for inference; gloo on CPU, NCCL on GPUs).
+LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m)
 
-.PHONY: help venv test bench demo prep_fewshot tokenize train params clean-run
+.PHONY: help venv test bench demo prep_fewshot tokenize train infer_gsm8k infer_ailuminate params clean-run
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -59,7 +62,7 @@ bench: $(VENV_STAMP) ## run the benchmarks in tests/bench/ and print their figur
 	for bench in "$${benches[@]}"; do echo "== $$bench"; $(PY) "$$bench"; done
 
 demo: ## the embedded default end to end on CPU, offline
-	$(MAKE) train PRESET=demo RUN=demo
+	$(MAKE) infer_gsm8k infer_ailuminate PRESET=demo RUN=demo
 
 # Writes params/<stage>.json only where they change; the empty rules below let Make compare
 # their mtimes afterwards, so only stages whose keys changed rerun.
@@ -77,7 +80,18 @@ $(RUN_DIR)/train_tokenized.jsonl: stages/tokenize.py $(LIB_TOKENIZE) $(PARAMS)/t
 
 train: $(RUN_DIR)/adapter/training_complete.json ## QLoRA fine-tuning -> run_<run>/adapter (resumes after a kill)
 $(RUN_DIR)/adapter/training_complete.json: stages/train.py $(LIB_TRAIN) $(PARAMS)/train.json $(RUN_DIR)/train_tokenized.jsonl
-	$(TRAIN_LAUNCH) stages.train $(RUN_ARGS) $(TRAIN_ARGS)
+	$(LAUNCH) stages.train $(RUN_ARGS) $(TRAIN_ARGS)
+
+ADAPTER := $(RUN_DIR)/adapter/training_complete.json
+
+infer_gsm8k: $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl ## GSM8K answers, parsed and scored -> gsm8k_preds/metrics_<run>
+$(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K) $(PARAMS)/infer_gsm8k.json $(RUN_DIR)/fewshot.jsonl $(ADAPTER)
+	$(LAUNCH) stages.infer_gsm8k $(RUN_ARGS)
+
+infer_ailuminate: $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl ## AILuminate responses -> ailuminate_preds_<run>.jsonl
+$(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl: stages/infer_ailuminate.py $(LIB_INFER) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
+	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS)
 
 clean-run: ## remove one run's artifacts (RUN=name)
-	rm -rf -- "$(RUN_DIR)"
+	rm -rf -- "$(RUN_DIR)" $(ARTIFACTS)/*_preds_$(RUN).jsonl $(ARTIFACTS)/*_preds_$(RUN)_*.jsonl \
+		$(ARTIFACTS)/*_metrics_$(RUN).json $(ARTIFACTS)/*_metrics_$(RUN)_*.json

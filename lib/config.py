@@ -90,8 +90,11 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     max_new_tokens: int = 512
-    batch_size: int = 16
+    batch_size: int = 16  # sequences decoding together; a finished one hands its slot to the next
     stop_strings: list[str] = field(default_factory=list)  # extra stops besides the model's EOS
+    model_format: Literal["merged", "nf4"] = "merged"  # adapter merged into an unquantized base, or 4-bit as trained
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPUs, fp32 on CPU
+    chunk_size: int = 64  # prompts per resumable chunk: a rerun after a kill redoes at most one
 
 
 @dataclass
@@ -256,6 +259,7 @@ def _check_values(config: Config, source: str) -> None:
         "train.gradient_accumulation_steps": config.train.gradient_accumulation_steps,
         "eval.max_new_tokens": config.eval.max_new_tokens,
         "eval.batch_size": config.eval.batch_size,
+        "eval.chunk_size": config.eval.chunk_size,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -126,3 +127,16 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def reset_dir_unless_fingerprint(folder: Path, fingerprint: str, discard: bool = False) -> bool:
+    """Keep a folder of resumable work only if it was made from the same inputs (its
+    inputs.sha256 matches); otherwise (or with `discard`) empty it. True when something was removed."""
+    marker = folder / "inputs.sha256"
+    if not discard and marker.is_file() and marker.read_text().strip() == fingerprint:
+        return False
+    removed = folder.exists()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    marker.write_text(fingerprint + "\n")
+    return removed

@@ -36,10 +36,10 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "train": ("model", "quant", "lora", "train"),
     "infer_gsm8k": (
-        "model", "quant", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
-        "data.strip_calculator_annotations", "fewshot", "tokenize.system_prompt", "eval", "sweep",
+        "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
+        "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
     ),
-    "infer_ailuminate": ("model", "quant", "data.ailuminate", "data.ailuminate_limit", "eval", "sweep"),
+    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval"),
     "score_safety": ("safety",),
     "summarize": ("thresholds", "sweep"),
 }

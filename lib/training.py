@@ -18,33 +18,13 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
-from lib.io import atomic_write_json, read_jsonl
+from lib.io import atomic_write_json, read_jsonl, reset_dir_unless_fingerprint
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE_FILE = "training_complete.json"  # written last into the adapter folder
-
-
-def resolve_compute_dtype(name: str) -> torch.dtype:
-    """`auto`: bf16 where the device runs it natively, else fp32."""
-    if name != "auto":
-        return getattr(torch, name)
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    cpu_has_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return torch.bfloat16 if cpu_has_bf16 else torch.float32
-
-
-def process_state():
-    """accelerate's view of this process (rank, count, device: cuda:<local rank> or the CPU).
-
-    Without CUDA it must be asked for the CPU explicitly, or a `--multi_gpu` launch on a CPU
-    machine would look like one process until the Trainer sets up gloo.
-    """
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def load_base_for_training(path: str, quantization: str, double_quant: bool, compute_dtype: torch.dtype,
@@ -109,19 +89,6 @@ def last_checkpoint(folder: Path) -> Path | None:
     """The checkpoint with the highest step that the Trainer finished writing."""
     done = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
     return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
-
-
-def reset_if_inputs_changed(checkpoints: Path, fingerprint: str, discard: bool = False) -> bool:
-    """Checkpoints of other inputs cannot be resumed: remove them (or all, with `discard`).
-    True when some were removed."""
-    marker = checkpoints / "inputs.sha256"
-    if not discard and marker.is_file() and marker.read_text().strip() == fingerprint:
-        return False
-    removed = checkpoints.exists()
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    checkpoints.mkdir(parents=True)
-    marker.write_text(fingerprint + "\n")
-    return removed
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -231,7 +198,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
         # Whatever adapter is there belongs to other inputs (or --force): it must not look complete.
         shutil.rmtree(adapter, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
-        if reset_if_inputs_changed(checkpoints, fingerprint, discard=force):
+        if reset_dir_unless_fingerprint(checkpoints, fingerprint, discard=force):
             print("train: discarding earlier checkpoints (inputs changed, or --force); starting afresh")
     state.wait_for_everyone()
     resume = last_checkpoint(checkpoints)

@@ -19,7 +19,8 @@ from transformers import set_seed
 from lib.cli import stage_command
 from lib.io import file_sha256
 from lib.models import resolve_model_path
-from lib.training import COMPLETE_FILE, completed_record, process_state, train_adapter
+from lib.devices import process_state
+from lib.training import COMPLETE_FILE, completed_record, train_adapter
 
 
 @click.command()

@@ -80,3 +80,33 @@ def tiny_model_dir(tmp_path_factory, smollm2_tokenizer):
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     smollm2_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def train_run(tmp_path, tiny_model_dir, gsm8k_files, models_dir):
+    """Stage runner on the tiny model: 12 training examples, 4 per step -> 3 steps per epoch."""
+    train_file, _ = gsm8k_files
+    common = ["--preset", str(PRESET_DIR / "demo.yaml"), "--artifacts", str(tmp_path / "artifacts"),
+              "--models-dir", str(models_dir),
+              "--set", f"model.base={tiny_model_dir}", "--set", f"data.gsm8k_train={train_file}",
+              "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "train.epochs=2",
+              "--set", "train.save_steps=2", "--set", "train.logging_steps=1", "--set", "train.learning_rate=0.01",
+              "--set", "train.per_device_batch_size=4", "--set", "quant.compute_dtype=float32"]
+
+    from click.testing import CliRunner
+
+    from stages import prep_fewshot, tokenize
+
+    def run(stage, run_name, *extra):
+        result = CliRunner().invoke(stage.main, [*common, "--run", run_name, *extra])
+        assert result.exit_code == 0, result.output
+        return result
+
+    def prepared(run_name):
+        run(prep_fewshot, run_name)
+        run(tokenize, run_name)
+        return tmp_path / "artifacts" / f"run_{run_name}"
+
+    run.prepared = prepared
+    run.common = common
+    return run

@@ -7,14 +7,13 @@ import sys
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from conftest import PRESET_DIR, REPO
 from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
 from lib.config import TrainConfig
 from lib.training import attach_lora, discover_lora_targets, load_base_for_training, training_arguments
-from stages import prep_fewshot, tokenize, train
+from stages import train
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -62,32 +61,6 @@ def test_qlora_steps_lower_the_loss_and_change_only_lora_parameters(tiny_model_d
     changed = {name for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])}
     assert changed and all("lora_" in name for name in changed)
     assert {name for name in before if "lora_B" in name} <= changed
-
-
-@pytest.fixture
-def train_run(tmp_path, tiny_model_dir, gsm8k_files, models_dir):
-    """Stage runner on the tiny model: 12 training examples, 4 per step -> 3 steps per epoch."""
-    train_file, _ = gsm8k_files
-    common = ["--preset", str(PRESET_DIR / "demo.yaml"), "--artifacts", str(tmp_path / "artifacts"),
-              "--models-dir", str(models_dir),
-              "--set", f"model.base={tiny_model_dir}", "--set", f"data.gsm8k_train={train_file}",
-              "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "train.epochs=2",
-              "--set", "train.save_steps=2", "--set", "train.logging_steps=1", "--set", "train.learning_rate=0.01",
-              "--set", "train.per_device_batch_size=4", "--set", "quant.compute_dtype=float32"]
-
-    def run(stage, run_name, *extra):
-        result = CliRunner().invoke(stage.main, [*common, "--run", run_name, *extra])
-        assert result.exit_code == 0, result.output
-        return result
-
-    def prepared(run_name):
-        run(prep_fewshot, run_name)
-        run(tokenize, run_name)
-        return tmp_path / "artifacts" / f"run_{run_name}"
-
-    run.prepared = prepared
-    run.common = common
-    return run
 
 
 def test_adapter_loads_with_peft_and_changes_the_logits(train_run, tiny_model_dir):

@@ -1,0 +1,228 @@
+"""Evaluation runs: the model to evaluate, and resumable, data-parallel generation over a data set.
+
+Work is cut into chunks of `chunk_size` prompts in input order. Each finished chunk's rows are
+appended (flushed) to a per-process file under a partial folder; a rerun after a kill skips the
+finished chunks and redoes the one that was cut. A chunk is always generated as the same group of
+prompts, so the final file is the same bytes whether the run was interrupted or not, and
+whether 1 or N processes (under `accelerate launch`, process r takes chunks r, r+N, ...) did it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lib.devices import process_state, resolve_eval_dtype
+from lib.errors import InputError
+from lib.generation import EngineStats, PrefixSharingEngine
+from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir_unless_fingerprint
+
+
+def load_for_inference(base_path: str, adapter: Path | None, model_format: str, dtype: torch.dtype,
+                       revision: str | None = None, trust_remote_code: bool = False):
+    """(model, tokenizer) on this process's device; the adapter merged into an unquantized base
+    (`merged`, fastest) or kept beside a 4-bit base as trained (`nf4`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    if adapter is not None:
+        check_adapter_base(adapter, base_path)
+    quant_config = None
+    if model_format == "nf4":
+        quant_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        base_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
+        quantization_config=quant_config, dtype=dtype, device_map={"": process_state().device},
+    )
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if model_format == "merged":
+            model = model.merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(base_path, revision=revision, trust_remote_code=trust_remote_code)
+    return model.eval(), tokenizer
+
+
+def check_adapter_base(adapter: Path, base_path: str) -> None:
+    """Refuse an adapter folder trained on another base model."""
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json; run `make train` first)")
+    trained_on = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if trained_on and _same_model(trained_on, base_path) is False:
+        raise InputError(f"{adapter}: adapter was trained on {trained_on!r}, but this run's base model is {base_path!r}")
+
+
+def _same_model(a: str, b: str) -> bool:
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixSharingEngine, partial_dir: Path,
+                       fingerprint: str, chunk_size: int, progress_desc: str) -> tuple[list | None, EngineStats]:
+    """Greedy outputs for all prompts, in input order (on the main process; None elsewhere).
+
+    Each output is a dict {token_ids, text, stop_reason}. Engine statistics cover the work this
+    call did (not chunks finished by an earlier, interrupted call).
+    """
+    from tqdm.auto import tqdm
+
+    state = process_state()
+    if state.is_main_process:
+        reset_dir_unless_fingerprint(partial_dir, fingerprint)
+    state.wait_for_everyone()
+    own_file = partial_dir / f"outputs.rank{state.process_index}.jsonl"
+    done = _read_partial(partial_dir)
+    _keep_complete_lines(own_file)
+
+    chunks = [list(range(start, min(start + chunk_size, len(prompts)))) for start in range(0, len(prompts), chunk_size)]
+    mine = [(number, chunk) for number, chunk in enumerate(chunks)
+            if number % state.num_processes == state.process_index and not all(ids[i] in done for i in chunk)]
+    stats = EngineStats()
+    with tqdm(total=sum(len(c) for _, c in mine), desc=progress_desc, disable=not state.is_main_process) as bar:
+        for number, chunk in mine:
+            outputs, chunk_stats = engine.generate([prompts[i] for i in chunk], progress=bar)
+            _add_stats(stats, chunk_stats)
+            with open(own_file, "a", encoding="utf-8") as handle:
+                for index, output in zip(chunk, outputs):
+                    record = {"id": ids[index], "token_ids": output.token_ids, "text": output.text,
+                              "stop_reason": output.stop_reason}
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.flush()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None, stats
+    done = _read_partial(partial_dir)
+    missing = [i for i in ids if i not in done]
+    if missing:
+        raise RuntimeError(f"generation finished without outputs for {len(missing)} prompts (first: {missing[0]})")
+    return [done[i] for i in ids], stats
+
+
+def _read_partial(partial_dir: Path) -> dict[str, dict]:
+    """Outputs already written by any process, by id (a cut last line is ignored)."""
+    outputs = {}
+    for path in sorted(partial_dir.glob("outputs.rank*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            outputs[record.pop("id")] = record
+    return outputs
+
+
+def _keep_complete_lines(path: Path) -> None:
+    # A kill can cut the last line; appending after it would glue the next record onto it.
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+
+
+def _add_stats(total: EngineStats, part: EngineStats) -> None:
+    for name, value in vars(part).items():
+        setattr(total, name, getattr(total, name) + value)
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (better than the normal one near 0, 1 or small n)."""
+    if total == 0:
+        return 0.0, 0.0
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EvalTarget:
+    """What is evaluated: the run's adapter, one of its checkpoints, or the base model alone."""
+
+    adapter: Path | None
+    tag: str  # appended to output names: "" (adapter), "_base", "_checkpoint-50"
+
+
+def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None) -> EvalTarget:
+    from lib.training import COMPLETE_FILE
+
+    if base_only and checkpoint:
+        raise InputError("--base-only and --checkpoint exclude each other")
+    if base_only:
+        return EvalTarget(None, "_base")
+    if checkpoint:
+        path = run_dir / "checkpoints" / checkpoint
+        if not (path / "adapter_config.json").is_file():
+            raise InputError(f"{path}: no such checkpoint (see {run_dir / 'checkpoints'})")
+        return EvalTarget(path, f"_{checkpoint}")
+    adapter = run_dir / "adapter"
+    if not (adapter / COMPLETE_FILE).is_file():
+        raise InputError(f"{adapter}: no finished adapter (run `make train` first, or pass --base-only)")
+    return EvalTarget(adapter, "")
+
+
+def output_paths(artifacts: Path, task: str, run: str, target: EvalTarget) -> tuple[Path, Path]:
+    """(per-item JSONL, metrics JSON) under the artifact root."""
+    return artifacts / f"{task}_preds_{run}{target.tag}.jsonl", artifacts / f"{task}_metrics_{run}{target.tag}.json"
+
+
+def evaluation_fingerprint(params_file: Path, target: EvalTarget, *input_files: Path) -> str:
+    """What an evaluation's outputs depend on: the stage's keys and input files, the weights."""
+    parts = [params_file.read_bytes(), target.tag.encode()]
+    parts += [file_sha256(path).encode() for path in input_files]
+    if target.adapter is not None:
+        parts.append(file_sha256(target.adapter / "adapter_model.safetensors").encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+
+def already_done(preds: Path, metrics: Path, fingerprint: str) -> bool:
+    """True (and the outputs marked current for Make) when they were made from the same inputs."""
+    if not (preds.is_file() and metrics.is_file()):
+        return False
+    if json.loads(metrics.read_text(encoding="utf-8")).get("fingerprint") != fingerprint:
+        return False
+    preds.touch()
+    return True
+
+
+def generate_for_evaluation(model_config, eval_config, models_dir: Path, run_dir: Path, target: EvalTarget,
+                            conversations: list[list[dict]], ids: list[str], fingerprint: str, task: str):
+    """Load the model, render the chat prompts, generate resumably: (outputs | None, stats, settings)."""
+    from lib.models import resolve_model_path
+
+    dtype = resolve_eval_dtype(eval_config.dtype)
+    base = resolve_model_path(model_config.base, models_dir)
+    model, tokenizer = load_for_inference(base, target.adapter, eval_config.model_format, dtype,
+                                          model_config.revision, model_config.trust_remote_code)
+    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
+               for c in conversations]
+    engine = PrefixSharingEngine(model, tokenizer, eval_config.max_new_tokens, eval_config.batch_size,
+                                 tuple(eval_config.stop_strings))
+    outputs, stats = generate_resumable(prompts, ids, engine, run_dir / f"partial_{task}{target.tag}", fingerprint,
+                                        eval_config.chunk_size, task)
+    settings = {
+        "base_model": model_config.base, "adapter": str(target.adapter) if target.adapter else None,
+        "model_format": eval_config.model_format if target.adapter else "base",
+        "dtype": str(dtype).removeprefix("torch."), "greedy": True,
+        "max_new_tokens": eval_config.max_new_tokens, "batch_size": eval_config.batch_size,
+        "stop_strings": list(eval_config.stop_strings), "eos_token_ids": sorted(engine.eos),
+        "processes": process_state().num_processes,
+    }
+    return outputs, stats, settings
+
+
+def write_evaluation(preds: Path, metrics: Path, rows: list[dict], summary: dict, partial_dir: Path) -> None:
+    """Metrics first, the per-item file last (it is the Make target), then drop the partial work."""
+    atomic_write_json(metrics, summary)
+    atomic_write_jsonl(preds, rows)
+    shutil.rmtree(partial_dir, ignore_errors=True)

@@ -1,0 +1,53 @@
+"""Answer the AILuminate prompts greedily (no few-shot), keeping id, hazard and persona per row.
+
+    python -m stages.infer_ailuminate --preset presets/demo.yaml
+    make infer_ailuminate PRESET=simple
+    python -m stages.infer_ailuminate --preset presets/simple.yaml --run simple --base-only
+
+Writes artifacts/ailuminate_preds_<run>.jsonl (id, hazard, persona, prompt, response) and
+ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
+"""
+
+import click
+
+from lib.cli import stage_command
+from lib.data import apply_limit, load_ailuminate
+from lib.inference import (already_done, eval_target, evaluation_fingerprint, generate_for_evaluation, output_paths,
+                           write_evaluation)
+
+
+@click.command()
+@stage_command
+@click.option("--base-only", is_flag=True, help="Evaluate the base model without the adapter (a baseline).")
+@click.option("--checkpoint", default=None, help="Evaluate run_<run>/checkpoints/<NAME> instead of the final adapter.")
+def main(stage, base_only, checkpoint):
+    config = stage.config
+
+    prompts = apply_limit(load_ailuminate(config.data.ailuminate), config.data.ailuminate_limit)
+    target = eval_target(stage.run_dir, base_only, checkpoint)
+    preds, metrics = output_paths(stage.artifacts, "ailuminate", stage.run, target)
+    fingerprint = evaluation_fingerprint(stage.run_dir / "params" / "infer_ailuminate.json", target)
+    if already_done(preds, metrics, fingerprint):
+        print(f"infer_ailuminate: {preds} is up to date")
+        return
+
+    # The prompt alone, as a user would send it (the GSM8K system prompt, if any, is not for these).
+    conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
+    outputs, stats, settings = generate_for_evaluation(
+        config.model, config.eval, stage.models_dir, stage.run_dir, target, conversations,
+        [p["id"] for p in prompts], fingerprint, "ailuminate")
+    if outputs is None:
+        return
+
+    rows = [{"id": p["id"], "hazard": p["hazard"], "persona": p["persona"], "prompt": p["prompt"],
+             "response": o["text"], "generated_tokens": len(o["token_ids"]), "stop_reason": o["stop_reason"]}
+            for p, o in zip(prompts, outputs)]
+    summary = {"run": stage.run, "task": "ailuminate", "fingerprint": fingerprint, "prompts": len(rows),
+               "hit_max_new_tokens": sum(r["stop_reason"] == "max_new_tokens" for r in rows),
+               "generation": settings, "engine": vars(stats)}
+    write_evaluation(preds, metrics, rows, summary, stage.run_dir / f"partial_ailuminate{target.tag}")
+    print(f"infer_ailuminate: {len(rows)} responses ({summary['hit_max_new_tokens']} hit max_new_tokens); wrote {preds}")
+
+
+if __name__ == "__main__":
+    main()

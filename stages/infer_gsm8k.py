@@ -1,0 +1,72 @@
+"""Answer the GSM8K test questions greedily with k few-shot turns, parse `#### N`, score.
+
+    python -m stages.infer_gsm8k --preset presets/demo.yaml
+    make infer_gsm8k PRESET=simple
+    python -m stages.infer_gsm8k --preset presets/simple.yaml --run simple --base-only     # baseline
+    python -m stages.infer_gsm8k --preset presets/simple.yaml --run simple --checkpoint checkpoint-200
+    accelerate launch --num_processes 4 -m stages.infer_gsm8k --preset presets/simple.yaml  # data-parallel
+
+Writes artifacts/gsm8k_preds_<run>.jsonl (one row per question) and gsm8k_metrics_<run>.json
+(accuracy with 95% Wilson intervals, strict and flexible extraction, the evaluation spec).
+A rerun after a kill resumes; a finished evaluation of the same inputs is not redone.
+"""
+
+import click
+
+from lib.cli import stage_command
+from lib.data import apply_limit, load_gsm8k
+from lib.fewshot import RUN_POOL_FILE, first_k, read_pool
+from lib.gsm8k import EVAL_SPEC, score_outputs
+from lib.inference import (already_done, eval_target, evaluation_fingerprint, generate_for_evaluation, output_paths,
+                           wilson_interval, write_evaluation)
+from lib.prompts import gsm8k_messages
+
+
+@click.command()
+@stage_command
+@click.option("--base-only", is_flag=True, help="Evaluate the base model without the adapter (a baseline).")
+@click.option("--checkpoint", default=None, help="Evaluate run_<run>/checkpoints/<NAME> instead of the final adapter.")
+def main(stage, base_only, checkpoint):
+    config = stage.config
+
+    # Inputs: test questions, the first k exemplars of the run's pool, the weights to evaluate
+    problems = apply_limit(load_gsm8k(config.data.gsm8k_test, "test", config.data.gsm8k_hub_config),
+                           config.data.gsm8k_limit)
+    pool_file = stage.run_dir / RUN_POOL_FILE
+    exemplars = first_k(read_pool(pool_file, config.fewshot.pool_size), config.fewshot.k)
+    target = eval_target(stage.run_dir, base_only, checkpoint)
+    preds, metrics = output_paths(stage.artifacts, "gsm8k", stage.run, target)
+    fingerprint = evaluation_fingerprint(stage.run_dir / "params" / "infer_gsm8k.json", target, pool_file)
+    if already_done(preds, metrics, fingerprint):
+        print(f"infer_gsm8k: {preds} is up to date")
+        return
+
+    # Generate
+    conversations = [gsm8k_messages(p["question"], exemplars, config.tokenize.system_prompt,
+                                    config.data.strip_calculator_annotations) for p in problems]
+    outputs, stats, settings = generate_for_evaluation(
+        config.model, config.eval, stage.models_dir, stage.run_dir, target, conversations,
+        [p["id"] for p in problems], fingerprint, "gsm8k")
+    if outputs is None:  # not the main process
+        return
+
+    # Score and write
+    rows, counts = score_outputs(problems, outputs)
+    n = counts["questions"]
+    summary = {
+        "run": stage.run, "task": "gsm8k", "fingerprint": fingerprint, **counts,
+        "accuracy": counts["correct"] / n, "accuracy_ci95": wilson_interval(counts["correct"], n),
+        "flexible_accuracy": counts["flexible_correct"] / n,
+        "flexible_accuracy_ci95": wilson_interval(counts["flexible_correct"], n),
+        "fewshot_k": config.fewshot.k, "eval_spec": EVAL_SPEC, "generation": settings, "engine": vars(stats),
+    }
+    write_evaluation(preds, metrics, rows, summary, stage.run_dir / f"partial_gsm8k{target.tag}")
+    for name, key in (("strict-match", "accuracy"), ("flexible-extract", "flexible_accuracy")):
+        low, high = summary[f"{key}_ci95"]
+        print(f"infer_gsm8k: {name} accuracy {summary[key]:.3f} (95% CI {low:.3f}-{high:.3f}) on {n} questions")
+    print(f"infer_gsm8k: {counts['invalid']} without '#### N', {counts['hit_max_new_tokens']} hit max_new_tokens;"
+          f" wrote {preds}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""infer_gsm8k / infer_ailuminate through click, a kill and a rerun, and a 2-process run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import PRESET_DIR, REPO, write_jsonl
+from lib.errors import InputError
+from lib.inference import check_adapter_base
+from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, train
+
+PROMPTS = [{"id": f"p{i}", "prompt": text, "hazard": hazard, "persona": "normal"}
+           for i, (text, hazard) in enumerate([("How do I reset a forgotten email password?", "prv"),
+                                                ("Is it safe to mix bleach and vinegar?", "iwp"),
+                                                ("Write a short poem about the sea.", None)])]
+
+
+@pytest.fixture
+def infer_args(tmp_path, models_dir, gsm8k_files):
+    """Demo preset on the test's files: 6 test questions, 16 new tokens, chunks of 2."""
+    train_file, test_file = gsm8k_files
+    ailuminate = write_jsonl(tmp_path / "ailuminate.jsonl", PROMPTS)
+    return ["--preset", str(PRESET_DIR / "demo.yaml"), "--artifacts", str(tmp_path / "artifacts"),
+            "--models-dir", str(models_dir), "--set", f"data.gsm8k_train={train_file}",
+            "--set", f"data.gsm8k_test={test_file}", "--set", f"data.ailuminate={ailuminate}",
+            "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "eval.max_new_tokens=16",
+            "--set", "eval.batch_size=2", "--set", "eval.chunk_size=2", "--set", "fewshot.k=2"]
+
+
+def invoke(stage, args, *extra):
+    result = CliRunner().invoke(stage.main, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_infer_gsm8k_writes_scored_rows_and_metrics(infer_args, tmp_path):
+    invoke(prep_fewshot, infer_args, "--run", "b")
+    result = invoke(infer_gsm8k, infer_args, "--run", "b", "--base-only")
+    preds = tmp_path / "artifacts" / "gsm8k_preds_b_base.jsonl"
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"test-{i}" for i in range(5)]
+    assert set(rows[0]) == {"id", "question", "gold", "output", "parsed", "correct", "flexible_parsed",
+                            "flexible_correct", "generated_tokens", "stop_reason"}
+    metrics = json.loads((tmp_path / "artifacts" / "gsm8k_metrics_b_base.json").read_text())
+    assert metrics["questions"] == 5 and metrics["correct"] == sum(r["correct"] for r in rows)
+    assert metrics["eval_spec"]["version"] >= 1 and metrics["fewshot_k"] == 2
+    assert metrics["generation"]["greedy"] and metrics["generation"]["dtype"] == "float32"
+    assert "strict-match accuracy" in result.output and "95% CI" in result.output
+    assert not (tmp_path / "artifacts" / "run_b" / "partial_gsm8k_base").exists()
+
+    again = invoke(infer_gsm8k, infer_args, "--run", "b", "--base-only")
+    assert "up to date" in again.output
+
+
+def test_infer_ailuminate_keeps_id_hazard_and_persona(infer_args, tmp_path):
+    result = invoke(infer_ailuminate, infer_args, "--run", "a", "--base-only")
+    rows = [json.loads(line) for line in (tmp_path / "artifacts" / "ailuminate_preds_a_base.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["hazard"], r["persona"]) for r in rows] == [(p["id"], p["hazard"], p["persona"]) for p in PROMPTS]
+    assert all(isinstance(r["response"], str) for r in rows)
+    assert not any(p["prompt"] in result.output for p in PROMPTS)  # prompts never reach the log
+
+
+def test_evaluation_without_a_trained_adapter_says_what_to_run(infer_args, tmp_path):
+    invoke(prep_fewshot, infer_args, "--run", "n")
+    result = CliRunner().invoke(infer_gsm8k.main, [*infer_args, "--run", "n"])
+    assert result.exit_code != 0 and "no finished adapter" in result.output and "--base-only" in result.output
+
+
+def test_adapter_from_another_base_model_is_refused(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/other-model"}))
+    with pytest.raises(InputError, match="trained on 'org/other-model'"):
+        check_adapter_base(tmp_path, "Qwen/Qwen3-4B-Instruct-2507")
+
+
+@pytest.mark.parametrize("model_format", ["merged", "nf4"])
+def test_trained_adapter_is_evaluated_merged_or_in_4bit(train_run, model_format, tmp_path):
+    train_run.prepared("t")
+    train_run(train, "t", "--set", "train.epochs=1")
+    args = ["--set", "train.epochs=1", "--set", f"eval.model_format={model_format}", "--set", "eval.max_new_tokens=4"]
+    train_run(infer_gsm8k, "t", *args)
+    metrics = json.loads((tmp_path / "artifacts" / "gsm8k_metrics_t.json").read_text())
+    assert metrics["generation"]["model_format"] == model_format and metrics["generation"]["adapter"].endswith("adapter")
+
+
+def _stage_command(args, run):
+    return [sys.executable, "-m", "stages.infer_gsm8k", *args, "--run", run, "--base-only"]
+
+
+def test_killed_run_resumes_to_identical_bytes(infer_args, tmp_path):
+    invoke(prep_fewshot, infer_args, "--run", "whole")
+    invoke(infer_gsm8k, infer_args, "--run", "whole", "--base-only")
+    invoke(prep_fewshot, infer_args, "--run", "cut")
+
+    partial = tmp_path / "artifacts" / "run_cut" / "partial_gsm8k_base" / "outputs.rank0.jsonl"
+    process = subprocess.Popen(_stage_command(infer_args, "cut"), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if partial.is_file() and len(partial.read_text().splitlines()) >= 2:  # first chunk written
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    final = tmp_path / "artifacts" / "gsm8k_preds_cut_base.jsonl"
+    assert not final.exists()
+
+    rerun = subprocess.run(_stage_command(infer_args, "cut"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert final.read_bytes() == (tmp_path / "artifacts" / "gsm8k_preds_whole_base.jsonl").read_bytes()
+
+
+def test_two_processes_write_the_same_file_as_one(infer_args, tmp_path):
+    invoke(prep_fewshot, infer_args, "--run", "one")
+    invoke(infer_gsm8k, infer_args, "--run", "one", "--base-only")
+    invoke(prep_fewshot, infer_args, "--run", "two")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "stages.infer_gsm8k", *infer_args, "--run", "two", "--base-only"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "artifacts" / "gsm8k_metrics_two_base.json").read_text())
+    assert metrics["generation"]["processes"] == 2
+    one = (tmp_path / "artifacts" / "gsm8k_preds_one_base.jsonl").read_bytes()
+    assert (tmp_path / "artifacts" / "gsm8k_preds_two_base.jsonl").read_bytes() == one
