@@ -48,3 +48,10 @@ def stage_command(func):
             raise click.ClickException(str(err)) from None
 
     return wrapper
+
+
+def eval_target_options(func):
+    """--base-only / --checkpoint: what an evaluation stage evaluates instead of the final adapter."""
+    func = click.option("--checkpoint", default=None, metavar="NAME",
+                        help="Evaluate run_<run>/checkpoints/NAME instead of the final adapter.")(func)
+    return click.option("--base-only", is_flag=True, help="Evaluate the base model without the adapter (a baseline).")(func)

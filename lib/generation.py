@@ -30,6 +30,9 @@ import torch
 from lib.errors import InputError
 
 
+PREFILL_ROWS = 8  # prompts prefilled per forward pass: enough work per pass, little padding
+
+
 @dataclass
 class Generated:
     token_ids: list[int]  # generated ids, the stopping EOS excluded
@@ -114,7 +117,7 @@ class PrefixSharingEngine:
                 rows = _place(rows, self._prefill(prefix_len, prompts, newcomers, stats), free[: len(newcomers)])
                 free = free[len(newcomers):]
             if free:  # nothing left to start: drop the finished rows rather than decode them
-                rows = _rebuild(rows, [r for r in range(len(rows.items)) if r not in set(free)])
+                _drop(rows, free)
             if not rows.items:
                 return results
             rows = _compact(rows)
@@ -130,6 +133,17 @@ class PrefixSharingEngine:
         return [(layer.keys, layer.values) for layer in _layers(cache)]
 
     def _prefill(self, prefix_len: int, prompts: list[list[int]], items: list[int], stats: EngineStats) -> _Rows:
+        """Prefill the prompts' suffixes after the shared prefix, in groups of PREFILL_ROWS.
+
+        Items come longest first, so each group pads little; padding the joined cache costs
+        memory only, not computation.
+        """
+        groups = [items[i:i + PREFILL_ROWS] for i in range(0, len(items), PREFILL_ROWS)]
+        parts = [self._prefill_group(prefix_len, prompts, group, stats) for group in groups]
+        return parts[0] if len(parts) == 1 else _concat(parts)
+
+    def _prefill_group(self, prefix_len: int, prompts: list[list[int]], items: list[int],
+                       stats: EngineStats) -> _Rows:
         """Prefill the prompts' suffixes (left-padded to the longest) after the shared prefix."""
         suffixes = [prompts[i][prefix_len:] for i in items]
         width = max(len(s) for s in suffixes)
@@ -291,6 +305,17 @@ def _pad_columns(tensor: torch.Tensor, at: int, count: int, dim: int) -> torch.T
     return torch.cat([tensor.narrow(dim, 0, at), zeros, tensor.narrow(dim, at, tensor.shape[dim] - at)], dim=dim)
 
 
+def _concat(parts: list[_Rows]) -> _Rows:
+    """One batch from several, their columns right-aligned (masked columns added on the left)."""
+    width = max(part.mask.shape[1] for part in parts)
+    padded = [_rebuild(part, list(range(len(part.items))), extra=width - part.mask.shape[1]) for part in parts]
+    layers = [(torch.cat([_layers(p.cache)[i].keys for p in padded]), torch.cat([_layers(p.cache)[i].values for p in padded]))
+              for i in range(len(_layers(padded[0].cache)))]
+    return _Rows(cache=_build_cache(layers), mask=torch.cat([p.mask for p in padded]),
+                 positions=torch.cat([p.positions for p in padded]), last=torch.cat([p.last for p in padded]),
+                 items=[i for p in padded for i in p.items], generated=[g for p in padded for g in p.generated])
+
+
 def _place(rows: _Rows, fresh: _Rows, slots: list[int]) -> _Rows:
     """Write freshly prefilled rows into finished rows' slots, in place.
 
@@ -313,6 +338,26 @@ def _place(rows: _Rows, fresh: _Rows, slots: list[int]) -> _Rows:
     for slot, item, generated in zip(slots, fresh.items, fresh.generated):
         rows.items[slot], rows.generated[slot] = item, generated
     return rows
+
+
+def _drop(rows: _Rows, slots: list[int]) -> None:
+    """Remove rows in place: the last row moves into each freed slot, then the batch is one
+    shorter (a view of the same buffers, so nothing else is copied)."""
+    for slot in sorted(slots, reverse=True):
+        last = len(rows.items) - 1
+        if slot != last:
+            for layer in _layers(rows.cache):
+                for buffer in layer.buffers:
+                    buffer[slot] = buffer[last]
+            for tensor in (rows.mask, rows.positions, rows.last):
+                tensor[slot] = tensor[last]
+            rows.items[slot], rows.generated[slot] = rows.items[last], rows.generated[last]
+        for layer in _layers(rows.cache):
+            layer.buffers = tuple(buffer[:last] for buffer in layer.buffers)
+            layer.keys, layer.values = layer.buffers[0][:, :, :layer.length], layer.buffers[1][:, :, :layer.length]
+        rows.mask, rows.positions, rows.last = rows.mask[:last], rows.positions[:last], rows.last[:last]
+        rows.items.pop()
+        rows.generated.pop()
 
 
 def _rebuild(rows: _Rows, keep: list[int], extra: int = 0) -> _Rows:

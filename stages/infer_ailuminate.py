@@ -10,7 +10,7 @@ ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
 
 import click
 
-from lib.cli import stage_command
+from lib.cli import eval_target_options, stage_command
 from lib.data import apply_limit, load_ailuminate
 from lib.inference import (already_done, eval_target, evaluation_fingerprint, generate_for_evaluation, output_paths,
                            write_evaluation)
@@ -18,8 +18,7 @@ from lib.inference import (already_done, eval_target, evaluation_fingerprint, ge
 
 @click.command()
 @stage_command
-@click.option("--base-only", is_flag=True, help="Evaluate the base model without the adapter (a baseline).")
-@click.option("--checkpoint", default=None, help="Evaluate run_<run>/checkpoints/<NAME> instead of the final adapter.")
+@eval_target_options
 def main(stage, base_only, checkpoint):
     config = stage.config
 

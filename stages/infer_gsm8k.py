@@ -13,7 +13,7 @@ A rerun after a kill resumes; a finished evaluation of the same inputs is not re
 
 import click
 
-from lib.cli import stage_command
+from lib.cli import eval_target_options, stage_command
 from lib.data import apply_limit, load_gsm8k
 from lib.fewshot import RUN_POOL_FILE, first_k, read_pool
 from lib.gsm8k import EVAL_SPEC, score_outputs
@@ -24,8 +24,7 @@ from lib.prompts import gsm8k_messages
 
 @click.command()
 @stage_command
-@click.option("--base-only", is_flag=True, help="Evaluate the base model without the adapter (a baseline).")
-@click.option("--checkpoint", default=None, help="Evaluate run_<run>/checkpoints/<NAME> instead of the final adapter.")
+@eval_target_options
 def main(stage, base_only, checkpoint):
     config = stage.config
 

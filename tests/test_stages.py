@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import PRESET_DIR, make_problems, write_jsonl
+from conftest import PRESET_DIR, make_problems
 from lib.chat import IGNORE_INDEX
 from stages import prep_fewshot, tokenize
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import PRESET_DIR, REPO
+from conftest import REPO
 from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
 from lib.config import TrainConfig
 from lib.training import attach_lora, discover_lora_targets, load_base_for_training, training_arguments
@@ -108,7 +108,7 @@ def test_interrupted_training_resumes_and_matches_an_uninterrupted_run(train_run
 
 
 def test_changed_inputs_discard_old_checkpoints(train_run):
-    run_dir = train_run.prepared("c")
+    train_run.prepared("c")
     train_run(train, "c", "--stop-after", "2")
     result = train_run(train, "c", "--set", "train.learning_rate=0.02")
     assert "discarding earlier checkpoints" in result.output and "resuming" not in result.output

@@ -1,7 +1,7 @@
 """Generation throughput: the prefix-sharing, slot-refilling engine vs one-by-one `model.generate`.
 
     make bench
-    .venv/bin/python tests/bench/bench_generation.py [--questions 64] [--k 5] [--batch 16] [--max-new-tokens 256]
+    .venv/bin/python tests/bench/bench_generation.py [--questions 64] [--k 5] [--batch 16 64] [--max-new-tokens 256]
 
 The same k-shot GSM8K prompts (real test questions and a pool drawn from the real train split
 when ../shared/data/gsm8k exists, else the demo set), the embedded SmolLM2-135M-Instruct on CPU (fp32
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, nargs="+", default=[16, 64], help="engine batch sizes to measure")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="model dtype for both (bf16 is fast on CPUs with AMX, but not bit-exact)")
@@ -60,10 +60,11 @@ def main() -> None:
                                              add_generation_prompt=True, return_dict=True)["input_ids"]
                for q in questions]
 
-    engine = PrefixSharingEngine(model, tokenizer, options.max_new_tokens, options.batch)
-    with tqdm(total=len(prompts), desc="engine") as bar:
-        results, stats = engine.generate(prompts, progress=bar)
-    engine_tps = stats.generated_tokens / stats.seconds
+    runs = {}
+    for batch in options.batch:
+        engine = PrefixSharingEngine(model, tokenizer, options.max_new_tokens, batch)
+        with tqdm(total=len(prompts), desc=f"engine, batch {batch}") as bar:
+            runs[batch] = engine.generate(prompts, progress=bar)
 
     count = options.baseline_questions or len(prompts)
     baseline_tokens, baseline_answers, start = 0, [], time.perf_counter()
@@ -78,19 +79,21 @@ def main() -> None:
         baseline_answers.append(strict_answer(tokenizer.decode(generated, skip_special_tokens=True)))
     baseline_tps = baseline_tokens / (time.perf_counter() - start)
 
-    agree = sum(a == strict_answer(r.text) for a, r in zip(baseline_answers, results))
+    results = next(iter(runs.values()))[0]
     looped = sum(r.stop_reason == "max_new_tokens" for r in results)
     prompt_len = sum(map(len, prompts)) / len(prompts)
     print(f"generation benchmark: {len(prompts)} GSM8K questions ({'real' if real else 'demo'} data), {options.k}-shot"
-          f" prompts of {prompt_len:.0f} tokens on average, SmolLM2-135M {options.dtype} on CPU, batch {options.batch},"
+          f" prompts of {prompt_len:.0f} tokens on average, SmolLM2-135M {options.dtype} on CPU,"
           f" max_new_tokens {options.max_new_tokens} ({looped} answers hit it)")
-    print(f"one-by-one generate: {baseline_tps:7.1f} generated tokens/s ({count} questions)")
-    print(f"engine:              {engine_tps:7.1f} generated tokens/s -> x{engine_tps / baseline_tps:.2f} (goal >= 6)")
-    print(f"parsed answers identical: {agree}/{count}")
-    print(f"prefill positions per question: {stats.prefill_tokens_per_prompt():.0f} (one-by-one: {prompt_len:.0f});"
-          f" shared prefix {stats.prefix_tokens} tokens computed once")
-    print(f"wasted positions: {stats.wasted_share():.1%} of computed (prefill padding {stats.prefill_padding},"
-          f" decode after stop {stats.decode_wasted}) (goal <= 20%)")
+    print(f"one-by-one generate:  {baseline_tps:7.1f} generated tokens/s ({count} questions)")
+    for batch, (results, stats) in runs.items():
+        engine_tps = stats.generated_tokens / stats.seconds
+        agree = sum(a == strict_answer(r.text) for a, r in zip(baseline_answers, results))
+        print(f"engine, batch {batch:<3}    {engine_tps:7.1f} generated tokens/s -> x{engine_tps / baseline_tps:.2f}"
+              f" (goal >= 6); parsed answers identical {agree}/{count};"
+              f" prefill positions per question {stats.prefill_tokens_per_prompt():.0f} (one-by-one {prompt_len:.0f},"
+              f" shared prefix of {stats.prefix_tokens} counted once); wasted positions {stats.wasted_share():.1%}"
+              f" (padding {stats.prefill_padding}, after stop {stats.decode_wasted}; goal <= 20%)")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ def examples(count: int) -> tuple[list[dict], str]:
 
 
 def run_mode(mode: str, count: int, batch: int) -> dict:
-    import torch
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, set_seed
 
     import datasets
