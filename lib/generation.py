@@ -112,10 +112,11 @@ class PrefixSharingEngine:
         rows = self._prefill(prefix_len, prompts, newcomers, stats)
         while True:
             free = self._retire_finished(rows, results, stats, progress)
-            if free and pending:
+            while free and pending:
                 newcomers = [pending.popleft() for _ in range(min(len(free), len(pending)))]
                 rows = _place(rows, self._prefill(prefix_len, prompts, newcomers, stats), free[: len(newcomers)])
-                free = free[len(newcomers):]
+                # A newcomer whose first token already ends it frees its slot again at once.
+                free = free[len(newcomers):] + self._retire_finished(rows, results, stats, progress)
             if free:  # nothing left to start: drop the finished rows rather than decode them
                 _drop(rows, free)
             if not rows.items:

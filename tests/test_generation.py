@@ -71,3 +71,14 @@ def test_common_prefix_leaves_every_prompt_a_token():
     assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2, 3, 5]]) == 2
     assert common_prefix_length([[1, 2], [1, 2]]) == 1
     assert common_prefix_length([[5, 6], [7]]) == 0
+
+
+def test_a_refilled_prompt_that_stops_at_its_first_token_is_not_decoded_further(smollm2, smollm2_tokenizer):
+    prompts = _prompts(smollm2_tokenizer, 3)
+    free, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=6, batch_size=1).generate(prompts)
+    first = free[2].token_ids[0]
+    # Batch of 1: later prompts enter by refilling a slot; make the third one's first token an end.
+    engine = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=6, batch_size=1,
+                                 eos_token_ids=(smollm2_tokenizer.eos_token_id, first))
+    results, _ = engine.generate(prompts)
+    assert results[2].token_ids == [] and results[2].stop_reason == "eos"
