@@ -56,13 +56,16 @@ def check_adapter_base(adapter: Path, base_path: str) -> None:
     if not config_file.is_file():
         raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json; run `make train` first)")
     trained_on = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if trained_on and _same_model(trained_on, base_path) is False:
+    if trained_on and not _same_model(trained_on, base_path):
         raise InputError(f"{adapter}: adapter was trained on {trained_on!r}, but this run's base model is {base_path!r}")
 
 
 def _same_model(a: str, b: str) -> bool:
-    if Path(a).exists() and Path(b).exists():
-        return Path(a).resolve() == Path(b).resolve()
+    # Two local folders are the same base when their configs agree (the embedded model may be
+    # converted into another models folder); otherwise compare the hub ids / paths.
+    configs = [Path(x) / "config.json" for x in (a, b)]
+    if all(c.is_file() for c in configs):
+        return json.loads(configs[0].read_text()) == json.loads(configs[1].read_text())
     return a.rstrip("/") == b.rstrip("/")
 
 

@@ -72,10 +72,14 @@ def test_evaluation_without_a_trained_adapter_says_what_to_run(infer_args, tmp_p
     assert result.exit_code != 0 and "no finished adapter" in result.output and "--base-only" in result.output
 
 
-def test_adapter_from_another_base_model_is_refused(tmp_path):
+def test_adapter_from_another_base_model_is_refused(tmp_path, tiny_model_dir, smollm2_dir):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/other-model"}))
     with pytest.raises(InputError, match="trained on 'org/other-model'"):
         check_adapter_base(tmp_path, "Qwen/Qwen3-4B-Instruct-2507")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir)}))
+    with pytest.raises(InputError, match="but this run's base model is"):
+        check_adapter_base(tmp_path, str(smollm2_dir))
+    check_adapter_base(tmp_path, str(tiny_model_dir))  # the same base passes
 
 
 @pytest.mark.parametrize("model_format", ["merged", "nf4"])
