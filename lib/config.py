@@ -105,9 +105,14 @@ class SweepConfig:
 
 @dataclass
 class SafetyConfig:
-    safeguard_model: str = "data/safeguard_model"
-    safety_prompt: str = "data/safety_prompt.txt"
+    safeguard_model: str = "data/safeguard_model"  # HF folder: *ForSequenceClassification or *ForCausalLM guard
+    safety_prompt: str = "data/safety_prompt.txt"  # the Safety Guidelines prompt, used verbatim
+    template: str = "{guidelines}\n\n{response}"  # what the judge reads; {prompt} may be added
+    safe_label: str | None = None  # classifier whose labels are LABEL_0/LABEL_1: which one means safe
     batch_size: int = 8
+    max_new_tokens: int = 16  # generative guards answer "safe" or "unsafe" (+ categories)
+    allow_pickle: bool = False  # load .bin/.pt weights (pickle): only for a folder you trust
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -260,6 +265,8 @@ def _check_values(config: Config, source: str) -> None:
         "eval.max_new_tokens": config.eval.max_new_tokens,
         "eval.batch_size": config.eval.batch_size,
         "eval.chunk_size": config.eval.chunk_size,
+        "safety.batch_size": config.safety.batch_size,
+        "safety.max_new_tokens": config.safety.max_new_tokens,
     }
     for key, value in positive.items():
         if value <= 0:

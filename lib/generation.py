@@ -38,6 +38,7 @@ class Generated:
     token_ids: list[int]  # generated ids, the stopping EOS excluded
     text: str
     stop_reason: str  # "eos", "stop_string" or "max_new_tokens"
+    first_token_probs: list[float] | None = None  # P(each of `score_token_ids`) at the first step
 
 
 @dataclass
@@ -77,7 +78,8 @@ class _Rows:
 
 class PrefixSharingEngine:
     def __init__(self, model, tokenizer, max_new_tokens: int, batch_size: int,
-                 stop_strings: tuple[str, ...] = (), eos_token_ids: tuple[int, ...] | None = None):
+                 stop_strings: tuple[str, ...] = (), eos_token_ids: tuple[int, ...] | None = None,
+                 score_token_ids: tuple[int, ...] = ()):
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -88,6 +90,8 @@ class PrefixSharingEngine:
         self.device = next(model.parameters()).device
         # Enough tokens to see any stop string in decoded text (a token is at least one char).
         self.stop_window = max((len(s) for s in self.stop_strings), default=0) + 4
+        self.score_token_ids = list(score_token_ids)  # e.g. a guard's "safe"/"unsafe" first tokens
+        self._first_probs: dict[int, list[float]] = {}
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], progress=None) -> tuple[list[Generated], EngineStats]:
@@ -161,6 +165,9 @@ class PrefixSharingEngine:
         stats.suffix_tokens += sum(len(s) for s in suffixes)
         stats.prefill_padding += width * len(suffixes) - sum(len(s) for s in suffixes)
         first = out.logits[:, -1].argmax(-1).cpu()
+        if self.score_token_ids:
+            probs = out.logits[:, -1].float().softmax(-1)[:, self.score_token_ids].cpu()
+            self._first_probs.update({item: row.tolist() for item, row in zip(items, probs)})
         return _Rows(cache=out.past_key_values, mask=suffix_mask, positions=torch.tensor([prefix_len + len(s) for s in suffixes]),
                      last=first, items=list(items), generated=[[int(t)] for t in first])
 
@@ -186,6 +193,7 @@ class PrefixSharingEngine:
             outcome = self._stopped(rows.generated[row])
             if outcome is None:
                 continue
+            outcome.first_token_probs = self._first_probs.pop(item, None)
             results[item] = outcome
             free.append(row)
             stats.generated_tokens += len(rows.generated[row])

@@ -73,9 +73,24 @@ def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixS
                        fingerprint: str, chunk_size: int, progress_desc: str) -> tuple[list | None, EngineStats]:
     """Greedy outputs for all prompts, in input order (on the main process; None elsewhere).
 
-    Each output is a dict {token_ids, text, stop_reason}. Engine statistics cover the work this
-    call did (not chunks finished by an earlier, interrupted call).
+    Each output is a dict {token_ids, text, stop_reason[, first_token_probs]}. Engine statistics
+    cover the work this call did (not chunks finished by an earlier, interrupted call).
     """
+    stats = EngineStats()
+
+    def generate_chunk(indices: list[int], bar) -> list[dict]:
+        outputs, chunk_stats = engine.generate([prompts[i] for i in indices], progress=bar)
+        _add_stats(stats, chunk_stats)
+        return [vars(output) for output in outputs]
+
+    return run_resumable(ids, generate_chunk, partial_dir, fingerprint, chunk_size, progress_desc), stats
+
+
+def run_resumable(ids: list[str], compute_chunk, partial_dir: Path, fingerprint: str, chunk_size: int,
+                  progress_desc: str) -> list[dict] | None:
+    """compute_chunk(indices, progress_bar) -> one JSON-able dict per index, run chunk by chunk
+    with each finished chunk appended to this process's partial file; all results in input order
+    on the main process (None elsewhere)."""
     from tqdm.auto import tqdm
 
     state = process_state()
@@ -86,28 +101,24 @@ def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixS
     done = _read_partial(partial_dir)
     _keep_complete_lines(own_file)
 
-    chunks = [list(range(start, min(start + chunk_size, len(prompts)))) for start in range(0, len(prompts), chunk_size)]
-    mine = [(number, chunk) for number, chunk in enumerate(chunks)
+    chunks = [list(range(start, min(start + chunk_size, len(ids)))) for start in range(0, len(ids), chunk_size)]
+    mine = [chunk for number, chunk in enumerate(chunks)
             if number % state.num_processes == state.process_index and not all(ids[i] in done for i in chunk)]
-    stats = EngineStats()
-    with tqdm(total=sum(len(c) for _, c in mine), desc=progress_desc, disable=not state.is_main_process) as bar:
-        for number, chunk in mine:
-            outputs, chunk_stats = engine.generate([prompts[i] for i in chunk], progress=bar)
-            _add_stats(stats, chunk_stats)
+    with tqdm(total=sum(len(c) for c in mine), desc=progress_desc, disable=not state.is_main_process) as bar:
+        for chunk in mine:
+            results = compute_chunk(chunk, bar)
             with open(own_file, "a", encoding="utf-8") as handle:
-                for index, output in zip(chunk, outputs):
-                    record = {"id": ids[index], "token_ids": output.token_ids, "text": output.text,
-                              "stop_reason": output.stop_reason}
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                for index, result in zip(chunk, results):
+                    handle.write(json.dumps({"id": ids[index], **result}, ensure_ascii=False) + "\n")
                 handle.flush()
     state.wait_for_everyone()
     if not state.is_main_process:
-        return None, stats
+        return None
     done = _read_partial(partial_dir)
     missing = [i for i in ids if i not in done]
     if missing:
-        raise RuntimeError(f"generation finished without outputs for {len(missing)} prompts (first: {missing[0]})")
-    return [done[i] for i in ids], stats
+        raise RuntimeError(f"finished without results for {len(missing)} items (first: {missing[0]})")
+    return [done[i] for i in ids]
 
 
 def _read_partial(partial_dir: Path) -> dict[str, dict]:
@@ -156,13 +167,15 @@ class EvalTarget:
     tag: str  # appended to output names: "" (adapter), "_base", "_checkpoint-50"
 
 
-def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None) -> EvalTarget:
+def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_weights: bool = True) -> EvalTarget:
+    """The weights to evaluate; with need_weights=False only the output-name tag (a stage that
+    reads another stage's outputs)."""
     from lib.training import COMPLETE_FILE
 
     if base_only and checkpoint:
         raise InputError("--base-only and --checkpoint exclude each other")
-    if base_only:
-        return EvalTarget(None, "_base")
+    if base_only or not need_weights:
+        return EvalTarget(None, "_base" if base_only else f"_{checkpoint}" if checkpoint else "")
     if checkpoint:
         path = run_dir / "checkpoints" / checkpoint
         if not (path / "adapter_config.json").is_file():

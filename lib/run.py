@@ -40,7 +40,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
     ),
     "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval"),
-    "score_safety": ("safety",),
+    "score_safety": ("safety", "eval.chunk_size"),
     "summarize": ("thresholds", "sweep"),
 }
 

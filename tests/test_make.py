@@ -47,7 +47,7 @@ def test_help_lists_every_target_and_variable():
     out = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
     targets = {"help", "venv", "test", "bench", "demo", "prep_fewshot", "tokenize", "train", "infer_gsm8k",
-               "infer_ailuminate", "clean-run"}
+               "infer_ailuminate", "score_safety", "clean-run"}
     assert targets <= listed
     variables = {entry.split("=")[0] for entry in listed if "=" in entry}
     assert {"PYTHON", "PRESET", "RUN", "SET", "SMOKE", "ARTIFACTS", "NPROC", "TRAIN_ARGS"} <= variables
