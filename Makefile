@@ -29,14 +29,15 @@ LIB_PREP_FEWSHOT := $(LIB_COMMON) lib/data.py lib/fewshot.py lib/gsm8k.py
 LIB_TOKENIZE := $(LIB_PREP_FEWSHOT) lib/chat.py lib/models.py lib/sft_data.py
 LIB_TRAIN := $(LIB_COMMON) lib/devices.py lib/io.py lib/models.py lib/training.py
 LIB_INFER := $(LIB_COMMON) lib/data.py lib/devices.py lib/generation.py lib/inference.py lib/models.py lib/training.py
-LIB_INFER_GSM8K := $(LIB_INFER) lib/chat.py lib/fewshot.py lib/gsm8k.py lib/prompts.py
+LIB_INFER_GSM8K := $(LIB_INFER) lib/chat.py lib/fewshot.py lib/gsm8k.py lib/prompts.py lib/stats.py
 LIB_SAFETY := $(LIB_INFER) lib/safety.py
+LIB_SUMMARY := $(LIB_COMMON) lib/stats.py lib/summary.py
 
 # One process runs a stage directly; several go through accelerate (DDP for training, a shard of
 # the prompts each for inference; gloo on CPU, NCCL on GPUs).
 LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m)
 
-.PHONY: help venv test bench demo prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety params clean-run
+.PHONY: help venv test bench demo simple medium strong smoke prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety summarize params clean-run
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -63,7 +64,17 @@ bench: $(VENV_STAMP) ## run the benchmarks in tests/bench/ and print their figur
 	for bench in "$${benches[@]}"; do echo "== $$bench"; $(PY) "$$bench"; done
 
 demo: ## the embedded default end to end on CPU, offline
-	$(MAKE) infer_gsm8k score_safety PRESET=demo RUN=demo
+	$(MAKE) summarize PRESET=demo RUN=demo
+
+simple: ## every stage of presets/simple.yaml in order, as run "simple"
+	$(MAKE) summarize PRESET=simple RUN=simple
+medium: ## every stage of presets/medium.yaml in order, as run "medium"
+	$(MAKE) summarize PRESET=medium RUN=medium
+strong: ## every stage of presets/strong.yaml in order, as run "strong"
+	$(MAKE) summarize PRESET=strong RUN=strong
+
+smoke: ## the PRESET's chain at smoke sizes, as run <preset>-smoke (e.g. make smoke PRESET=simple)
+	$(MAKE) summarize PRESET=$(PRESET) RUN=$(PRESET)-smoke SMOKE=1
 
 # Writes params/<stage>.json only where they change; the empty rules below let Make compare
 # their mtimes afterwards, so only stages whose keys changed rerun.
@@ -96,6 +107,10 @@ $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl: stages/infer_ailuminate.py $(LIB_INF
 score_safety: $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl ## safeguard labels and safety rate -> ailuminate_safety_<run>
 $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl
 	$(LAUNCH) stages.score_safety $(RUN_ARGS)
+
+summarize: $(RUN_DIR)/summary.json ## row in summary.csv, baseline check, indicative grades
+$(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARY) $(PARAMS)/summarize.json $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl
+	$(PY) -m stages.summarize $(RUN_ARGS)
 
 clean-run: ## remove one run's artifacts (RUN=name)
 	rm -rf -- "$(RUN_DIR)" $(ARTIFACTS)/*_preds_$(RUN).jsonl $(ARTIFACTS)/*_preds_$(RUN)_*.jsonl \

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,17 +147,6 @@ def _add_stats(total: EngineStats, part: EngineStats) -> None:
         setattr(total, name, getattr(total, name) + value)
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (better than the normal one near 0, 1 or small n)."""
-    if total == 0:
-        return 0.0, 0.0
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass
 class EvalTarget:
     """What is evaluated: the run's adapter, one of its checkpoints, or the base model alone."""
@@ -170,7 +158,7 @@ class EvalTarget:
 def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_weights: bool = True) -> EvalTarget:
     """The weights to evaluate; with need_weights=False only the output-name tag (a stage that
     reads another stage's outputs)."""
-    from lib.training import COMPLETE_FILE
+    from lib.run import COMPLETE_FILE
 
     if base_only and checkpoint:
         raise InputError("--base-only and --checkpoint exclude each other")

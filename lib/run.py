@@ -25,6 +25,8 @@ from lib.config import Config, load_config
 from lib.errors import InputError
 from lib.io import count_jsonl_records, dumps_json, file_sha256, write_if_changed
 
+COMPLETE_FILE = "training_complete.json"  # written last into run_<run>/adapter/: training finished
+
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 # What each stage reads: whole sections or single keys. A change elsewhere does not rerun it.
@@ -41,7 +43,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval"),
     "score_safety": ("safety", "eval.chunk_size"),
-    "summarize": ("thresholds", "sweep"),
+    "summarize": ("model", "data", "lora", "train", "fewshot.k", "thresholds", "sweep", "grades"),
 }
 
 # Input files a stage writes itself (prep_fewshot draws the pool); Make follows them through the

@@ -21,10 +21,10 @@ from transformers.trainer_callback import ProgressCallback
 from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.io import atomic_write_json, read_jsonl, reset_dir_unless_fingerprint
+from lib.run import COMPLETE_FILE
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CHECKPOINT_PREFIX = "checkpoint-"
-COMPLETE_FILE = "training_complete.json"  # written last into the adapter folder
 
 
 def load_base_for_training(path: str, quantization: str, double_quant: bool, compute_dtype: torch.dtype,

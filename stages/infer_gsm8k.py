@@ -18,7 +18,8 @@ from lib.data import apply_limit, load_gsm8k
 from lib.fewshot import RUN_POOL_FILE, first_k, read_pool
 from lib.gsm8k import EVAL_SPEC, score_outputs
 from lib.inference import (already_done, eval_target, evaluation_fingerprint, generate_for_evaluation, output_paths,
-                           wilson_interval, write_evaluation)
+                           write_evaluation)
+from lib.stats import wilson_interval
 from lib.prompts import gsm8k_messages
 
 

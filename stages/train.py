@@ -20,7 +20,8 @@ from lib.cli import stage_command
 from lib.io import file_sha256
 from lib.models import resolve_model_path
 from lib.devices import process_state
-from lib.training import COMPLETE_FILE, completed_record, train_adapter
+from lib.run import COMPLETE_FILE
+from lib.training import completed_record, train_adapter
 
 
 @click.command()

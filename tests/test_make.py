@@ -47,7 +47,45 @@ def test_help_lists_every_target_and_variable():
     out = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
     targets = {"help", "venv", "test", "bench", "demo", "prep_fewshot", "tokenize", "train", "infer_gsm8k",
-               "infer_ailuminate", "score_safety", "clean-run"}
+               "infer_ailuminate", "score_safety", "summarize", "simple", "medium", "strong", "smoke", "clean-run"}
     assert targets <= listed
     variables = {entry.split("=")[0] for entry in listed if "=" in entry}
     assert {"PYTHON", "PRESET", "RUN", "SET", "SMOKE", "ARTIFACTS", "NPROC", "TRAIN_ARGS"} <= variables
+
+
+def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(tmp_path, models_dir):
+    """`make smoke PRESET=demo`: every stage on the embedded model at smoke sizes; then again."""
+    import csv
+    import json
+    import time
+
+    artifacts = tmp_path / "artifacts"
+    env = {**os.environ, "MODELS_DIR": str(models_dir)}
+    env.pop("MAKEFLAGS", None)
+    args = ["make", "--no-print-directory", "smoke", "PRESET=demo", f"ARTIFACTS={artifacts}",
+            f"SET=fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "demo-smoke: accuracy" in done.stdout and "→ PASS" in done.stdout
+
+    run = artifacts / "run_demo-smoke"
+    for path in [run / "config_resolved.json", run / "train_tokenized.meta.json",
+                 run / "adapter" / "training_complete.json", run / "summary.json",
+                 artifacts / "gsm8k_metrics_demo-smoke.json", artifacts / "ailuminate_metrics_demo-smoke.json",
+                 artifacts / "ailuminate_safety_metrics_demo-smoke.json"]:
+        json.loads(path.read_text())
+    counts = {"fewshot.jsonl": 8, "train_tokenized.jsonl": 16, "train_log.jsonl": None}
+    for name, expected in counts.items():
+        lines = [json.loads(line) for line in (run / name).read_text().splitlines()]
+        assert expected is None or len(lines) == expected
+    for name, expected in [("gsm8k_preds_demo-smoke.jsonl", 8), ("ailuminate_preds_demo-smoke.jsonl", 4),
+                           ("ailuminate_safety_demo-smoke.jsonl", 4)]:
+        assert len([json.loads(line) for line in (artifacts / name).read_text().splitlines()]) == expected
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    with open(artifacts / "summary.csv", newline="") as handle:
+        assert [row["run_name"] for row in csv.DictReader(handle)] == ["demo-smoke"]
+
+    start = time.perf_counter()
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "stages." not in again.stdout
+    assert time.perf_counter() - start < 5

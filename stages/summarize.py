@@ -1,0 +1,72 @@
+"""Summarize a run: one row in artifacts/summary.csv, the baseline check, indicative grades.
+
+    python -m stages.summarize --preset presets/demo.yaml
+    make summarize RUN=simple PRESET=simple
+
+Reads gsm8k_metrics_<run>.json, ailuminate_safety_<run>.jsonl and its metrics, the run's
+config_resolved.json and training_complete.json. Replaces the run's row in summary.csv (never
+duplicates it), prints e.g. `strong: accuracy 0.412 ≥ 0.37, safety 0.455 ≥ 0.42 → PASS`, and
+writes run_<run>/summary.json with AILuminate-style grades per hazard (indicative: our judge is
+not the MLCommons evaluator ensemble).
+"""
+
+import json
+
+import click
+
+from lib.cli import stage_command
+from lib.io import atomic_write_json, read_jsonl
+from lib.summary import ailuminate_grades, baseline_check, upsert_summary
+from lib.run import COMPLETE_FILE
+
+
+@click.command()
+@stage_command
+def main(stage):
+    config, artifacts, run = stage.config, stage.artifacts, stage.run
+
+    # Inputs
+    gsm8k = _read_json(artifacts / f"gsm8k_metrics_{run}.json", "make infer_gsm8k")
+    safety = _read_json(artifacts / f"ailuminate_safety_metrics_{run}.json", "make score_safety")
+    labelled = read_jsonl(artifacts / f"ailuminate_safety_{run}.jsonl", required=("id", "label"))
+    record = _read_json(stage.run_dir / "config_resolved.json", "a stage of this run")
+    trained = stage.run_dir / "adapter" / COMPLETE_FILE
+    training = json.loads(trained.read_text(encoding="utf-8")) if trained.is_file() else {}
+
+    # Row, check, grades
+    passed, line = baseline_check(run, gsm8k["accuracy"], safety["safety_rate"], config.thresholds.accuracy,
+                                  config.thresholds.safety)
+    low, high = gsm8k["accuracy_ci95"]
+    row = {
+        "run_name": run, "base_model": config.model.base,
+        "train_data": record["inputs"].get("data.refined_train", {}).get("path") or config.data.gsm8k_train,
+        "method": "QLoRA nf4" if config.quant.quantization == "nf4" else "LoRA",
+        "lora_r": config.lora.r, "lora_alpha": config.lora.alpha, "learning_rate": config.train.learning_rate,
+        "epochs": config.train.epochs, "global_batch_size": training.get("global_batch_size", ""),
+        "fewshot_k": config.fewshot.k, "accuracy": f"{gsm8k['accuracy']:.4f}", "accuracy_ci95_low": f"{low:.4f}",
+        "accuracy_ci95_high": f"{high:.4f}", "flexible_accuracy": f"{gsm8k['flexible_accuracy']:.4f}",
+        "safety_rate": f"{safety['safety_rate']:.4f}", "unparseable": safety["unparseable"], "checkpoint": "final",
+        "accuracy_threshold": config.thresholds.accuracy, "safety_threshold": config.thresholds.safety,
+        "result": "PASS" if passed else "FAIL", "date": record.get("date", ""), "git_commit": record.get("git_commit") or "",
+    }
+    grades = ailuminate_grades(labelled, config.grades.references)
+
+    # Write: the shared CSV, then the run's summary.json (the Make target) last
+    upsert_summary(artifacts / "summary.csv", row)
+    atomic_write_json(stage.run_dir / "summary.json", {"row": row, "baseline_check": line, "grades": grades,
+                                                        "grades_note": "indicative: not the MLCommons evaluator"})
+    print(line)
+    for hazard, entry in grades.items():
+        low, high = entry["safe_fraction_ci95"]
+        print(f"  {hazard:<8} safe {entry['safe_fraction']:.3f} (95% CI {low:.3f}-{high:.3f}) vs reference"
+              f" {entry['reference']:.3f}: grade {entry['grade']} {entry['grade_name']} (indicative)")
+
+
+def _read_json(path, producer: str) -> dict:
+    if not path.is_file():
+        raise click.ClickException(f"{path}: not found (run `{producer}` first)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()
