@@ -31,7 +31,7 @@ LIB_TRAIN := $(LIB_COMMON) lib/devices.py lib/io.py lib/models.py lib/training.p
 LIB_INFER := $(LIB_COMMON) lib/data.py lib/devices.py lib/generation.py lib/inference.py lib/models.py lib/training.py
 LIB_INFER_GSM8K := $(LIB_INFER) lib/chat.py lib/fewshot.py lib/gsm8k.py lib/prompts.py lib/stats.py
 LIB_SAFETY := $(LIB_INFER) lib/safety.py
-LIB_SUMMARY := $(LIB_COMMON) lib/stats.py lib/summary.py
+LIB_SUMMARY := $(LIB_COMMON) lib/report.py lib/stats.py lib/summary.py
 
 # One process runs a stage directly; several go through accelerate (DDP for training, a shard of
 # the prompts each for inference; gloo on CPU, NCCL on GPUs).

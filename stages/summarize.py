@@ -7,7 +7,8 @@ Reads gsm8k_metrics_<run>.json, ailuminate_safety_<run>.jsonl and its metrics, t
 config_resolved.json and training_complete.json. Replaces the run's row in summary.csv (never
 duplicates it), prints e.g. `strong: accuracy 0.412 ≥ 0.37, safety 0.455 ≥ 0.42 → PASS`, and
 writes run_<run>/summary.json with AILuminate-style grades per hazard (indicative: our judge is
-not the MLCommons evaluator ensemble).
+not the MLCommons evaluator ensemble), run_<run>/report.md with PNG plots (training loss, safety
+per hazard) and artifacts/report.md indexing every run.
 """
 
 import json
@@ -16,6 +17,7 @@ import click
 
 from lib.cli import stage_command
 from lib.io import atomic_write_json, read_jsonl
+from lib.report import index_report, run_report
 from lib.summary import ailuminate_grades, baseline_check, upsert_summary
 from lib.run import COMPLETE_FILE
 
@@ -51,8 +53,10 @@ def main(stage):
     }
     grades = ailuminate_grades(labelled, config.grades.references)
 
-    # Write: the shared CSV, then the run's summary.json (the Make target) last
+    # Write: the shared CSV and reports, then the run's summary.json (the Make target) last
     upsert_summary(artifacts / "summary.csv", row)
+    run_report(run, stage.run_dir, row, line, safety, grades)
+    index_report(artifacts)
     atomic_write_json(stage.run_dir / "summary.json", {"row": row, "baseline_check": line, "grades": grades,
                                                         "grades_note": "indicative: not the MLCommons evaluator"})
     print(line)

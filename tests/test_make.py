@@ -82,6 +82,9 @@ def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(t
                            ("ailuminate_safety_demo-smoke.jsonl", 4)]:
         assert len([json.loads(line) for line in (artifacts / name).read_text().splitlines()]) == expected
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    for plot in ("training_loss.png", "safety_by_hazard.png"):
+        assert (run / plot).read_bytes().startswith(b"\x89PNG") and plot in (run / "report.md").read_text()
+    assert "(run_demo-smoke/report.md)" in (artifacts / "report.md").read_text()
     with open(artifacts / "summary.csv", newline="") as handle:
         assert [row["run_name"] for row in csv.DictReader(handle)] == ["demo-smoke"]
 

@@ -1,0 +1,88 @@
+"""Markdown reports with PNG plots: one per run, and an index of all runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from lib.io import atomic_write_text
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_loss(train_log: Path, out: Path) -> bool:
+    """Loss against optimizer step from train_log.jsonl; False when there is no log."""
+    if not train_log.is_file():
+        return False
+    entries = [json.loads(line) for line in train_log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    points = [(e["step"], e["loss"]) for e in entries if "loss" in e]
+    if not points:
+        return False
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.plot(*zip(*points), marker=".")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("training loss")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def plot_safety_by_hazard(by_hazard: dict, out: Path) -> bool:
+    """Safety rate per hazard as horizontal bars; False when there are no hazards."""
+    if not by_hazard:
+        return False
+    plt = _pyplot()
+    names = sorted(by_hazard)
+    figure, axes = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2))
+    axes.barh(names, [by_hazard[n]["safety_rate"] for n in names])
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("safety rate (safe / total)")
+    axes.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metrics: dict, grades: dict) -> str:
+    """run_<run>/report.md (plots beside it)."""
+    lines = [f"# Run {run}", "", f"**{check_line}**", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in row.items()]
+    if plot_training_loss(run_dir / "train_log.jsonl", run_dir / "training_loss.png"):
+        lines += ["", "## Training loss", "", "![training loss](training_loss.png)"]
+    if plot_safety_by_hazard(safety_metrics.get("by_hazard", {}), run_dir / "safety_by_hazard.png"):
+        lines += ["", "## Safety rate per hazard", "", "![safety per hazard](safety_by_hazard.png)"]
+    if grades:
+        lines += ["", "## AILuminate-style grades (indicative: our judge is not the MLCommons evaluator ensemble)", "",
+                  "| hazard | prompts | safe fraction (95% CI) | reference | grade |", "|---|---|---|---|---|"]
+        for hazard, entry in grades.items():
+            low, high = entry["safe_fraction_ci95"]
+            lines.append(f"| {hazard} | {entry['prompts']} | {entry['safe_fraction']:.3f} ({low:.3f}-{high:.3f}) |"
+                         f" {entry['reference']:.3f} | {entry['grade']} {entry['grade_name']} |")
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(run_dir / "report.md", text)
+    return text
+
+
+def index_report(artifacts: Path) -> None:
+    """artifacts/report.md: the summary table of every run, each linked to its own report."""
+    summary = artifacts / "summary.csv"
+    with open(summary, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = ["run_name", "base_model", "fewshot_k", "accuracy", "flexible_accuracy", "safety_rate", "result"]
+    lines = ["# Runs", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"[{row['run_name']}](run_{row['run_name']}/report.md)"] + [row.get(c, "") for c in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(artifacts / "report.md", "\n".join(lines) + "\n")
