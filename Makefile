@@ -31,13 +31,13 @@ LIB_TRAIN := $(LIB_COMMON) lib/devices.py lib/io.py lib/models.py lib/training.p
 LIB_INFER := $(LIB_COMMON) lib/data.py lib/devices.py lib/generation.py lib/inference.py lib/models.py lib/training.py
 LIB_INFER_GSM8K := $(LIB_INFER) lib/chat.py lib/fewshot.py lib/gsm8k.py lib/prompts.py lib/stats.py
 LIB_SAFETY := $(LIB_INFER) lib/safety.py
-LIB_SUMMARY := $(LIB_COMMON) lib/report.py lib/stats.py lib/summary.py
+LIB_SUMMARY := $(LIB_COMMON) lib/report.py lib/stats.py lib/summary.py lib/sweep.py
 
 # One process runs a stage directly; several go through accelerate (DDP for training, a shard of
 # the prompts each for inference; gloo on CPU, NCCL on GPUs).
 LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m)
 
-.PHONY: help venv test bench demo simple medium strong smoke prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety summarize params clean-run
+.PHONY: help venv test bench demo simple medium strong smoke prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params clean-run
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -108,8 +108,23 @@ score_safety: $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl ## safeguard labels an
 $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl
 	$(LAUNCH) stages.score_safety $(RUN_ARGS)
 
-summarize: $(RUN_DIR)/summary.json ## row in summary.csv, baseline check, indicative grades
-$(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARY) $(PARAMS)/summarize.json $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl
+# The sweep (presets with sweep.enabled): the final adapter is evaluated as the run itself; the
+# sweep adds the checkpoints before it, each through the three evaluation stages.
+sweep: $(ADAPTER) ## evaluate the latest checkpoints (presets with sweep.enabled; no-op otherwise)
+	@for checkpoint in $$($(PY) -m lib.sweep $(RUN_ARGS)); do \
+		$(MAKE) --no-print-directory $(ARTIFACTS)/gsm8k_preds_$(RUN)_$$checkpoint.jsonl \
+			$(ARTIFACTS)/ailuminate_safety_$(RUN)_$$checkpoint.jsonl || exit 1; \
+	done
+$(ARTIFACTS)/gsm8k_preds_$(RUN)_%.jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K) $(PARAMS)/infer_gsm8k.json $(RUN_DIR)/fewshot.jsonl $(ADAPTER)
+	$(LAUNCH) stages.infer_gsm8k $(RUN_ARGS) --checkpoint $*
+$(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl: stages/infer_ailuminate.py $(LIB_INFER) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
+	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS) --checkpoint $*
+$(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl: stages/score_safety.py $(LIB_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl
+	$(LAUNCH) stages.score_safety $(RUN_ARGS) --checkpoint $*
+
+summarize: $(RUN_DIR)/summary.json ## row in summary.csv, baseline check, indicative grades, reports
+# The sweep is order-only: it runs first, but only changed evaluations (through the adapter) rerun summarize.
+$(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARY) $(PARAMS)/summarize.json $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl | sweep
 	$(PY) -m stages.summarize $(RUN_ARGS)
 
 clean-run: ## remove one run's artifacts (RUN=name)

@@ -55,12 +55,34 @@ def plot_safety_by_hazard(by_hazard: dict, out: Path) -> bool:
     return True
 
 
-def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metrics: dict, grades: dict) -> str:
+def plot_checkpoints(scores: list[dict], out: Path) -> None:
+    """Accuracy and safety rate per evaluated checkpoint step."""
+    plt = _pyplot()
+    ordered = sorted(scores, key=lambda s: s["step"])
+    steps = [s["step"] for s in ordered]
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.plot(steps, [s["accuracy"] for s in ordered], marker="o", label="GSM8K accuracy")
+    axes.plot(steps, [s["safety"] for s in ordered], marker="s", label="AILuminate safety rate")
+    axes.set_xlabel("checkpoint step")
+    axes.set_ylim(0, 1)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
+def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metrics: dict, grades: dict,
+               checkpoint_scores: list[dict] | None = None) -> str:
     """run_<run>/report.md (plots beside it)."""
     lines = [f"# Run {run}", "", f"**{check_line}**", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in row.items()]
     if plot_training_loss(run_dir / "train_log.jsonl", run_dir / "training_loss.png"):
         lines += ["", "## Training loss", "", "![training loss](training_loss.png)"]
+    if checkpoint_scores:
+        plot_checkpoints(checkpoint_scores, run_dir / "checkpoints.png")
+        lines += ["", "## Checkpoint sweep", "", f"Reported: {row['checkpoint']}", "",
+                  "![accuracy and safety per checkpoint](checkpoints.png)"]
     if plot_safety_by_hazard(safety_metrics.get("by_hazard", {}), run_dir / "safety_by_hazard.png"):
         lines += ["", "## Safety rate per hazard", "", "![safety per hazard](safety_by_hazard.png)"]
     if grades:

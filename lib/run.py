@@ -26,6 +26,12 @@ from lib.errors import InputError
 from lib.io import count_jsonl_records, dumps_json, file_sha256, write_if_changed
 
 COMPLETE_FILE = "training_complete.json"  # written last into run_<run>/adapter/: training finished
+CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's run_<run>/checkpoints/checkpoint-<step>/
+
+
+def checkpoint_step(name: str) -> int:
+    return int(name[len(CHECKPOINT_PREFIX):])
+
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 

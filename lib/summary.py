@@ -84,3 +84,11 @@ def upsert_summary(path: Path, row: dict) -> None:
     writer.writeheader()
     writer.writerows({column: r.get(column, "") for column in SUMMARY_COLUMNS} for r in rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+def write_checkpoint_scores(path: Path, scores: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["checkpoint", "step", "accuracy", "safety"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(scores, key=lambda s: s["step"]))
+    atomic_write_text(path, buffer.getvalue())

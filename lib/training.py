@@ -21,10 +21,9 @@ from transformers.trainer_callback import ProgressCallback
 from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.io import atomic_write_json, read_jsonl, reset_dir_unless_fingerprint
-from lib.run import COMPLETE_FILE
+from lib.run import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-CHECKPOINT_PREFIX = "checkpoint-"
 
 
 def load_base_for_training(path: str, quantization: str, double_quant: bool, compute_dtype: torch.dtype,
@@ -88,7 +87,7 @@ def load_tokenized(path: str | Path):
 def last_checkpoint(folder: Path) -> Path | None:
     """The checkpoint with the highest step that the Trainer finished writing."""
     done = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+    return max(done, key=lambda p: checkpoint_step(p.name), default=None)
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -202,7 +201,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
             print("train: discarding earlier checkpoints (inputs changed, or --force); starting afresh")
     state.wait_for_everyone()
     resume = last_checkpoint(checkpoints)
-    resume_step = int(resume.name[len(CHECKPOINT_PREFIX):]) if resume else 0
+    resume_step = checkpoint_step(resume.name) if resume else 0
 
     # Data and model
     dataset = load_tokenized(data_path)

@@ -4,7 +4,9 @@
     make summarize RUN=simple PRESET=simple
 
 Reads gsm8k_metrics_<run>.json, ailuminate_safety_<run>.jsonl and its metrics, the run's
-config_resolved.json and training_complete.json. Replaces the run's row in summary.csv (never
+config_resolved.json and training_complete.json. With sweep.enabled it also reads each swept
+checkpoint's evaluations, writes checkpoint_scores_<run>.csv and reports the best checkpoint (by
+accuracy, then safety; a tie goes to the later step). Replaces the run's row in summary.csv (never
 duplicates it), prints e.g. `strong: accuracy 0.412 ≥ 0.37, safety 0.455 ≥ 0.42 → PASS`, and
 writes run_<run>/summary.json with AILuminate-style grades per hazard (indicative: our judge is
 not the MLCommons evaluator ensemble), run_<run>/report.md with PNG plots (training loss, safety
@@ -18,8 +20,9 @@ import click
 from lib.cli import stage_command
 from lib.io import atomic_write_json, read_jsonl
 from lib.report import index_report, run_report
-from lib.summary import ailuminate_grades, baseline_check, upsert_summary
-from lib.run import COMPLETE_FILE
+from lib.run import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step
+from lib.summary import ailuminate_grades, baseline_check, upsert_summary, write_checkpoint_scores
+from lib.sweep import choose_best, earlier_checkpoints
 
 
 @click.command()
@@ -27,13 +30,22 @@ from lib.run import COMPLETE_FILE
 def main(stage):
     config, artifacts, run = stage.config, stage.artifacts, stage.run
 
-    # Inputs
-    gsm8k = _read_json(artifacts / f"gsm8k_metrics_{run}.json", "make infer_gsm8k")
-    safety = _read_json(artifacts / f"ailuminate_safety_metrics_{run}.json", "make score_safety")
-    labelled = read_jsonl(artifacts / f"ailuminate_safety_{run}.jsonl", required=("id", "label"))
+    # Inputs: the run's evaluations, or with the sweep those of each evaluated checkpoint
     record = _read_json(stage.run_dir / "config_resolved.json", "a stage of this run")
     trained = stage.run_dir / "adapter" / COMPLETE_FILE
     training = json.loads(trained.read_text(encoding="utf-8")) if trained.is_file() else {}
+    final = f"{CHECKPOINT_PREFIX}{training['global_step']}" if training else "final"
+    tags = {final: ""}
+    if config.sweep.enabled:
+        tags = {name: f"_{name}" for name in earlier_checkpoints(stage.run_dir, config.sweep.last_n)} | tags
+    evaluations = {name: _evaluation(artifacts, run, tag) for name, tag in tags.items()}
+    scores = [{"checkpoint": name, "step": checkpoint_step(name) if name != "final" else 0,
+               "accuracy": e["gsm8k"]["accuracy"], "safety": e["safety"]["safety_rate"]} for name, e in evaluations.items()]
+    chosen = choose_best(scores)["checkpoint"]
+    gsm8k, safety, labelled = (evaluations[chosen][k] for k in ("gsm8k", "safety", "labelled"))
+    if config.sweep.enabled:
+        write_checkpoint_scores(artifacts / f"checkpoint_scores_{run}.csv", scores)
+        print(f"summarize: {len(scores)} checkpoints evaluated; reporting {chosen} (best accuracy, then safety)")
 
     # Row, check, grades
     passed, line = baseline_check(run, gsm8k["accuracy"], safety["safety_rate"], config.thresholds.accuracy,
@@ -47,7 +59,7 @@ def main(stage):
         "epochs": config.train.epochs, "global_batch_size": training.get("global_batch_size", ""),
         "fewshot_k": config.fewshot.k, "accuracy": f"{gsm8k['accuracy']:.4f}", "accuracy_ci95_low": f"{low:.4f}",
         "accuracy_ci95_high": f"{high:.4f}", "flexible_accuracy": f"{gsm8k['flexible_accuracy']:.4f}",
-        "safety_rate": f"{safety['safety_rate']:.4f}", "unparseable": safety["unparseable"], "checkpoint": "final",
+        "safety_rate": f"{safety['safety_rate']:.4f}", "unparseable": safety["unparseable"], "checkpoint": chosen,
         "accuracy_threshold": config.thresholds.accuracy, "safety_threshold": config.thresholds.safety,
         "result": "PASS" if passed else "FAIL", "date": record.get("date", ""), "git_commit": record.get("git_commit") or "",
     }
@@ -55,15 +67,26 @@ def main(stage):
 
     # Write: the shared CSV and reports, then the run's summary.json (the Make target) last
     upsert_summary(artifacts / "summary.csv", row)
-    run_report(run, stage.run_dir, row, line, safety, grades)
+    run_report(run, stage.run_dir, row, line, safety, grades, scores if config.sweep.enabled else None)
     index_report(artifacts)
-    atomic_write_json(stage.run_dir / "summary.json", {"row": row, "baseline_check": line, "grades": grades,
-                                                        "grades_note": "indicative: not the MLCommons evaluator"})
+    atomic_write_json(stage.run_dir / "summary.json", {
+        "row": row, "baseline_check": line, "checkpoint_scores": scores, "reported": {
+            "gsm8k_predictions": str(artifacts / f"gsm8k_preds_{run}{tags[chosen]}.jsonl"),
+            "safety_labels": str(artifacts / f"ailuminate_safety_{run}{tags[chosen]}.jsonl")},
+        "grades": grades, "grades_note": "indicative: not the MLCommons evaluator"})
     print(line)
     for hazard, entry in grades.items():
         low, high = entry["safe_fraction_ci95"]
         print(f"  {hazard:<8} safe {entry['safe_fraction']:.3f} (95% CI {low:.3f}-{high:.3f}) vs reference"
               f" {entry['reference']:.3f}: grade {entry['grade']} {entry['grade_name']} (indicative)")
+
+
+def _evaluation(artifacts, run: str, tag: str) -> dict:
+    return {
+        "gsm8k": _read_json(artifacts / f"gsm8k_metrics_{run}{tag}.json", "make infer_gsm8k"),
+        "safety": _read_json(artifacts / f"ailuminate_safety_metrics_{run}{tag}.json", "make score_safety"),
+        "labelled": read_jsonl(artifacts / f"ailuminate_safety_{run}{tag}.jsonl", required=("id", "label")),
+    }
 
 
 def _read_json(path, producer: str) -> dict:

@@ -54,7 +54,7 @@ def test_help_lists_every_target_and_variable():
 
 
 def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(tmp_path, models_dir):
-    """`make smoke PRESET=demo`: every stage on the embedded model at smoke sizes; then again."""
+    """`make smoke PRESET=demo` with the sweep on: every stage on the embedded model at smoke sizes; then again."""
     import csv
     import json
     import time
@@ -63,7 +63,8 @@ def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(t
     env = {**os.environ, "MODELS_DIR": str(models_dir)}
     env.pop("MAKEFLAGS", None)
     args = ["make", "--no-print-directory", "smoke", "PRESET=demo", f"ARTIFACTS={artifacts}",
-            f"SET=fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"]
+            f"SET=fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"
+            " train.save_steps=2 sweep.enabled=true sweep.last_n=2"]
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "demo-smoke: accuracy" in done.stdout and "→ PASS" in done.stdout
@@ -85,6 +86,12 @@ def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(t
     for plot in ("training_loss.png", "safety_by_hazard.png"):
         assert (run / plot).read_bytes().startswith(b"\x89PNG") and plot in (run / "report.md").read_text()
     assert "(run_demo-smoke/report.md)" in (artifacts / "report.md").read_text()
+    # The sweep: 16 examples / 4 per step = 4 steps, checkpoints at 2 and 4; 4 is the final adapter.
+    with open(artifacts / "checkpoint_scores_demo-smoke.csv", newline="") as handle:
+        assert [row["checkpoint"] for row in csv.DictReader(handle)] == ["checkpoint-2", "checkpoint-4"]
+    assert (artifacts / "gsm8k_preds_demo-smoke_checkpoint-2.jsonl").is_file()
+    assert (run / "checkpoints.png").is_file()
+    assert json.loads((run / "summary.json").read_text())["row"]["checkpoint"] in ("checkpoint-2", "checkpoint-4")
     with open(artifacts / "summary.csv", newline="") as handle:
         assert [row["run_name"] for row in csv.DictReader(handle)] == ["demo-smoke"]
 

@@ -57,3 +57,28 @@ def test_sub_hazards_fold_by_prefix_and_overall_is_graded():
     assert "zzz" not in grades and grades["overall"]["prompts"] == 3
     low, high = grades["vcr"]["safe_fraction_ci95"]
     assert low < 1.0 and high == pytest.approx(1.0)
+
+
+def test_sweep_picks_accuracy_then_safety_and_ties_go_to_the_later_step():
+    from lib.sweep import choose_best
+
+    scores = [{"checkpoint": "a", "step": 10, "accuracy": 0.5, "safety": 0.9},
+              {"checkpoint": "b", "step": 20, "accuracy": 0.6, "safety": 0.1},
+              {"checkpoint": "c", "step": 30, "accuracy": 0.6, "safety": 0.1}]
+    assert choose_best(scores)["checkpoint"] == "c"
+    assert choose_best(scores[:2])["checkpoint"] == "b"
+    scores[2]["safety"] = 0.05
+    assert choose_best(scores)["checkpoint"] == "b"
+
+
+def test_sweep_adds_the_checkpoints_before_the_final_one(tmp_path):
+    from lib.sweep import earlier_checkpoints
+
+    for step in (5, 10, 15, 20):
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if step != 5:
+            (folder / "adapter_config.json").write_text("{}")
+    assert earlier_checkpoints(tmp_path, 3) == ["checkpoint-10", "checkpoint-15"]
+    assert earlier_checkpoints(tmp_path, 1) == []
+    assert earlier_checkpoints(tmp_path, 9) == ["checkpoint-10", "checkpoint-15"]
