@@ -14,7 +14,11 @@ ARTIFACTS ?= artifacts## artifact root (also read by the stages as ARTIFACTS_DIR
 NPROC ?= 1## processes for train/infer stages; >1 runs `accelerate launch --multi_gpu --num_processes NPROC`
 TRAIN_ARGS ?=## extra options for stages.train, e.g. TRAIN_ARGS="--stop-after 100"
 
-VENV := .venv
+VENV ?= .venv
+VENV_ARGS ?=
+IMAGE ?= gsm8k-qlora-toolkit## docker image name for docker-build / docker
+T ?= help## the Make target `make docker` runs inside the image
+HF_CACHE ?= $(HOME)/.cache/huggingface## host folder mounted as the image's HF cache
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 RUN_DIR := $(ARTIFACTS)/run_$(RUN)
@@ -37,7 +41,7 @@ LIB_SUMMARY := $(LIB_COMMON) lib/report.py lib/stats.py lib/summary.py lib/sweep
 # the prompts each for inference; gloo on CPU, NCCL on GPUs).
 LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m)
 
-.PHONY: help venv test bench demo simple medium strong smoke prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params clean-run
+.PHONY: help venv test bench demo simple medium strong smoke prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint-docker clean-run
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -49,13 +53,13 @@ help: ## list targets and variables
 venv: $(VENV_STAMP) ## create .venv with the pinned requirements (redone when they change)
 
 $(VENV_STAMP): requirements.txt requirements-nodeps.txt
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
 
-test: $(VENV_STAMP) ## run the test suite (CPU, offline; GPU tests skip without CUDA)
+test: $(VENV_STAMP) lint-docker ## run the test suite (CPU, offline; GPU tests skip without CUDA) and hadolint
 	$(PY) -m pytest
 
 bench: $(VENV_STAMP) ## run the benchmarks in tests/bench/ and print their figures
@@ -126,6 +130,22 @@ summarize: $(RUN_DIR)/summary.json ## row in summary.csv, baseline check, indica
 # The sweep is order-only: it runs first, but only changed evaluations (through the adapter) rerun summarize.
 $(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARY) $(PARAMS)/summarize.json $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl | sweep
 	$(PY) -m stages.summarize $(RUN_ARGS)
+
+# The container: the repo, data/ and artifacts/ mounted at the same places, the GPUs, and HF_TOKEN
+# passed by name from the environment (its value never appears on a command line or in a layer).
+# The image built its venv already: -o keeps make from redoing it against the mounted files.
+DOCKER_RUN := docker run --rm --gpus all --ipc=host -e HF_TOKEN -e ARTIFACTS_DIR=artifacts \
+	-v "$(CURDIR)":/workspace -v "$(CURDIR)/data":/workspace/data -v "$(abspath $(ARTIFACTS))":/workspace/artifacts \
+	-v "$(HF_CACHE)":/cache/huggingface $(IMAGE)
+
+docker-build: ## build the CUDA image (docker/Dockerfile)
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+docker: ## run a Make target inside the image: make docker T=strong (or T="smoke PRESET=simple")
+	$(DOCKER_RUN) make -o /opt/venv/.installed $(T) $(if $(filter-out demo,$(PRESET)),PRESET=$(PRESET)) $(if $(filter-out $(PRESET),$(RUN)),RUN=$(RUN)) $(if $(SET),SET="$(SET)") $(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC))
+
+lint-docker: $(VENV_STAMP) ## hadolint on docker/Dockerfile (run by make test)
+	$(VENV)/bin/hadolint docker/Dockerfile
 
 clean-run: ## remove one run's artifacts (RUN=name)
 	rm -rf -- "$(RUN_DIR)" $(ARTIFACTS)/*_preds_$(RUN).jsonl $(ARTIFACTS)/*_preds_$(RUN)_*.jsonl \

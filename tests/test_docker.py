@@ -1,0 +1,56 @@
+"""What can be checked of the container here (no Docker engine): the Dockerfile, the ignore file
+and the command lines the Make targets generate."""
+
+import os
+import re
+import subprocess
+
+from conftest import REPO
+
+FAKE_TOKEN = "hf_FAKEdockerTOKEN0123456789"
+
+
+def make_dry_run(*args: str) -> str:
+    env = {**os.environ, "HF_TOKEN": FAKE_TOKEN}
+    env.pop("MAKEFLAGS", None)
+    return subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_docker_target_runs_the_make_target_with_gpus_mounts_and_the_token_by_name():
+    line = [l for l in make_dry_run("docker", "T=strong").splitlines() if l.startswith("docker run")][-1]
+    assert "--gpus all" in line and re.search(r"-e HF_TOKEN(\s|$)", line)
+    assert FAKE_TOKEN not in line
+    for mount in (f'"{REPO}":/workspace', f'"{REPO}/data":/workspace/data', f'"{REPO}/artifacts":/workspace/artifacts',
+                  ":/cache/huggingface"):
+        assert mount in line
+    assert line.rstrip().endswith("make -o /opt/venv/.installed strong")
+
+
+def test_docker_target_passes_preset_run_and_overrides():
+    line = [l for l in make_dry_run("docker", "T=smoke", "PRESET=simple", "SET=fewshot.k=5").splitlines()
+            if l.startswith("docker run")][-1]
+    assert "make -o /opt/venv/.installed smoke PRESET=simple" in line and 'SET="fewshot.k=5"' in line
+
+
+def test_docker_build_uses_the_dockerfile():
+    assert "docker build -f docker/Dockerfile -t gsm8k-qlora-toolkit ." in make_dry_run("docker-build")
+
+
+def test_image_installs_exactly_the_pinned_requirements():
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert "COPY --chown=toolkit:toolkit Makefile requirements.txt requirements-nodeps.txt ./" in dockerfile
+    assert "RUN make venv VENV_ARGS=--system-site-packages" in dockerfile
+    assert re.search(r"^USER 1000", dockerfile, re.M) and "ARG BASE_IMAGE=pytorch/pytorch:2.13.0-" in dockerfile
+    venv_recipe = make_dry_run("-B", "venv", "VENV=/tmp/never-created-venv")
+    assert "pip install --quiet -r requirements.txt" in venv_recipe
+    assert "pip install --quiet --no-deps -r requirements-nodeps.txt" in venv_recipe
+    pins = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][^ ]*", pin) for pin in pins)
+    assert "torch==2.13.0" in pins
+    assert not re.search(r"HF_TOKEN\s*=|ARG HF_TOKEN|ENV HF_TOKEN", dockerfile)  # no secret in any layer
+
+
+def test_build_context_leaves_out_outputs_environments_and_data():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"artifacts", ".venv", "data/*", ".git"} <= set(ignored)
