@@ -60,7 +60,8 @@ def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(t
     import time
 
     artifacts = tmp_path / "artifacts"
-    env = {**os.environ, "MODELS_DIR": str(models_dir)}
+    token = "hf_FAKEtokenE2E0123456789abcdef"
+    env = {**os.environ, "MODELS_DIR": str(models_dir), "HF_TOKEN": token}
     env.pop("MAKEFLAGS", None)
     args = ["make", "--no-print-directory", "smoke", "PRESET=demo", f"ARTIFACTS={artifacts}",
             f"SET=fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"
@@ -94,6 +95,10 @@ def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(t
     assert json.loads((run / "summary.json").read_text())["row"]["checkpoint"] in ("checkpoint-2", "checkpoint-4")
     with open(artifacts / "summary.csv", newline="") as handle:
         assert [row["run_name"] for row in csv.DictReader(handle)] == ["demo-smoke"]
+
+    # A token in the environment reaches no artifact and no log line.
+    assert token not in done.stdout + done.stderr
+    assert not [p for p in artifacts.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
 
     start = time.perf_counter()
     again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
