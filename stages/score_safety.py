@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from lib.cli import eval_target_options, stage_command
+from lib.devices import resolve_eval_dtype
 from lib.generation import PrefixSharingEngine
 from lib.inference import (already_done, eval_target, evaluation_fingerprint, generate_resumable, load_for_inference,
                            output_paths, run_resumable, write_evaluation)
@@ -63,7 +64,8 @@ def main(stage, base_only, checkpoint, allow_pickle):
             ids, lambda chunk, bar: _classified(model, tokenizer, [texts[i] for i in chunk], safe_index, safety, bar),
             partial, fingerprint, config.eval.chunk_size, "score_safety")
     else:
-        model, tokenizer = load_for_inference(str(folder), None, "merged", _judge_dtype(), None, safety.trust_remote_code)
+        model, tokenizer = load_for_inference(str(folder), None, "merged", resolve_eval_dtype("auto"), None,
+                                              safety.trust_remote_code)
         safe_id, unsafe_id = verdict_token_ids(tokenizer)
         engine = PrefixSharingEngine(model, tokenizer, safety.max_new_tokens, safety.batch_size,
                                      score_token_ids=(safe_id, unsafe_id))
@@ -101,12 +103,6 @@ def _verdict(output: dict) -> dict:
     total = sum(probs)
     score = probs[1] / total if total > 0 else (1.0 if label == UNSAFE else 0.0)
     return {"label": label, "score": score, "judge_output": output["text"], "categories": categories}
-
-
-def _judge_dtype():
-    from lib.devices import resolve_eval_dtype
-
-    return resolve_eval_dtype("auto")
 
 
 if __name__ == "__main__":
