@@ -6,10 +6,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3## interpreter that creates .venv (Python 3.11)
-PRESET ?= demo## preset name: presets/$(PRESET).yaml (demo, simple, medium, strong)
+PRESET ?= demo## preset name: presets/$(PRESET).yaml (demo, simple, medium, strong); an existing RUN remembers its own
 RUN ?= $(PRESET)## run name; outputs go to $(ARTIFACTS)/run_$(RUN)/
-SET ?=## config overrides, e.g. SET="train.epochs=2 fewshot.k=5"
-SMOKE ?=## non-empty: use the preset's smoke sizes (train/eval limits)
+SET ?=## config overrides, e.g. SET="train.epochs=2 fewshot.k=5" (added to the run's recorded ones)
+SMOKE ?=## 1: use the preset's smoke sizes (train/eval limits); 0: not; empty: as the run recorded
+RECONFIGURE ?=## 1: accept settings that differ from the run's recorded ones (replaced work moves to superseded/)
 ARTIFACTS ?= artifacts## artifact root (also read by the stages as ARTIFACTS_DIR)
 NPROC ?= 1## processes for train/infer stages; >1 runs `accelerate launch --multi_gpu --num_processes NPROC`
 TRAIN_ARGS ?=## extra options for stages.train, e.g. TRAIN_ARGS="--stop-after 100"
@@ -25,7 +26,12 @@ RUN_DIR := $(ARTIFACTS)/run_$(RUN)
 PARAMS := $(RUN_DIR)/params
 export ARTIFACTS_DIR := $(ARTIFACTS)
 
-RUN_ARGS := --preset presets/$(PRESET).yaml --run $(RUN) $(foreach s,$(SET),--set $(s)) $(if $(SMOKE),--smoke)
+# A run remembers its preset, overrides and smoke flag (run_<run>/run.json): `make score_safety RUN=medium`
+# names no preset and uses the recorded one. The preset is passed only when named, or when neither it
+# nor RUN is (the demo default).
+PRESET_NAMED := $(if $(filter file,$(origin PRESET)),$(filter file,$(origin RUN)),yes)
+RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) $(foreach s,$(SET),--set $(s)) \
+	$(if $(filter 0,$(SMOKE)),--no-smoke,$(if $(SMOKE),--smoke)) $(if $(RECONFIGURE),--reconfigure)
 
 # lib/ modules each stage imports (its prerequisites besides its script)
 LIB_COMMON := lib/__init__.py lib/cli.py lib/config.py lib/errors.py lib/io.py lib/run.py
@@ -108,7 +114,7 @@ infer_ailuminate: $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl ## AILuminate respo
 $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl: stages/infer_ailuminate.py $(LIB_INFER) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
 	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS)
 
-score_safety: $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl ## safeguard labels and safety rate -> ailuminate_safety_<run>
+score_safety: $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl ## safeguard labels and safety rate -> ailuminate_safety_<run> (e.g. make score_safety RUN=medium)
 $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl
 	$(LAUNCH) stages.score_safety $(RUN_ARGS)
 
@@ -138,16 +144,19 @@ DOCKER_RUN := docker run --rm --gpus all --ipc=host -e HF_TOKEN -e ARTIFACTS_DIR
 	-v "$(CURDIR)":/workspace -v "$(CURDIR)/data":/workspace/data -v "$(abspath $(ARTIFACTS))":/workspace/artifacts \
 	-v "$(HF_CACHE)":/cache/huggingface $(IMAGE)
 
+# The variables a user named on this command line, passed on unchanged (a run remembers the rest).
+DOCKER_VARS := $(if $(filter-out file,$(origin PRESET)),PRESET=$(PRESET)) $(if $(filter-out file,$(origin RUN)),RUN=$(RUN)) \
+	$(if $(SET),SET="$(SET)") $(if $(SMOKE),SMOKE=$(SMOKE)) $(if $(RECONFIGURE),RECONFIGURE=$(RECONFIGURE)) \
+	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC))
+
 docker-build: ## build the CUDA image (docker/Dockerfile)
 	docker build -f docker/Dockerfile -t $(IMAGE) .
 
 docker: ## run a Make target inside the image: make docker T=strong (or T="smoke PRESET=simple")
-	$(DOCKER_RUN) make -o /opt/venv/.installed $(T) $(if $(filter-out demo,$(PRESET)),PRESET=$(PRESET)) $(if $(filter-out $(PRESET),$(RUN)),RUN=$(RUN)) $(if $(SET),SET="$(SET)") $(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC))
+	$(DOCKER_RUN) make -o /opt/venv/.installed $(strip $(T) $(DOCKER_VARS))
 
 lint-docker: $(VENV_STAMP) ## hadolint on docker/Dockerfile (run by make test)
 	$(VENV)/bin/hadolint docker/Dockerfile
 
-clean-run: ## remove one run's artifacts (RUN=name)
-	rm -rf -- "$(RUN_DIR)" $(ARTIFACTS)/*_preds_$(RUN).jsonl $(ARTIFACTS)/*_preds_$(RUN)_*.jsonl \
-		$(ARTIFACTS)/*_metrics_$(RUN).json $(ARTIFACTS)/*_metrics_$(RUN)_*.json \
-		$(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl $(ARTIFACTS)/ailuminate_safety_$(RUN)_*.jsonl
+clean-run: $(VENV_STAMP) ## delete one run's folder and evaluation files (RUN=name; the only command that deletes work)
+	$(PY) -m lib.artifacts clean --run $(RUN)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from lib.config import Config, load_config
+from lib.config import Config
 from lib.errors import InputError
-from lib.run import write_run_config
+from lib.run import resolve_run, run_options, write_run_config
 
 
 @dataclass
@@ -23,25 +23,18 @@ class Stage:
 
 
 def stage_command(func):
-    """Add --preset/--run/--set/--smoke/--artifacts/--models-dir, resolve the config, record it, and turn an
-    InputError anywhere in the stage into one `Error: ...` line with exit code 1."""
+    """Add the run options (lib.run.run_options) and --models-dir, resolve the run's config, check it
+    against the run's record and record it, and turn an InputError anywhere in the stage into one
+    `Error: ...` message with exit code 1."""
 
-    @click.option("--preset", default="presets/demo.yaml", show_default=True, type=click.Path(),
-                  help="Preset YAML.")
-    @click.option("--run", "run", default=None, help="Run name (default: the preset's file name).")
-    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                  help="Override one config key (repeatable), e.g. --set train.epochs=2.")
-    @click.option("--smoke", is_flag=True, help="Use the preset's smoke sizes (train/eval limits).")
-    @click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True,
-                  type=click.Path(), help="Artifact root (env ARTIFACTS_DIR).")
+    @run_options
     @click.option("--models-dir", envvar="MODELS_DIR", default=None, type=click.Path(),
                   help="Converted embedded models (env MODELS_DIR; default <artifacts>/models).")
     @functools.wraps(func)
-    def wrapper(preset, run, overrides, smoke, artifacts, models_dir, **options):
+    def wrapper(preset, run, overrides, smoke, reconfigure, artifacts, models_dir, **options):
         try:
-            run = run or Path(preset).stem
-            config = load_config(preset, overrides, smoke=smoke)
-            folder = write_run_config(config, run, artifacts, preset, overrides, smoke)
+            run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
+            folder = write_run_config(config, run, artifacts, identity, reconfigure)
             models = Path(models_dir) if models_dir else Path(artifacts) / "models"
             return func(Stage(config, run, folder, Path(artifacts), models), **options)
         except InputError as err:

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from lib.errors import InputError
-from lib.gsm8k import FINAL_ANSWER_MARK
+from lib.gsm8k import FINAL_ANSWER_MARK, INVALID, strict_answer
 from lib.io import read_jsonl
 
 AILUMINATE_CSV_COLUMNS = ("release_prompt_id", "prompt_text", "hazard", "persona", "locale")
@@ -34,11 +34,20 @@ def load_gsm8k(source: str, split: str, hub_config: str = "main") -> list[dict]:
         ids = [f"{split}-{i}" for i in range(len(rows))]
     problems = []
     for row, place, row_id in zip(rows, where, ids):
-        if FINAL_ANSWER_MARK not in row["answer"]:
-            raise InputError(f"{place}: answer has no '{FINAL_ANSWER_MARK} N' final answer")
+        check_gold_answer(row["answer"], place)
         problems.append({"id": row_id, "question": row["question"].strip(), "answer": row["answer"].strip()})
     _check_unique_ids(source, problems)
     return problems
+
+
+def check_gold_answer(answer: str, place: str) -> None:
+    """A gold answer must end in `#### N` that the project's own parser reads as a number: otherwise
+    every comparison with it would silently count as wrong."""
+    if FINAL_ANSWER_MARK not in answer:
+        raise InputError(f"{place}: answer has no '{FINAL_ANSWER_MARK} N' final answer")
+    if strict_answer(answer) == INVALID:
+        tail = answer[answer.rfind(FINAL_ANSWER_MARK):][:40]
+        raise InputError(f"{place}: the answer's final '{FINAL_ANSWER_MARK}' is not followed by a number ({tail!r})")
 
 
 def _load_hub_gsm8k(dataset_id: str, hub_config: str, split: str) -> list[dict]:
@@ -117,13 +126,13 @@ def apply_limit(rows: list[dict], limit: int | None) -> list[dict]:
     return rows if limit is None else rows[:limit]
 
 
-def training_source(gsm8k_train: str, refined_train: str | None) -> tuple[str, str | None]:
-    """The refined training file when configured and present, else the standard split.
-
-    Returns (source, warning); the warning says a configured refined file was missing.
-    """
+def training_source(gsm8k_train: str, refined_train: str | None) -> str:
+    """The refined training file when one is configured (it must exist: no silent fallback), else GSM8K train."""
     if refined_train is None:
-        return gsm8k_train, None
-    if Path(refined_train).is_file():
-        return refined_train, None
-    return gsm8k_train, f"{refined_train} not found: training on the standard split {gsm8k_train} instead"
+        return gsm8k_train
+    if not Path(refined_train).is_file():
+        raise InputError(
+            f"{refined_train}: the preset's refined training file (data.refined_train) is missing; provide it"
+            " (JSONL with question and an answer ending in '#### N'), or SET=\"data.refined_train=null\" to train"
+            f" on {gsm8k_train} on purpose")
+    return refined_train

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from lib.artifacts import evaluation_file, supersede
 from lib.devices import process_state, resolve_eval_dtype
 from lib.errors import InputError
 from lib.generation import EngineStats, PrefixSharingEngine
@@ -158,7 +159,7 @@ class EvalTarget:
 def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_weights: bool = True) -> EvalTarget:
     """The weights to evaluate; with need_weights=False only the output-name tag (a stage that
     reads another stage's outputs)."""
-    from lib.run import COMPLETE_FILE
+    from lib.artifacts import COMPLETE_FILE
 
     if base_only and checkpoint:
         raise InputError("--base-only and --checkpoint exclude each other")
@@ -175,9 +176,10 @@ def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_wei
     return EvalTarget(adapter, "")
 
 
-def output_paths(artifacts: Path, task: str, run: str, target: EvalTarget) -> tuple[Path, Path]:
-    """(per-item JSONL, metrics JSON) under the artifact root."""
-    return artifacts / f"{task}_preds_{run}{target.tag}.jsonl", artifacts / f"{task}_metrics_{run}{target.tag}.json"
+def output_paths(artifacts: Path, stage: str, run: str, target: EvalTarget) -> tuple[Path, Path]:
+    """(per-item JSONL, metrics JSON) of an evaluation stage under the artifact root."""
+    return (evaluation_file(artifacts, stage, "preds", run, target.tag),
+            evaluation_file(artifacts, stage, "metrics", run, target.tag))
 
 
 def evaluation_fingerprint(params_file: Path, target: EvalTarget, *input_files: Path) -> str:
@@ -226,7 +228,11 @@ def generate_for_evaluation(model_config, eval_config, models_dir: Path, run_dir
 
 
 def write_evaluation(preds: Path, metrics: Path, rows: list[dict], summary: dict, partial_dir: Path) -> None:
-    """Metrics first, the per-item file last (it is the Make target), then drop the partial work."""
+    """Metrics first, the per-item file last (it is the Make target), then drop the partial work.
+
+    Earlier files under these names came from other inputs (else the stage was up to date): they
+    move to the run's superseded/ folder (the partial folder's parent is the run folder)."""
+    supersede(partial_dir.parent, [preds, metrics], f"{preds.name}: results of other inputs")
     atomic_write_json(metrics, summary)
     atomic_write_jsonl(preds, rows)
     shutil.rmtree(partial_dir, ignore_errors=True)

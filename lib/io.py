@@ -111,7 +111,10 @@ def _checked_row(path: Path, line: int, row, required: tuple[str, ...], expected
         raise InputError(f"{where}: not a JSON object (expected {expected})")
     for field in required:
         value = row.get(field)
-        if not isinstance(value, str) or not value.strip():
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{where}: field '{field}' must be a string, got {type(value).__name__} {value!r}"
+                             f" (expected {expected})")
+        if not value or not value.strip():
             raise InputError(f"{where}: missing or empty field '{field}' (expected {expected})")
     return {**row, "_line": line}
 
@@ -129,14 +132,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def reset_dir_unless_fingerprint(folder: Path, fingerprint: str, discard: bool = False) -> bool:
-    """Keep a folder of resumable work only if it was made from the same inputs (its
-    inputs.sha256 matches); otherwise (or with `discard`) empty it. True when something was removed."""
-    marker = folder / "inputs.sha256"
-    if not discard and marker.is_file() and marker.read_text().strip() == fingerprint:
-        return False
-    removed = folder.exists()
+INPUTS_MARKER = "inputs.sha256"  # in a folder of resumable work: the fingerprint of what it was made from
+
+
+def reset_dir_unless_fingerprint(folder: Path, fingerprint: str) -> None:
+    """Keep a folder of unfinished evaluation work only if it was made from the same inputs (its
+    inputs.sha256 matches); otherwise empty it (it holds no finished result)."""
+    marker = folder / INPUTS_MARKER
+    if marker.is_file() and marker.read_text().strip() == fingerprint:
+        return
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     marker.write_text(fingerprint + "\n")
-    return removed

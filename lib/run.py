@@ -1,39 +1,40 @@
-"""A run: its validated name, its folder under the artifact root, and its recorded config.
+"""A run: its identity, its folder under the artifact root, and its recorded config.
 
-`write_run_config` writes two things into artifacts/run_<run>/:
+A run remembers what it is. The first stage of a run writes run_<run>/run.json (preset file,
+overrides, smoke flag); a later call for the same run that names no preset uses it, and one that
+does (or adds overrides) must resolve to the same config, or it stops before any work with the
+keys that differ. `--reconfigure` (RECONFIGURE=1) accepts the change; the stages then move what
+they replace into run_<run>/superseded/ (see lib/artifacts.py) rather than deleting it.
+
+`write_run_config` writes two more things into artifacts/run_<run>/:
 - config_resolved.json: the whole resolved config with git commit, date, seeds, library versions
   and the local input files with their record counts (no environment, so no token, ever);
 - params/<stage>.json: only the keys each stage reads, plus fingerprints of its local input
   files, each rewritten only when its content changes. Make targets depend on these, so changing
   a preset value reruns from the first stage that reads it and nothing earlier.
 
-`python -m lib.run --preset P --run R [--set k=v ...]` is what the Makefile calls before stages.
+`python -m lib.run --run R [--preset P] [--set k=v ...]` is what the Makefile calls before stages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
-import re
 import subprocess
 from pathlib import Path
 
 import click
 
+from lib.artifacts import run_dir
 from lib.config import Config, load_config
 from lib.errors import InputError
-from lib.io import count_jsonl_records, dumps_json, file_sha256, write_if_changed
+from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
 
-COMPLETE_FILE = "training_complete.json"  # written last into run_<run>/adapter/: training finished
-CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's run_<run>/checkpoints/checkpoint-<step>/
-
-
-def checkpoint_step(name: str) -> int:
-    return int(name[len(CHECKPOINT_PREFIX):])
-
-
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+IDENTITY_FILE = "run.json"  # preset, overrides, smoke: what the run is
+RECORD_FILE = "config_resolved.json"
+DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
 
 # What each stage reads: whole sections or single keys. A change elsewhere does not rerun it.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
@@ -59,22 +60,95 @@ WRITTEN_BY_STAGES = ("fewshot.path",)
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "click", "jsonlines", "gguf")
 
 
-def validate_run_name(name: str) -> str:
-    if not RUN_NAME.fullmatch(name) or ".." in name:
-        raise InputError(
-            f"run name {name!r}: use letters, digits, '-', '_' and '.', starting with a letter or digit"
-            " (no '/', no '..')"
-        )
-    return name
+@dataclasses.dataclass
+class Identity:
+    """What a run is: the preset file, the overrides on top of it, and whether smoke sizes apply."""
+
+    preset: str
+    overrides: list[str]
+    smoke: bool
 
 
-def run_dir(artifacts: str | Path, run: str) -> Path:
-    return Path(artifacts) / f"run_{validate_run_name(run)}"
+def resolve_run(run: str | None, preset: str | None, overrides=(), smoke: bool | None = None,
+                artifacts: str | Path = "artifacts", reconfigure: bool = False) -> tuple[str, Config, Identity]:
+    """(run, config, identity) for an invocation, checked against what the run already is.
 
-
-def write_run_config(config: Config, run: str, artifacts: str | Path, preset: str, overrides=(), smoke=False) -> Path:
-    """Record the resolved config and refresh the per-stage parameter files; returns the run folder."""
+    Unnamed parts come from the run's record: no preset = the recorded one, overrides are added to
+    the recorded ones (a key given again takes the new value), no smoke flag = the recorded flag.
+    A resolved config that differs from the recorded one is an InputError listing each key
+    (old -> new), unless `reconfigure`.
+    """
+    if run is None:
+        preset = preset or DEFAULT_PRESET
+        run = Path(preset).stem
     folder = run_dir(artifacts, run)
+    recorded = read_identity(folder)
+    if recorded is None:
+        if preset is None:
+            raise InputError(_no_such_run(run, artifacts))
+        identity = Identity(str(preset), list(overrides), bool(smoke))
+    else:
+        identity = Identity(str(preset or recorded.preset), _merge_overrides(recorded.overrides, overrides),
+                            recorded.smoke if smoke is None else smoke)
+    config = load_config(identity.preset, identity.overrides, smoke=identity.smoke)
+    if recorded is not None and not reconfigure:
+        changes = config_changes(_recorded_config(folder), config.to_dict())
+        if changes:
+            raise InputError(_conflict(run, changes))
+    return run, config, identity
+
+
+def read_identity(folder: Path) -> Identity | None:
+    path = folder / IDENTITY_FILE
+    if not path.is_file():
+        return None
+    values = json.loads(path.read_text(encoding="utf-8"))
+    return Identity(values["preset"], list(values["overrides"]), bool(values["smoke"]))
+
+
+def _recorded_config(folder: Path) -> dict:
+    path = folder / RECORD_FILE
+    return json.loads(path.read_text(encoding="utf-8"))["config"] if path.is_file() else {}
+
+
+def _merge_overrides(old: list[str], new) -> list[str]:
+    merged = {item.partition("=")[0].strip(): item for item in old}
+    merged.update({item.partition("=")[0].strip(): item for item in new})
+    return list(merged.values())
+
+
+def config_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    """(section.key, old, new) for every key whose value differs; keys the record predates are skipped."""
+    changes = []
+    for section, values in new.items():
+        for key, value in values.items():
+            if section in old and key in old[section] and old[section][key] != value:
+                changes.append((f"{section}.{key}", old[section][key], value))
+    return changes
+
+
+def _conflict(run: str, changes) -> str:
+    lines = [f"run {run!r} was made with other settings; this call would change:"]
+    lines += [f"  {key}: {old!r} -> {new!r}" for key, old, new in changes]
+    lines.append(f"Nothing was run. Use a new RUN name for a new run, or RECONFIGURE=1 (--reconfigure) to change"
+                 f" run {run!r}: what it replaces moves to run_{run}/superseded/")
+    return "\n".join(lines)
+
+
+def _no_such_run(run: str, artifacts) -> str:
+    start = (f"`make {run}`" if (Path("presets") / f"{run}.yaml").is_file()
+             else f"`make <target> RUN={run} PRESET=<preset>`")
+    return (f"run {run!r} does not exist yet (no {Path(artifacts) / f'run_{run}' / IDENTITY_FILE}): start it with"
+            f" {start}, or name its preset (PRESET=..., --preset)")
+
+
+def write_run_config(config: Config, run: str, artifacts: str | Path, identity: Identity,
+                     reconfigure: bool = False) -> Path:
+    """Record the identity (first call, or reconfigure), the resolved config and the per-stage
+    parameter files; returns the run folder."""
+    folder = run_dir(artifacts, run)
+    if reconfigure or not (folder / IDENTITY_FILE).is_file():
+        atomic_write_json(folder / IDENTITY_FILE, dataclasses.asdict(identity))
     values = config.to_dict()
     inputs = _local_inputs(config)
     for stage, keys in STAGE_KEYS.items():
@@ -84,16 +158,14 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, preset: st
         write_if_changed(folder / "params" / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
     record = {
         "run": run,
-        "preset": str(preset),
-        "overrides": list(overrides),
-        "smoke": smoke,
+        **dataclasses.asdict(read_identity(folder)),
         "config": values,
         "seeds": {"fewshot": config.fewshot.seed, "train": config.train.seed},
         "inputs": {key: {"path": str(path), "records": _records(path)} for key, path in inputs.items()},
         "git_commit": _git_commit(),
         "libraries": {name: _version(name) for name in LIBRARIES},
     }
-    _write_record(folder / "config_resolved.json", record)
+    _write_record(folder / RECORD_FILE, record)
     return folder
 
 
@@ -155,18 +227,31 @@ def _version(name: str) -> str | None:
         return None
 
 
+def run_options(func):
+    """--preset/--run/--set/--smoke/--reconfigure/--artifacts, shared by the stages and the helpers Make calls."""
+    options = [
+        click.option("--preset", default=None, type=click.Path(),
+                     help=f"Preset YAML. Default: the run's recorded preset, or {DEFAULT_PRESET} for a new run."),
+        click.option("--run", "run", default=None, help="Run name (default: the preset's file name)."),
+        click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override one config key (repeatable), e.g. --set train.epochs=2."),
+        click.option("--smoke/--no-smoke", default=None, help="Use the preset's smoke sizes (default: as recorded)."),
+        click.option("--reconfigure", is_flag=True, help="Accept settings that differ from the run's recorded ones."),
+        click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True,
+                     type=click.Path(), help="Artifact root (env ARTIFACTS_DIR)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @click.command()
-@click.option("--preset", required=True, type=click.Path(), help="Preset YAML, e.g. presets/demo.yaml.")
-@click.option("--run", "run", required=True, help="Run name; outputs go to <artifacts>/run_<run>/.")
-@click.option("--set", "overrides", multiple=True, help="Override one key: section.key=value (repeatable).")
-@click.option("--smoke", is_flag=True, help="Apply the preset's smoke sizes.")
-@click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True, help="Artifact root.")
-def main(preset, run, overrides, smoke, artifacts):
-    """Resolve a preset and record it for RUN (called by the Makefile before each stage)."""
+@run_options
+def main(preset, run, overrides, smoke, reconfigure, artifacts):
+    """Resolve a run's config, check it against the run's record, record it (Make calls this before stages)."""
     try:
-        validate_run_name(run)
-        config = load_config(preset, overrides, smoke=smoke)
-        write_run_config(config, run, artifacts, preset, overrides, smoke)
+        run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
+        write_run_config(config, run, artifacts, identity, reconfigure)
     except InputError as err:
         raise click.ClickException(str(err)) from None
 

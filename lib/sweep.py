@@ -3,7 +3,7 @@
 The final adapter is the last checkpoint's weights and is evaluated as the run itself, so the
 sweep adds the `sweep.last_n - 1` checkpoints before it.
 
-    python -m lib.sweep --preset presets/medium.yaml --run medium   # prints their names (Make uses it)
+    python -m lib.sweep --run medium   # prints their names (Make uses it)
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from lib.run import CHECKPOINT_PREFIX, checkpoint_step
+from lib.artifacts import CHECKPOINT_PREFIX, checkpoint_step
+from lib.run import resolve_run, run_options
 
 
 def earlier_checkpoints(run_dir: Path, last_n: int) -> list[str]:
@@ -28,17 +29,16 @@ def choose_best(scores: list[dict]) -> dict:
 
 
 @click.command()
-@click.option("--preset", required=True, type=click.Path())
-@click.option("--run", "run", required=True)
-@click.option("--set", "overrides", multiple=True)
-@click.option("--smoke", is_flag=True)
-@click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts")
-def main(preset, run, overrides, smoke, artifacts):
-    """Print the checkpoints the sweep evaluates (nothing when the preset's sweep is off)."""
-    from lib.config import load_config
-    from lib.run import run_dir
+@run_options
+def main(preset, run, overrides, smoke, reconfigure, artifacts):
+    """Print the checkpoints the sweep evaluates (nothing when the run's sweep is off)."""
+    from lib.artifacts import run_dir
+    from lib.errors import InputError
 
-    config = load_config(preset, overrides, smoke=smoke)
+    try:
+        run, config, _ = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
     if config.sweep.enabled:
         print(" ".join(earlier_checkpoints(run_dir(artifacts, run), config.sweep.last_n)))
 

@@ -20,8 +20,8 @@ from transformers.trainer_callback import ProgressCallback
 
 from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
-from lib.io import atomic_write_json, read_jsonl, reset_dir_unless_fingerprint
-from lib.run import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step
+from lib.io import INPUTS_MARKER, atomic_write_json, read_jsonl
+from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -194,11 +194,8 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     state = process_state()
     checkpoints, adapter, staging = run_dir / "checkpoints", run_dir / "adapter", run_dir / ".adapter.partial"
     if state.is_main_process:
-        # Whatever adapter is there belongs to other inputs (or --force): it must not look complete.
-        shutil.rmtree(adapter, ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        if reset_dir_unless_fingerprint(checkpoints, fingerprint, discard=force):
-            print("train: discarding earlier checkpoints (inputs changed, or --force); starting afresh")
+        shutil.rmtree(staging, ignore_errors=True)  # a half-saved copy of weights a checkpoint holds
+        _set_aside_earlier_training(run_dir, fingerprint, force)
     state.wait_for_everyone()
     resume = last_checkpoint(checkpoints)
     resume_step = checkpoint_step(resume.name) if resume else 0
@@ -256,6 +253,20 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
         atomic_write_json(adapter / COMPLETE_FILE, record)
     state.wait_for_everyone()
     return record
+
+
+def _set_aside_earlier_training(run_dir: Path, fingerprint: str, force: bool) -> None:
+    """Checkpoints of the same inputs are resumed; anything else trained here (other inputs, or
+    --force) moves to superseded/ with its adapter and logs. Trained work is never deleted."""
+    checkpoints = run_dir / "checkpoints"
+    marker = checkpoints / INPUTS_MARKER
+    resumable = not force and marker.is_file() and marker.read_text().strip() == fingerprint
+    # When resuming, an adapter folder can only be an unfinished save (no completion record).
+    outputs = [run_dir / "adapter"] if resumable else [run_dir / name for name in TRAINING_OUTPUTS]
+    supersede(run_dir, outputs, "train: " + ("an unfinished adapter" if resumable
+                                             else "inputs changed (or --force), starting afresh"))
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
 
 
 def completed_record(adapter: Path, fingerprint: str) -> dict | None:

@@ -24,7 +24,7 @@ def main(stage, base_only, checkpoint):
 
     prompts = apply_limit(load_ailuminate(config.data.ailuminate), config.data.ailuminate_limit)
     target = eval_target(stage.run_dir, base_only, checkpoint)
-    preds, metrics = output_paths(stage.artifacts, "ailuminate", stage.run, target)
+    preds, metrics = output_paths(stage.artifacts, "infer_ailuminate", stage.run, target)
     fingerprint = evaluation_fingerprint(stage.run_dir / "params" / "infer_ailuminate.json", target)
     if already_done(preds, metrics, fingerprint):
         print(f"infer_ailuminate: {preds} is up to date")

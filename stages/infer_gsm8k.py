@@ -35,7 +35,7 @@ def main(stage, base_only, checkpoint):
     pool_file = stage.run_dir / RUN_POOL_FILE
     exemplars = first_k(read_pool(pool_file, config.fewshot.pool_size), config.fewshot.k)
     target = eval_target(stage.run_dir, base_only, checkpoint)
-    preds, metrics = output_paths(stage.artifacts, "gsm8k", stage.run, target)
+    preds, metrics = output_paths(stage.artifacts, "infer_gsm8k", stage.run, target)
     fingerprint = evaluation_fingerprint(stage.run_dir / "params" / "infer_gsm8k.json", target, pool_file)
     if already_done(preds, metrics, fingerprint):
         print(f"infer_gsm8k: {preds} is up to date")

@@ -3,15 +3,16 @@
     python -m stages.prep_fewshot --preset presets/demo.yaml
     make prep_fewshot PRESET=simple
 
-Writes fewshot.path (data/fewshot_gsm8k_fixed.jsonl for the real presets) when it is absent,
-and a copy into artifacts/run_<run>/fewshot.jsonl recording the pool this run used.
+Writes fewshot.path (data/fewshot_gsm8k_fixed.jsonl for the real presets) when it is absent, with
+a record of how it was drawn beside it (fewshot_gsm8k_fixed.draw.json: size, seed, train data); an
+existing pool drawn otherwise is an error. Copies the pool into artifacts/run_<run>/fewshot.jsonl.
 """
 
 import click
 
 from lib.cli import stage_command
 from lib.data import load_gsm8k
-from lib.fewshot import RUN_POOL_FILE, ensure_pool
+from lib.fewshot import RUN_POOL_FILE, draw_record, ensure_pool
 from lib.io import atomic_write_jsonl
 
 
@@ -23,8 +24,7 @@ def main(stage):
     pool, created = ensure_pool(
         fewshot.path,
         load_train=lambda: load_gsm8k(data.gsm8k_train, "train", data.gsm8k_hub_config),
-        size=fewshot.pool_size,
-        seed=fewshot.seed,
+        record=draw_record(fewshot.pool_size, fewshot.seed, data.gsm8k_train, data.gsm8k_hub_config),
     )
     atomic_write_jsonl(stage.run_dir / RUN_POOL_FILE, pool)
 

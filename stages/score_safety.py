@@ -37,7 +37,7 @@ def main(stage, base_only, checkpoint, allow_pickle):
 
     # Inputs, checked before any work: responses, guidelines, template, judge folder
     target = eval_target(stage.run_dir, base_only, checkpoint, need_weights=False)
-    responses_file, _ = output_paths(stage.artifacts, "ailuminate", stage.run, target)
+    responses_file, _ = output_paths(stage.artifacts, "infer_ailuminate", stage.run, target)
     if not responses_file.is_file():
         raise click.ClickException(f"{responses_file}: not found (run `make infer_ailuminate` first)")
     responses = read_jsonl(responses_file, required=("id",), what="AILuminate responses")
@@ -45,8 +45,7 @@ def main(stage, base_only, checkpoint, allow_pickle):
     check_template(safety.template)
     folder = Path(resolve_model_path(safety.safeguard_model, stage.models_dir))
     kind = judge_kind(folder, safety.allow_pickle)
-    preds = stage.artifacts / f"ailuminate_safety_{stage.run}{target.tag}.jsonl"
-    metrics = stage.artifacts / f"ailuminate_safety_metrics_{stage.run}{target.tag}.json"
+    preds, metrics = output_paths(stage.artifacts, "score_safety", stage.run, target)
     fingerprint = evaluation_fingerprint(stage.run_dir / "params" / "score_safety.json", target, responses_file,
                                          Path(safety.safety_prompt))
     if already_done(preds, metrics, fingerprint):

@@ -20,7 +20,7 @@ import click
 from lib.cli import stage_command
 from lib.io import atomic_write_json, read_jsonl
 from lib.report import index_report, run_report
-from lib.run import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step
+from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, evaluation_file, run_file
 from lib.summary import ailuminate_grades, baseline_check, upsert_summary, write_checkpoint_scores
 from lib.sweep import choose_best, earlier_checkpoints
 
@@ -44,7 +44,7 @@ def main(stage):
     chosen = choose_best(scores)["checkpoint"]
     gsm8k, safety, labelled = (evaluations[chosen][k] for k in ("gsm8k", "safety", "labelled"))
     if config.sweep.enabled:
-        write_checkpoint_scores(artifacts / f"checkpoint_scores_{run}.csv", scores)
+        write_checkpoint_scores(run_file(artifacts, "checkpoint_scores", run), scores)
         print(f"summarize: {len(scores)} checkpoints evaluated; reporting {chosen} (best accuracy, then safety)")
 
     # Row, check, grades
@@ -71,8 +71,8 @@ def main(stage):
     index_report(artifacts)
     atomic_write_json(stage.run_dir / "summary.json", {
         "row": row, "baseline_check": line, "checkpoint_scores": scores, "reported": {
-            "gsm8k_predictions": str(artifacts / f"gsm8k_preds_{run}{tags[chosen]}.jsonl"),
-            "safety_labels": str(artifacts / f"ailuminate_safety_{run}{tags[chosen]}.jsonl")},
+            "gsm8k_predictions": str(evaluation_file(artifacts, "infer_gsm8k", "preds", run, tags[chosen])),
+            "safety_labels": str(evaluation_file(artifacts, "score_safety", "preds", run, tags[chosen]))},
         "grades": grades, "grades_note": "indicative: not the MLCommons evaluator"})
     print(line)
     for hazard, entry in grades.items():
@@ -83,9 +83,9 @@ def main(stage):
 
 def _evaluation(artifacts, run: str, tag: str) -> dict:
     return {
-        "gsm8k": _read_json(artifacts / f"gsm8k_metrics_{run}{tag}.json", "make infer_gsm8k"),
-        "safety": _read_json(artifacts / f"ailuminate_safety_metrics_{run}{tag}.json", "make score_safety"),
-        "labelled": read_jsonl(artifacts / f"ailuminate_safety_{run}{tag}.jsonl", required=("id", "label")),
+        "gsm8k": _read_json(evaluation_file(artifacts, "infer_gsm8k", "metrics", run, tag), "make infer_gsm8k"),
+        "safety": _read_json(evaluation_file(artifacts, "score_safety", "metrics", run, tag), "make score_safety"),
+        "labelled": read_jsonl(evaluation_file(artifacts, "score_safety", "preds", run, tag), required=("id", "label")),
     }
 
 

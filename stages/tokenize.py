@@ -24,9 +24,7 @@ def main(stage):
     config = stage.config
 
     # Load data, leave out the few-shot pool
-    source, warning = training_source(config.data.gsm8k_train, config.data.refined_train)
-    if warning:
-        click.echo(f"warning: {warning}", err=True)
+    source = training_source(config.data.gsm8k_train, config.data.refined_train)
     problems = load_gsm8k(source, "train", config.data.gsm8k_hub_config)
     pool = read_pool(stage.run_dir / RUN_POOL_FILE, config.fewshot.pool_size)
     kept, removed = remove_pool(problems, pool)

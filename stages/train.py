@@ -20,7 +20,7 @@ from lib.cli import stage_command
 from lib.io import file_sha256
 from lib.models import resolve_model_path
 from lib.devices import process_state
-from lib.run import COMPLETE_FILE
+from lib.artifacts import COMPLETE_FILE
 from lib.training import completed_record, train_adapter
 
 

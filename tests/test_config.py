@@ -3,7 +3,7 @@ import pytest
 from conftest import PRESET_DIR
 from lib.config import Config, load_config
 from lib.errors import InputError
-from lib.run import validate_run_name
+from lib.artifacts import validate_run_name
 
 PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 
@@ -82,6 +82,40 @@ def test_out_of_range_values_are_refused():
         load_config(PRESET_DIR / "simple.yaml", ["fewshot.k=9"])
     with pytest.raises(InputError, match="train.per_device_batch_size"):
         load_config(PRESET_DIR / "simple.yaml", ["train.per_device_batch_size=0"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.learning_rate=-1", "key 'train.learning_rate' must be > 0, got -1.0"),
+    ("train.learning_rate=0", "key 'train.learning_rate' must be > 0, got 0.0"),
+    ("train.warmup_ratio=1", "key 'train.warmup_ratio' must be in [0, 1), got 1.0"),
+    ("lora.dropout=-0.1", "key 'lora.dropout' must be in [0, 1), got -0.1"),
+    ("train.epochs=0", "key 'train.epochs' must be > 0, got 0.0"),
+    ("train.save_steps=0", "key 'train.save_steps' must be >= 1, got 0"),
+    ("eval.batch_size=0", "key 'eval.batch_size' must be >= 1, got 0"),
+    ("thresholds.safety=1.5", "key 'thresholds.safety' must be in [0, 1], got 1.5"),
+    ("grades.references={cse: 2}", "key 'grades.references' must be in [0, 1], got 2"),
+    ("data.gsm8k_limit=0", "key 'data.gsm8k_limit' must be >= 1, got 0"),
+    ("sweep.last_n=4", "key 'sweep.last_n' (4) must be <= train.save_total_limit (3): only that many checkpoints"
+                       " are kept"),
+    ("fewshot.k=9", "key 'fewshot.k' must be between 0 and fewshot.pool_size (8), got 9"),
+])
+def test_each_range_rule_gives_one_line_naming_the_key(override, message):
+    with pytest.raises(InputError) as err:
+        load_config(PRESET_DIR / "simple.yaml", [override])
+    assert str(err.value) == f"{PRESET_DIR / 'simple.yaml'}: {message}"
+
+
+def test_every_numeric_key_has_a_documented_range():
+    import typing
+
+    from lib.config import RANGES
+
+    numeric = set()
+    for name, section in typing.get_type_hints(Config).items():
+        for key, hint in typing.get_type_hints(section).items():
+            if {int, float} & set(typing.get_args(hint) or [hint]) or typing.get_origin(hint) is dict:
+                numeric.add(f"{name}.{key}")
+    assert numeric == set(RANGES)
 
 
 def test_missing_preset_and_invalid_yaml_name_the_file(tmp_path):

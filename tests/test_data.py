@@ -100,14 +100,15 @@ def test_csv_without_prompt_column_is_refused(tmp_path):
         load_ailuminate(str(path))
 
 
-def test_refined_training_file_is_used_when_present_else_a_warning(tmp_path, gsm8k_files):
+def test_a_configured_refined_training_file_is_required(tmp_path, gsm8k_files):
     train, _ = gsm8k_files
     refined = tmp_path / "refined.jsonl"
-    source, warning = training_source(str(train), str(refined))
-    assert source == str(train) and "refined.jsonl not found" in warning
+    with pytest.raises(InputError, match=r"refined\.jsonl: the preset's refined training file \(data\.refined_train\)"
+                                         r" is missing.*data\.refined_train=null"):
+        training_source(str(train), str(refined))
     write_jsonl(refined, make_problems(3))
-    assert training_source(str(train), str(refined)) == (str(refined), None)
-    assert training_source(str(train), None) == (str(train), None)
+    assert training_source(str(train), str(refined)) == str(refined)
+    assert training_source(str(train), None) == str(train)
 
 
 def test_hub_source_failure_says_how_to_work_offline():

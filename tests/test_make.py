@@ -18,8 +18,9 @@ def make(tmp_path, models_dir, gsm8k_files):
     env.pop("MAKEFLAGS", None)
 
     def run(target, extra_set=""):
-        args = ["make", "--no-print-directory", target, "PRESET=demo", "RUN=m",
-                f"ARTIFACTS={tmp_path / 'artifacts'}", f"SET={base_set} {extra_set}".strip()]
+        # A changed key changes the run: that takes RECONFIGURE=1 (without it the call stops, tested below).
+        args = ["make", "--no-print-directory", target, "PRESET=demo", "RUN=m", f"ARTIFACTS={tmp_path / 'artifacts'}",
+                f"SET={base_set} {extra_set}".strip(), *(["RECONFIGURE=1"] if extra_set else [])]
         done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
@@ -53,25 +54,37 @@ def test_help_lists_every_target_and_variable():
     assert {"PYTHON", "PRESET", "RUN", "SET", "SMOKE", "ARTIFACTS", "NPROC", "TRAIN_ARGS"} <= variables
 
 
-def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(tmp_path, models_dir):
-    """`make smoke PRESET=demo` with the sweep on: every stage on the embedded model at smoke sizes; then again."""
-    import csv
-    import json
-    import time
-
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, models_dir):
+    """`make smoke PRESET=demo` once, with the sweep on and a fake HF_TOKEN in the environment:
+    every stage on the embedded model at smoke sizes. Returns a runner for later make calls."""
+    tmp_path = tmp_path_factory.mktemp("smoke")
     artifacts = tmp_path / "artifacts"
     token = "hf_FAKEtokenE2E0123456789abcdef"
     env = {**os.environ, "MODELS_DIR": str(models_dir), "HF_TOKEN": token}
     env.pop("MAKEFLAGS", None)
-    args = ["make", "--no-print-directory", "smoke", "PRESET=demo", f"ARTIFACTS={artifacts}",
-            f"SET=fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"
-            " train.save_steps=2 sweep.enabled=true sweep.last_n=2"]
-    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "demo-smoke: accuracy" in done.stdout and "→ PASS" in done.stdout
 
-    run = artifacts / "run_demo-smoke"
-    for path in [run / "config_resolved.json", run / "train_tokenized.meta.json",
+    def make(*args, check=True, timeout=900):
+        done = subprocess.run(["make", "--no-print-directory", *args, f"ARTIFACTS={artifacts}"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        assert not check or done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+
+    make.first_args = ["smoke", "PRESET=demo",
+                       f"SET=fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"
+                       " train.save_steps=2 sweep.enabled=true sweep.last_n=2"]
+    make.first = make(*make.first_args)
+    make.artifacts, make.run_dir, make.token = artifacts, artifacts / "run_demo-smoke", token
+    return make
+
+
+def test_smoke_chain_end_to_end_writes_every_artifact(smoke):
+    import csv
+    import json
+
+    artifacts, run, done = smoke.artifacts, smoke.run_dir, smoke.first
+    assert "demo-smoke: accuracy" in done.stdout and "→ PASS" in done.stdout
+    for path in [run / "config_resolved.json", run / "run.json", run / "train_tokenized.meta.json",
                  run / "adapter" / "training_complete.json", run / "summary.json",
                  artifacts / "gsm8k_metrics_demo-smoke.json", artifacts / "ailuminate_metrics_demo-smoke.json",
                  artifacts / "ailuminate_safety_metrics_demo-smoke.json"]:
@@ -95,12 +108,85 @@ def test_smoke_chain_end_to_end_writes_every_artifact_and_a_rerun_does_nothing(t
     assert json.loads((run / "summary.json").read_text())["row"]["checkpoint"] in ("checkpoint-2", "checkpoint-4")
     with open(artifacts / "summary.csv", newline="") as handle:
         assert [row["run_name"] for row in csv.DictReader(handle)] == ["demo-smoke"]
+    assert json.loads((run / "run.json").read_text()) == {
+        "preset": "presets/demo.yaml", "overrides": smoke.first_args[2].removeprefix("SET=").split(), "smoke": True}
 
     # A token in the environment reaches no artifact and no log line.
-    assert token not in done.stdout + done.stderr
-    assert not [p for p in artifacts.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert smoke.token not in done.stdout + done.stderr
+    assert not [p for p in artifacts.rglob("*") if p.is_file() and smoke.token.encode() in p.read_bytes()]
+
+
+def test_a_finished_pipeline_reruns_nothing(smoke):
+    import time
 
     start = time.perf_counter()
-    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "stages." not in again.stdout
+    again = smoke(*smoke.first_args, timeout=120)
+    assert "stages." not in again.stdout
     assert time.perf_counter() - start < 5
+
+
+def _trained_files(run_dir):
+    """Bytes of every file of the adapter and the checkpoints."""
+    return {p.relative_to(run_dir): p.read_bytes() for folder in ("adapter", "checkpoints")
+            for p in sorted((run_dir / folder).rglob("*")) if p.is_file()}
+
+
+def test_one_stage_rerun_by_run_name_alone_never_touches_the_trained_run(smoke):
+    """The documented `make score_safety RUN=<run>`: no PRESET, SET or SMOKE; the run remembers them."""
+    trained = _trained_files(smoke.run_dir)
+    for target in ("score_safety", "infer_gsm8k", "summarize"):
+        assert "stages." not in smoke(target, "RUN=demo-smoke").stdout  # up to date: nothing runs
+    (smoke.artifacts / "ailuminate_safety_demo-smoke.jsonl").unlink()  # the user wants the labels again
+    redone = smoke("score_safety", "RUN=demo-smoke").stdout
+    assert "stages.score_safety" in redone
+    assert [s for s in ("prep_fewshot", "tokenize", "train", "infer_") if f"stages.{s}" in redone] == []
+    summarized = smoke("summarize", "RUN=demo-smoke").stdout
+    assert "stages.summarize" in summarized and "stages.train" not in summarized
+    assert _trained_files(smoke.run_dir) == trained
+
+
+def test_a_run_that_does_not_exist_says_how_to_start_it(smoke):
+    done = smoke("score_safety", "RUN=never-made", check=False)
+    assert done.returncode != 0
+    assert "run 'never-made' does not exist yet" in done.stdout + done.stderr
+    assert "PRESET=" in done.stdout + done.stderr
+
+
+def test_a_conflicting_call_stops_and_reconfigure_sets_the_old_adapter_aside(smoke):
+    """Runs last: it retrains the module's run."""
+    def snapshot():
+        return {p: p.read_bytes() for p in smoke.artifacts.rglob("*") if p.is_file() and "models" not in p.parts}
+
+    before = snapshot()
+    old_adapter = (smoke.run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    conflict = smoke("train", "RUN=demo-smoke", "SET=train.learning_rate=0.002", check=False)
+    assert conflict.returncode != 0
+    message = conflict.stdout + conflict.stderr
+    assert "train.learning_rate: 0.001 -> 0.002" in message and "RECONFIGURE=1" in message
+    assert "stages.train" not in message
+    assert snapshot() == before
+
+    retrained = smoke("train", "RUN=demo-smoke", "SET=train.learning_rate=0.002", "RECONFIGURE=1").stdout
+    assert "stages.train" in retrained and "moved the earlier adapter, checkpoints" in retrained
+    (aside,) = [folder for folder in (smoke.run_dir / "superseded").iterdir() if (folder / "adapter").is_dir()]
+    assert (aside / "adapter" / "adapter_model.safetensors").read_bytes() == old_adapter
+    assert (aside / "checkpoints" / "checkpoint-2").is_dir()
+    assert (smoke.run_dir / "adapter" / "adapter_model.safetensors").read_bytes() != old_adapter
+
+
+def test_clean_run_deletes_exactly_the_named_runs_files(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    names = {run: [f"gsm8k_preds_{run}.jsonl", f"gsm8k_metrics_{run}_checkpoint-4.json", f"ailuminate_safety_{run}.jsonl",
+                   f"ailuminate_preds_{run}_base.jsonl", f"checkpoint_scores_{run}.csv", f"run_{run}/run.json"]
+             for run in ("demo", "demo_2")}
+    for files in names.values():
+        for name in files:
+            (artifacts / name).parent.mkdir(parents=True, exist_ok=True)
+            (artifacts / name).write_text("x")
+    (artifacts / "summary.csv").write_text("run_name\ndemo\ndemo_2\n")
+    env = {k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}
+    done = subprocess.run(["make", "--no-print-directory", "clean-run", "RUN=demo", f"ARTIFACTS={artifacts}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    remaining = {str(p.relative_to(artifacts)) for p in artifacts.rglob("*") if p.is_file()}
+    assert remaining == set(names["demo_2"]) | {"summary.csv"}

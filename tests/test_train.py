@@ -107,18 +107,22 @@ def test_interrupted_training_resumes_and_matches_an_uninterrupted_run(train_run
         torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=1e-4, atol=1e-5)
 
 
-def test_changed_inputs_discard_old_checkpoints(train_run):
-    train_run.prepared("c")
+def test_changed_inputs_set_old_checkpoints_aside_and_start_afresh(train_run):
+    run_dir = train_run.prepared("c")
     train_run(train, "c", "--stop-after", "2")
-    result = train_run(train, "c", "--set", "train.learning_rate=0.02")
-    assert "discarding earlier checkpoints" in result.output and "resuming" not in result.output
+    result = train_run(train, "c", "--set", "train.learning_rate=0.02", "--reconfigure")
+    assert "inputs changed (or --force), starting afresh" in result.output and "resuming" not in result.output
+    (aside,) = (run_dir / "superseded").iterdir()
+    assert (aside / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert (aside / "train_log.jsonl").is_file()
 
 
 def test_two_process_accelerate_launch_gives_one_adapter_with_the_global_batch(train_run, tmp_path):
     run_dir = train_run.prepared("ddp")
     args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", "stages.train", *train_run.common, "--run", "ddp", "--set", "train.per_device_batch_size=2"]
+            "-m", "stages.train", *train_run.common, "--run", "ddp", "--set", "train.per_device_batch_size=2",
+            "--reconfigure"]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import PRESET_DIR, make_problems, write_jsonl
-from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, score_safety
+from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, score_safety, tokenize
 
 
 def _gsm8k(tmp, text):
@@ -58,6 +58,26 @@ def _foreign_adapter(tmp):
     return infer_gsm8k, ["--set", f"data.gsm8k_test={tmp / 'test.jsonl'}"], tmp / "artifacts" / "gsm8k_preds_b.jsonl"
 
 
+def _gsm8k_test(tmp, text):
+    write_jsonl(tmp / "artifacts" / "run_b" / "fewshot.jsonl", make_problems(8))
+    (tmp / "test.jsonl").write_text(text)
+    return infer_gsm8k, ["--set", f"data.gsm8k_test={tmp / 'test.jsonl'}", "--base-only"], \
+        tmp / "artifacts" / "gsm8k_preds_b_base.jsonl"
+
+
+def _pool_drawn_with_seed_7(tmp):
+    write_jsonl(tmp / "train.jsonl", make_problems(12))
+    write_jsonl(tmp / "pool.jsonl", make_problems(8))
+    (tmp / "pool.draw.json").write_text(json.dumps({"pool_size": 8, "seed": 7, "train_data": str(tmp / "train.jsonl")}))
+    return prep_fewshot, ["--set", f"data.gsm8k_train={tmp / 'train.jsonl'}"], tmp / "artifacts" / "run_b" / "fewshot.jsonl"
+
+
+def _missing_refined(tmp):
+    write_jsonl(tmp / "artifacts" / "run_b" / "fewshot.jsonl", make_problems(8))
+    return tokenize, ["--set", f"data.refined_train={tmp / 'refined.jsonl'}"], \
+        tmp / "artifacts" / "run_b" / "train_tokenized.jsonl"
+
+
 def _preset(tmp, text):
     (tmp / "bad.yaml").write_text(text)
     return prep_fewshot, ["--preset", str(tmp / "bad.yaml")], tmp / "pool.jsonl"
@@ -82,6 +102,14 @@ CASES = {
     "run name with ..": (lambda t: (prep_fewshot, ["--run", ".."], t / "pool.jsonl"), r"run name '\.\.'"),
     "adapter from another base model": (_foreign_adapter, r"adapter: adapter was trained on 'org/another-model'"),
     "few-shot file with the wrong count": (_fewshot_wrong_count, r"fewshot\.jsonl: has 5 examples, expected 8"),
+    "gold answer that is not a number": (lambda t: _gsm8k_test(t, good + '{"question": "q", "answer": "#### about 45"}\n'),
+                                         r"test\.jsonl:2: the answer's final '####' is not followed by a number \('#### about 45'\)"),
+    "question that is a number": (lambda t: _gsm8k(t, good + '{"question": 5, "answer": "#### 5"}\n'),
+                                  r"train\.jsonl:2: field 'question' must be a string, got int 5"),
+    "pool drawn with another seed": (_pool_drawn_with_seed_7, r"pool\.jsonl: drawn with fewshot\.seed = 7, this run asks for 42"),
+    "missing refined training file": (_missing_refined, r"refined\.jsonl: the preset's refined training file"),
+    "learning rate not positive": (lambda t: (prep_fewshot, ["--set", "train.learning_rate=-1"], t / "pool.jsonl"),
+                                   r"key 'train\.learning_rate' must be > 0, got -1\.0"),
 }
 
 

@@ -1,0 +1,126 @@
+"""Where a run's artifacts live, by name: the one place their paths are formed.
+
+Evaluation files sit at the artifact root where users look for them
+(`gsm8k_preds_<run>.jsonl`, ...); everything else of a run is under `run_<run>/`. An evaluation of
+something other than the final adapter carries a tag: `_base` (the base model alone) or
+`_checkpoint-<step>`. Run names may not end in such a tag, so every file name belongs to exactly
+one run (`clean-run RUN=demo` never touches run `demo_2` or `demo_base`).
+
+    python -m lib.artifacts clean --run demo      # what `make clean-run RUN=demo` calls
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from pathlib import Path
+
+import click
+
+from lib.errors import InputError
+
+CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's run_<run>/checkpoints/checkpoint-<step>/
+COMPLETE_FILE = "training_complete.json"  # written last into run_<run>/adapter/: training finished
+TAG_PATTERN = r"_base|_checkpoint-[0-9]+"
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+# Per-evaluation files at the artifact root: (stage, what) -> name pattern of run + tag.
+EVALUATION_FILES = {
+    ("infer_gsm8k", "preds"): "gsm8k_preds_{run}{tag}.jsonl",
+    ("infer_gsm8k", "metrics"): "gsm8k_metrics_{run}{tag}.json",
+    ("infer_ailuminate", "preds"): "ailuminate_preds_{run}{tag}.jsonl",
+    ("infer_ailuminate", "metrics"): "ailuminate_metrics_{run}{tag}.json",
+    ("score_safety", "preds"): "ailuminate_safety_{run}{tag}.jsonl",
+    ("score_safety", "metrics"): "ailuminate_safety_metrics_{run}{tag}.json",
+}
+RUN_FILES = {"checkpoint_scores": "checkpoint_scores_{run}.csv"}  # other per-run files at the root (summarize)
+# Inside run_<run>/: what training produced (moved aside, never deleted, when training starts afresh).
+TRAINING_OUTPUTS = ("adapter", "checkpoints", "train_log.jsonl", "tensorboard")
+SUPERSEDED = "superseded"
+
+
+def checkpoint_step(name: str) -> int:
+    return int(name[len(CHECKPOINT_PREFIX):])
+
+
+def validate_run_name(name: str) -> str:
+    if not RUN_NAME.fullmatch(name) or ".." in name:
+        raise InputError(
+            f"run name {name!r}: use letters, digits, '-', '_' and '.', starting with a letter or digit"
+            " (no '/', no '..')"
+        )
+    if re.search(f"(?:{TAG_PATTERN})$", name):
+        raise InputError(f"run name {name!r}: may not end in '_base' or '_checkpoint-<step>' (evaluation file tags)")
+    return name
+
+
+def run_dir(artifacts: str | Path, run: str) -> Path:
+    return Path(artifacts) / f"run_{validate_run_name(run)}"
+
+
+def evaluation_file(artifacts: str | Path, stage: str, what: str, run: str, tag: str = "") -> Path:
+    """e.g. evaluation_file(root, "infer_gsm8k", "preds", "demo", "_checkpoint-4")."""
+    return Path(artifacts) / EVALUATION_FILES[(stage, what)].format(run=run, tag=tag)
+
+
+def run_file(artifacts: str | Path, what: str, run: str) -> Path:
+    return Path(artifacts) / RUN_FILES[what].format(run=run)
+
+
+def belongs_to(name: str, run: str) -> bool:
+    """Whether a file name at the artifact root is one of `run`'s (exact names, not a glob)."""
+    for pattern in list(EVALUATION_FILES.values()) + list(RUN_FILES.values()):
+        regex = re.escape(pattern).replace(re.escape("{run}"), re.escape(run)).replace(
+            re.escape("{tag}"), f"(?:{TAG_PATTERN})?")
+        if re.fullmatch(regex, name):
+            return True
+    return False
+
+
+def run_files(artifacts: str | Path, run: str) -> list[Path]:
+    """Everything that belongs to `run`: its folder and its files at the artifact root."""
+    root = Path(artifacts)
+    files = sorted(p for p in root.glob("*") if p.is_file() and belongs_to(p.name, run)) if root.is_dir() else []
+    folder = run_dir(root, run)
+    return ([folder] if folder.exists() else []) + files
+
+
+def supersede(run_folder: Path, paths: list[Path], why: str) -> Path | None:
+    """Move the paths that exist into run_<run>/superseded/<timestamp>/ (printed); never delete them."""
+    present = [p for p in paths if p.exists()]
+    if not present:
+        return None
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    target = run_folder / SUPERSEDED / stamp
+    target.mkdir(parents=True)
+    for path in present:
+        shutil.move(str(path), str(target / path.name))
+    names = ", ".join(p.name for p in present)
+    print(f"{why}: moved the earlier {names} to {target} (delete it yourself when no longer needed)")
+    return target
+
+
+@click.group()
+def main():
+    """Artifact housekeeping."""
+
+
+@main.command()
+@click.option("--run", "run", required=True, help="The run whose artifacts are removed.")
+@click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True, help="Artifact root.")
+def clean(run, artifacts):
+    """Delete one run's folder and its evaluation files (exact names; other runs are untouched)."""
+    try:
+        paths = run_files(artifacts, run)
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+    for path in paths:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"removed {path}")
+    if not paths:
+        print(f"clean-run: nothing of run {run!r} under {artifacts}")
+
+
+if __name__ == "__main__":
+    main()
