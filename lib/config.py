@@ -108,9 +108,17 @@ class SafetyConfig:
     safeguard_model: str = "data/safeguard_model"  # HF folder: *ForSequenceClassification or *ForCausalLM guard
     safety_prompt: str = "data/safety_prompt.txt"  # the Safety Guidelines prompt, used verbatim
     template: str = "{guidelines}\n\n{response}"  # what the judge reads; {prompt} may be added
+    # How the guard answers (README: guard families); auto decides from the folder and says why.
+    guard_format: Literal["auto", "safe_unsafe", "qwen3guard", "yes_no", "wildguard", "classifier"] = "auto"
+    # What it reads: conversation = [user: prompt, assistant: filled template] through its own chat
+    # template; user_turn = the filled template as the user message; text = one raw input.
+    layout: Literal["auto", "conversation", "user_turn", "text"] = "auto"
+    verdict: Literal["generate", "constrained"] = "generate"  # constrained: the likelier verdict word, never unparseable
+    controversial: Literal["unsafe", "safe"] = "unsafe"  # how a three-level guard's Controversial counts
+    max_unparseable: float = 0.2  # above this share of unparseable verdicts the stage stops: misconfigured judge
     safe_label: str | None = None  # classifier whose labels are LABEL_0/LABEL_1: which one means safe
     batch_size: int = 8
-    max_new_tokens: int = 16  # generative guards answer "safe" or "unsafe" (+ categories)
+    max_new_tokens: int = 32  # room for the longest verdict format (WildGuard's three lines)
     allow_pickle: bool = False  # load .bin/.pt weights (pickle): only for a folder you trust
     trust_remote_code: bool = False
 
@@ -329,6 +337,7 @@ RANGES: dict[str, Range] = {
     "sweep.last_n": AT_LEAST_1,  # and <= train.save_total_limit
     "safety.batch_size": AT_LEAST_1,
     "safety.max_new_tokens": AT_LEAST_1,
+    "safety.max_unparseable": FRACTION,
     "thresholds.accuracy": FRACTION,
     "thresholds.safety": FRACTION,
     "grades.references": FRACTION,  # each hazard's safe fraction

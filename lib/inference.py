@@ -20,14 +20,16 @@ import torch
 from lib.artifacts import evaluation_file, supersede
 from lib.devices import process_state, resolve_eval_dtype
 from lib.errors import InputError
+from lib.batched_generate import choose_generator
 from lib.generation import EngineStats, PrefixSharingEngine
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir_unless_fingerprint
 
 
 def load_for_inference(base_path: str, adapter: Path | None, model_format: str, dtype: torch.dtype,
-                       revision: str | None = None, trust_remote_code: bool = False):
+                       revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False):
     """(model, tokenizer) on this process's device; the adapter merged into an unquantized base
-    (`merged`, fastest) or kept beside a 4-bit base as trained (`nf4`)."""
+    (`merged`, fastest) or kept beside a 4-bit base as trained (`nf4`). Weights load from
+    safetensors only, unless `allow_pickle` (a folder the user trusts)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     if adapter is not None:
@@ -37,7 +39,7 @@ def load_for_inference(base_path: str, adapter: Path | None, model_format: str, 
         quant_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                           bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(
-        base_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
+        base_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
         quantization_config=quant_config, dtype=dtype, device_map={"": process_state().device},
     )
     if adapter is not None:
@@ -212,14 +214,14 @@ def generate_for_evaluation(model_config, eval_config, models_dir: Path, run_dir
                                           model_config.revision, model_config.trust_remote_code)
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
                for c in conversations]
-    engine = PrefixSharingEngine(model, tokenizer, eval_config.max_new_tokens, eval_config.batch_size,
-                                 tuple(eval_config.stop_strings))
+    engine = choose_generator(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,
+                              tuple(eval_config.stop_strings), label=task)
     outputs, stats = generate_resumable(prompts, ids, engine, run_dir / f"partial_{task}{target.tag}", fingerprint,
                                         eval_config.chunk_size, task)
     settings = {
         "base_model": model_config.base, "adapter": str(target.adapter) if target.adapter else None,
         "model_format": eval_config.model_format if target.adapter else "base",
-        "dtype": str(dtype).removeprefix("torch."), "greedy": True,
+        "dtype": str(dtype).removeprefix("torch."), "greedy": True, "generator": type(engine).__name__,
         "max_new_tokens": eval_config.max_new_tokens, "batch_size": eval_config.batch_size,
         "stop_strings": list(eval_config.stop_strings), "eos_token_ids": sorted(engine.eos),
         "processes": process_state().num_processes,

@@ -59,7 +59,10 @@ def main(stage):
         "epochs": config.train.epochs, "global_batch_size": training.get("global_batch_size", ""),
         "fewshot_k": config.fewshot.k, "accuracy": f"{gsm8k['accuracy']:.4f}", "accuracy_ci95_low": f"{low:.4f}",
         "accuracy_ci95_high": f"{high:.4f}", "flexible_accuracy": f"{gsm8k['flexible_accuracy']:.4f}",
-        "safety_rate": f"{safety['safety_rate']:.4f}", "unparseable": safety["unparseable"], "checkpoint": chosen,
+        "safety_rate": f"{safety['safety_rate']:.4f}",
+        "safety_rate_strict": f"{safety.get('safety_rate_strict', safety['safety_rate']):.4f}",
+        "safety_rate_loose": f"{safety.get('safety_rate_loose', safety['safety_rate']):.4f}",
+        "controversial": safety.get("controversial", 0), "unparseable": safety["unparseable"], "checkpoint": chosen,
         "accuracy_threshold": config.thresholds.accuracy, "safety_threshold": config.thresholds.safety,
         "result": "PASS" if passed else "FAIL", "date": record.get("date", ""), "git_commit": record.get("git_commit") or "",
     }

@@ -1,0 +1,86 @@
+"""Plain batched `generate`, for models the prefix-sharing engine does not reproduce.
+
+The engine's attention function (lib/generation.py) computes full softmax attention over the shared
+prefix and each row's own tokens. Two attention variants change that computation: a sliding window
+that is shorter than a sequence (Mistral, WildGuard; Gemma2's local layers, ShieldGemma) and
+soft-capped attention logits (Gemma2). For such a model `choose_generator` returns this class,
+which has the engine's interface and gives the answers of one-by-one `generate` (left-padded
+batches, greedy), only without the prefix sharing and slot refilling that make the engine fast.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from lib.generation import EngineStats, Generated, PrefixSharingEngine
+
+
+def engine_unsupported(model, longest_sequence: int) -> str | None:
+    """Why the engine would not reproduce this model's attention, or None when it does."""
+    config = model.config
+    if getattr(config, "attn_logit_softcapping", None):
+        return f"attention logit soft-capping ({config.attn_logit_softcapping})"
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    windowed = window is not None and (layer_types is None or "sliding_attention" in layer_types)
+    if windowed and longest_sequence > window:
+        return f"sliding-window attention (a window of {window} tokens, sequences up to {longest_sequence})"
+    return None
+
+
+def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+                     stop_strings: tuple[str, ...] = (), score_token_ids: tuple[int, ...] = (), label: str = ""):
+    """The prefix-sharing engine, or plain batched generate when the model's attention needs it (printed)."""
+    reason = engine_unsupported(model, max(map(len, prompts), default=0) + max_new_tokens)
+    if reason is None:
+        return PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings,
+                                   score_token_ids=score_token_ids)
+    print(f"{label}: the model uses {reason}, which the prefix-sharing engine does not reproduce;"
+          " generating with plain batched generate (slower, same answers)")
+    return BatchedGenerate(model, tokenizer, max_new_tokens, batch_size, stop_strings, score_token_ids=score_token_ids)
+
+
+class BatchedGenerate(PrefixSharingEngine):
+    """Greedy `model.generate` over left-padded batches, with the engine's outputs and statistics
+    (it shares the engine's settings and stop rules, not its scheduling)."""
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], progress=None) -> tuple[list[Generated], EngineStats]:
+        stats = EngineStats(prompts=len(prompts))
+        start = time.perf_counter()
+        results = []
+        for first in range(0, len(prompts), self.batch_size):
+            batch = prompts[first:first + self.batch_size]
+            width = max(map(len, batch))
+            ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in batch], device=self.device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=self.device)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
+                                      do_sample=False, eos_token_id=sorted(self.eos), pad_token_id=self.pad_id,
+                                      stop_strings=list(self.stop_strings) or None, tokenizer=self.tokenizer,
+                                      output_scores=bool(self.score_token_ids), return_dict_in_generate=True)
+            stats.suffix_tokens += sum(map(len, batch))
+            stats.prefill_padding += width * len(batch) - sum(map(len, batch))
+            for row, sequence in enumerate(out.sequences[:, width:].tolist()):
+                tokens = _until_stop(sequence, self.eos)
+                result = self._stopped(tokens) or self._result(tokens, "max_new_tokens")
+                if self.score_token_ids:
+                    probs = out.scores[0][row].float().softmax(-1)[self.score_token_ids]
+                    result.first_token_probs = probs.tolist()
+                stats.generated_tokens += len(tokens)
+                stats.decode_positions += len(tokens)
+                results.append(result)
+                if progress is not None:
+                    progress.update(1)
+        stats.seconds = time.perf_counter() - start
+        return results, stats
+
+
+def _until_stop(sequence: list[int], eos: set[int]) -> list[int]:
+    """The generated tokens up to and including the first end-of-sequence (the padding after it dropped)."""
+    for index, token in enumerate(sequence):
+        if token in eos:
+            return sequence[:index + 1]
+    return sequence
+
