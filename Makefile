@@ -65,8 +65,9 @@ $(VENV_STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
 
+# Two workers for two cores; a test file stays on one worker (its module fixtures run once).
 test: $(VENV_STAMP) lint-docker ## run the test suite (CPU, offline; GPU tests skip without CUDA) and hadolint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: $(VENV_STAMP) ## run the benchmarks in tests/bench/ and print their figures
 	@set -e; shopt -s nullglob; benches=(tests/bench/bench_*.py); \

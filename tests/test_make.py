@@ -1,5 +1,6 @@
 """Make targets are files: unchanged stages are skipped, a changed key reruns its first reader."""
 
+import json
 import os
 import subprocess
 
@@ -80,7 +81,6 @@ def smoke(tmp_path_factory, models_dir):
 
 def test_smoke_chain_end_to_end_writes_every_artifact(smoke):
     import csv
-    import json
 
     artifacts, run, done = smoke.artifacts, smoke.run_dir, smoke.first
     assert "demo-smoke: accuracy" in done.stdout and "→ PASS" in done.stdout
@@ -166,12 +166,16 @@ def test_a_conflicting_call_stops_and_reconfigure_sets_the_old_adapter_aside(smo
     assert "stages.train" not in message
     assert snapshot() == before
 
-    retrained = smoke("train", "RUN=demo-smoke", "SET=train.learning_rate=0.002", "RECONFIGURE=1").stdout
+    # Retraining sets the old work aside before its first step; one step shows it (the rest is test_train's).
+    retrained = smoke("train", "RUN=demo-smoke", "SET=train.learning_rate=0.002", "RECONFIGURE=1",
+                      "TRAIN_ARGS=--stop-after 1").stdout
     assert "stages.train" in retrained and "moved the earlier adapter, checkpoints" in retrained
+    assert "stopped after 1 steps as asked" in retrained
     (aside,) = [folder for folder in (smoke.run_dir / "superseded").iterdir() if (folder / "adapter").is_dir()]
     assert (aside / "adapter" / "adapter_model.safetensors").read_bytes() == old_adapter
-    assert (aside / "checkpoints" / "checkpoint-2").is_dir()
-    assert (smoke.run_dir / "adapter" / "adapter_model.safetensors").read_bytes() != old_adapter
+    assert (aside / "checkpoints" / "checkpoint-2").is_dir() and (aside / "train_log.jsonl").is_file()
+    assert (smoke.run_dir / "checkpoints" / "checkpoint-1").is_dir()  # the new run's own first step
+    assert json.loads((smoke.run_dir / "run.json").read_text())["overrides"][-1] == "train.learning_rate=0.002"
 
 
 def test_clean_run_deletes_exactly_the_named_runs_files(tmp_path):
