@@ -26,18 +26,18 @@ from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir
 
 
 def load_for_inference(base_path: str, adapter: Path | None, model_format: str, dtype: torch.dtype,
-                       revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False):
+                       revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
+                       double_quant: bool = True):
     """(model, tokenizer) on this process's device; the adapter merged into an unquantized base
     (`merged`, fastest) or kept beside a 4-bit base as trained (`nf4`). Weights load from
     safetensors only, unless `allow_pickle` (a folder the user trusts)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lib.models import nf4_config
 
     if adapter is not None:
         check_adapter_base(adapter, base_path)
-    quant_config = None
-    if model_format == "nf4":
-        quant_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                          bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    quant_config = nf4_config(double_quant, dtype) if model_format == "nf4" else None
     model = AutoModelForCausalLM.from_pretrained(
         base_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
         quantization_config=quant_config, dtype=dtype, device_map={"": process_state().device},
@@ -203,15 +203,17 @@ def already_done(preds: Path, metrics: Path, fingerprint: str) -> bool:
     return True
 
 
-def generate_for_evaluation(model_config, eval_config, models_dir: Path, run_dir: Path, target: EvalTarget,
-                            conversations: list[list[dict]], ids: list[str], fingerprint: str, task: str):
+def generate_for_evaluation(model_config, eval_config, quant_config, models_dir: Path, run_dir: Path,
+                            target: EvalTarget, conversations: list[list[dict]], ids: list[str], fingerprint: str,
+                            task: str):
     """Load the model, render the chat prompts, generate resumably: (outputs | None, stats, settings)."""
     from lib.models import resolve_model_path
 
     dtype = resolve_eval_dtype(eval_config.dtype)
     base = resolve_model_path(model_config.base, models_dir)
     model, tokenizer = load_for_inference(base, target.adapter, eval_config.model_format, dtype,
-                                          model_config.revision, model_config.trust_remote_code)
+                                          model_config.revision, model_config.trust_remote_code,
+                                          double_quant=quant_config.double_quant)
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
                for c in conversations]
     engine = choose_generator(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,

@@ -86,6 +86,15 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def nf4_config(double_quant: bool, compute_dtype):
+    """The one 4-bit (QLoRA) quantization config, for training and for evaluating `nf4` alike, so an
+    adapter is evaluated on the base it was trained on."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
 def load_tokenizer(base: str, models_dir: str | Path, revision: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

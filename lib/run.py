@@ -47,10 +47,11 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "infer_gsm8k": (
         "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
+        "quant.double_quant",  # an nf4 evaluation loads the base as it was trained
     ),
-    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval"),
+    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant.double_quant"),
     "score_safety": ("safety", "eval.chunk_size"),
-    "summarize": ("model", "data", "lora", "train", "fewshot.k", "thresholds", "sweep", "grades"),
+    "summarize": ("model", "data", "lora", "train", "fewshot.k", "thresholds", "sweep", "grades", "quant.quantization"),
 }
 
 # Input files a stage writes itself (prep_fewshot draws the pool); Make follows them through the

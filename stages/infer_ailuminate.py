@@ -10,13 +10,13 @@ ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
 
 import click
 
-from lib.cli import eval_target_options, stage_command
+from lib.cli import eval_target_options, stage_command, stage_help
 from lib.data import apply_limit, load_ailuminate
 from lib.inference import (already_done, eval_target, evaluation_fingerprint, generate_for_evaluation, output_paths,
                            write_evaluation)
 
 
-@click.command()
+@click.command(help=stage_help(__doc__))
 @stage_command
 @eval_target_options
 def main(stage, base_only, checkpoint):
@@ -33,7 +33,7 @@ def main(stage, base_only, checkpoint):
     # The prompt alone, as a user would send it (the GSM8K system prompt, if any, is not for these).
     conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
     outputs, stats, settings = generate_for_evaluation(
-        config.model, config.eval, stage.models_dir, stage.run_dir, target, conversations,
+        config.model, config.eval, config.quant, stage.models_dir, stage.run_dir, target, conversations,
         [p["id"] for p in prompts], fingerprint, "ailuminate")
     if outputs is None:
         return

@@ -13,7 +13,7 @@ A rerun after a kill resumes; a finished evaluation of the same inputs is not re
 
 import click
 
-from lib.cli import eval_target_options, stage_command
+from lib.cli import eval_target_options, stage_command, stage_help
 from lib.data import apply_limit, load_gsm8k
 from lib.fewshot import RUN_POOL_FILE, first_k, read_pool
 from lib.gsm8k import EVAL_SPEC, score_outputs
@@ -23,7 +23,7 @@ from lib.stats import wilson_interval
 from lib.prompts import gsm8k_messages
 
 
-@click.command()
+@click.command(help=stage_help(__doc__))
 @stage_command
 @eval_target_options
 def main(stage, base_only, checkpoint):
@@ -45,7 +45,7 @@ def main(stage, base_only, checkpoint):
     conversations = [gsm8k_messages(p["question"], exemplars, config.tokenize.system_prompt,
                                     config.data.strip_calculator_annotations) for p in problems]
     outputs, stats, settings = generate_for_evaluation(
-        config.model, config.eval, stage.models_dir, stage.run_dir, target, conversations,
+        config.model, config.eval, config.quant, stage.models_dir, stage.run_dir, target, conversations,
         [p["id"] for p in problems], fingerprint, "gsm8k")
     if outputs is None:  # not the main process
         return
