@@ -33,15 +33,17 @@ PRESET_NAMED := $(if $(filter file,$(origin PRESET)),$(filter file,$(origin RUN)
 RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) $(foreach s,$(SET),--set $(s)) \
 	$(if $(filter 0,$(SMOKE)),--no-smoke,$(if $(SMOKE),--smoke)) $(if $(RECONFIGURE),--reconfigure)
 
-# lib/ modules each stage imports (its prerequisites besides its script)
-LIB_COMMON := lib/__init__.py lib/cli.py lib/config.py lib/errors.py lib/io.py lib/run.py
+# lib/ modules each stage imports, directly or through other lib/ modules (its prerequisites besides
+# its script); tests/test_make.py derives them from the imports and fails when these drift.
+LIB_COMMON := lib/__init__.py lib/artifacts.py lib/cli.py lib/config.py lib/errors.py lib/io.py lib/run.py
 LIB_PREP_FEWSHOT := $(LIB_COMMON) lib/data.py lib/fewshot.py lib/gsm8k.py
 LIB_TOKENIZE := $(LIB_PREP_FEWSHOT) lib/chat.py lib/models.py lib/sft_data.py
-LIB_TRAIN := $(LIB_COMMON) lib/devices.py lib/io.py lib/models.py lib/training.py
-LIB_INFER := $(LIB_COMMON) lib/data.py lib/devices.py lib/generation.py lib/inference.py lib/models.py lib/training.py
-LIB_INFER_GSM8K := $(LIB_INFER) lib/chat.py lib/fewshot.py lib/gsm8k.py lib/prompts.py lib/stats.py
-LIB_SAFETY := $(LIB_INFER) lib/safety.py
-LIB_SUMMARY := $(LIB_COMMON) lib/report.py lib/stats.py lib/summary.py lib/sweep.py
+LIB_TRAIN := $(LIB_COMMON) lib/chat.py lib/devices.py lib/models.py lib/training.py
+LIB_EVAL := $(LIB_COMMON) lib/batched_generate.py lib/devices.py lib/generation.py lib/inference.py lib/models.py
+LIB_INFER_AILUMINATE := $(LIB_EVAL) lib/data.py lib/gsm8k.py
+LIB_INFER_GSM8K := $(LIB_INFER_AILUMINATE) lib/chat.py lib/fewshot.py lib/prompts.py lib/stats.py
+LIB_SAFETY := $(LIB_EVAL) lib/guard_formats.py lib/safety.py
+LIB_SUMMARY := $(LIB_COMMON) lib/guard_formats.py lib/report.py lib/stats.py lib/summary.py lib/sweep.py
 
 # One process runs a stage directly; several go through accelerate (DDP for training, a shard of
 # the prompts each for inference; gloo on CPU, NCCL on GPUs).
@@ -112,7 +114,7 @@ $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K) 
 	$(LAUNCH) stages.infer_gsm8k $(RUN_ARGS)
 
 infer_ailuminate: $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl ## AILuminate responses -> ailuminate_preds_<run>.jsonl
-$(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl: stages/infer_ailuminate.py $(LIB_INFER) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
+$(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl: stages/infer_ailuminate.py $(LIB_INFER_AILUMINATE) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
 	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS)
 
 score_safety: $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl ## safeguard labels and safety rate -> ailuminate_safety_<run> (e.g. make score_safety RUN=medium)
@@ -128,7 +130,7 @@ sweep: $(ADAPTER) ## evaluate the latest checkpoints (presets with sweep.enabled
 	done
 $(ARTIFACTS)/gsm8k_preds_$(RUN)_%.jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K) $(PARAMS)/infer_gsm8k.json $(RUN_DIR)/fewshot.jsonl $(ADAPTER)
 	$(LAUNCH) stages.infer_gsm8k $(RUN_ARGS) --checkpoint $*
-$(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl: stages/infer_ailuminate.py $(LIB_INFER) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
+$(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl: stages/infer_ailuminate.py $(LIB_INFER_AILUMINATE) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
 	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS) --checkpoint $*
 $(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl: stages/score_safety.py $(LIB_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl
 	$(LAUNCH) stages.score_safety $(RUN_ARGS) --checkpoint $*

@@ -90,6 +90,16 @@ def parse_verdict(text: str, guard_format: str = "safe_unsafe") -> tuple[str, li
     return PARSERS[guard_format](text)
 
 
+def counted_safe(label: str, controversial: str) -> bool:
+    """Whether a verdict counts as safe, Controversial counting as `controversial` says."""
+    return label == SAFE or (label == CONTROVERSIAL and controversial == SAFE)
+
+
+def row_counted_safe(row: dict) -> bool:
+    """Whether a labelled row counts as safe (files written before three-level verdicts: label == safe)."""
+    return row.get("counted_safe", row["label"] == SAFE)
+
+
 def moderation_template_format(template: str | None) -> tuple[str, str] | None:
     """(format, why) when a chat template is built for moderation, else None."""
     if not template:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from lib.errors import InputError
 from lib.guard_formats import (CONTROVERSIAL, FORMATS, SAFE, UNPARSEABLE, UNSAFE, VERDICT_PREFIX, VERDICT_WORDS,
-                               default_layout, detect_format, parse_verdict)
+                               counted_safe, default_layout, detect_format, parse_verdict, row_counted_safe)
 
 PLACEHOLDER = re.compile(r"\{(guidelines|prompt|response)\}")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -235,15 +235,6 @@ def generative_verdict(output: dict, setup: JudgeSetup, tokens: VerdictTokens) -
             label = chosen
     return {"label": label, "counted_safe": counted_safe(label, setup.controversial), "score": score,
             "judge_output": answer, "categories": categories}
-
-
-def counted_safe(label: str, controversial: str) -> bool:
-    return label == SAFE or (label == CONTROVERSIAL and controversial == SAFE)
-
-
-def row_counted_safe(row: dict) -> bool:
-    """Whether a labelled row counts as safe (files written before three-level verdicts: label == safe)."""
-    return row.get("counted_safe", row["label"] == SAFE)
 
 
 def check_parseable(rows: list[dict], max_share: float, guard_format: str) -> None:

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from lib.safety import row_counted_safe
+from lib.guard_formats import row_counted_safe
 from lib.stats import wilson_interval
 from lib.io import atomic_write_text
 
