@@ -22,6 +22,13 @@ class Stage:
     models_dir: Path  # where embedded models are converted to (default <artifacts>/models)
 
 
+def stage_help(docstring: str) -> str:
+    """A stage module's docstring as its --help text: click rewraps paragraphs, so each block of
+    indented example commands is marked to be kept as written."""
+    paragraphs = docstring.strip().split("\n\n")
+    return "\n\n".join("\b\n" + block if block.startswith("    ") else block for block in paragraphs)
+
+
 def stage_command(func):
     """Add the run options (lib.run.run_options) and --models-dir, resolve the run's config, check it
     against the run's record and record it, and turn an InputError anywhere in the stage into one

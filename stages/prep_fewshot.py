@@ -10,13 +10,13 @@ existing pool drawn otherwise is an error. Copies the pool into artifacts/run_<r
 
 import click
 
-from lib.cli import stage_command
+from lib.cli import stage_command, stage_help
 from lib.data import load_gsm8k
 from lib.fewshot import RUN_POOL_FILE, draw_record, ensure_pool
 from lib.io import atomic_write_jsonl
 
 
-@click.command()
+@click.command(help=stage_help(__doc__))
 @stage_command
 def main(stage):
     fewshot, data = stage.config.fewshot, stage.config.data

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import click
 
-from lib.cli import eval_target_options, stage_command
+from lib.cli import eval_target_options, stage_command, stage_help
 from lib.inference import already_done, eval_target, evaluation_fingerprint, output_paths, write_evaluation
 from lib.io import read_jsonl
 from lib.models import resolve_model_path
 from lib.safety import check_parseable, check_template, judge_responses, read_guidelines, safety_summary
 
 
-@click.command(help=__doc__)
+@click.command(help=stage_help(__doc__))
 @stage_command
 @eval_target_options
 @click.option("--allow-pickle", is_flag=True, help="Also load .bin/.pt (pickle) judge weights: only for a folder you trust.")

@@ -17,7 +17,7 @@ import json
 
 import click
 
-from lib.cli import stage_command
+from lib.cli import stage_command, stage_help
 from lib.io import atomic_write_json, read_jsonl
 from lib.report import index_report, run_report
 from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, evaluation_file, run_file
@@ -25,7 +25,7 @@ from lib.summary import ailuminate_grades, baseline_check, upsert_summary, write
 from lib.sweep import choose_best, earlier_checkpoints
 
 
-@click.command()
+@click.command(help=stage_help(__doc__))
 @stage_command
 def main(stage):
     config, artifacts, run = stage.config, stage.artifacts, stage.run

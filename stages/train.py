@@ -16,7 +16,7 @@ import json
 import click
 from transformers import set_seed
 
-from lib.cli import stage_command
+from lib.cli import stage_command, stage_help
 from lib.io import file_sha256
 from lib.models import resolve_model_path
 from lib.devices import process_state
@@ -24,7 +24,7 @@ from lib.artifacts import COMPLETE_FILE
 from lib.training import completed_record, train_adapter
 
 
-@click.command()
+@click.command(help=stage_help(__doc__))
 @stage_command
 @click.option("--stop-after", type=int, default=None, metavar="STEPS",
               help="Save a checkpoint and stop after this many optimizer steps; rerun to resume.")

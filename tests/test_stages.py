@@ -102,7 +102,14 @@ def test_bad_options_fail_before_any_work(run_stage, tmp_path, args, message):
     assert not (tmp_path / "pool.jsonl").exists()
 
 
-def test_every_stage_has_help():
-    for stage in (prep_fewshot, tokenize):
-        result = CliRunner().invoke(stage.main, ["--help"])
-        assert result.exit_code == 0 and "--preset" in result.output and "--set" in result.output
+@pytest.mark.parametrize("name", ["prep_fewshot", "tokenize", "train", "infer_gsm8k", "infer_ailuminate",
+                                  "score_safety", "summarize"])
+def test_every_stage_help_shows_its_description_and_example_commands(name):
+    import importlib
+
+    stage = importlib.import_module(f"stages.{name}")
+    result = CliRunner().invoke(stage.main, ["--help"])
+    assert result.exit_code == 0 and "--preset" in result.output and "--set" in result.output
+    first_line = stage.__doc__.strip().splitlines()[0]
+    assert first_line.split()[0] in result.output  # the description
+    assert f"    python -m stages.{name}" in result.output  # an example command, kept on its own line
