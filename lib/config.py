@@ -80,7 +80,11 @@ class TrainConfig:
     per_device_batch_size: int = 8
     gradient_accumulation_steps: int = 2
     gradient_checkpointing: bool = True
-    group_by_length: bool = True  # batches of similar length waste less padding
+    group_by_length: bool = False  # padded batches of similar length waste less padding (padding_free has none)
+    # padding_free: each batch is one row of its examples back to back, with per-example position
+    # ids (attention stays within each example); padded: a row per example, padded to the longest.
+    packing: Literal["padding_free", "padded"] = "padding_free"
+    logits: Literal["labelled", "all"] = "labelled"  # labelled: the LM head runs only where the next token has a label
     logging_steps: int = 10
     save_steps: int = 100
     save_total_limit: int = 3  # keep the last K checkpoints

@@ -18,9 +18,11 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from lib.chat import IGNORE_INDEX
 from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.io import INPUTS_MARKER, atomic_write_json, read_jsonl
+from lib.models import nf4_config
 from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -30,13 +32,9 @@ def load_base_for_training(path: str, quantization: str, double_quant: bool, com
                            gradient_checkpointing: bool, revision: str | None = None,
                            trust_remote_code: bool = False):
     from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
-    quant_config = None
-    if quantization == "nf4":
-        quant_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                          bnb_4bit_use_double_quant=double_quant,
-                                          bnb_4bit_compute_dtype=compute_dtype)
+    quant_config = nf4_config(double_quant, compute_dtype) if quantization == "nf4" else None
     model = AutoModelForCausalLM.from_pretrained(
         path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
         quantization_config=quant_config, dtype=compute_dtype, device_map={"": process_state().device},
@@ -48,7 +46,7 @@ def load_base_for_training(path: str, quantization: str, double_quant: bool, com
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                gradient_checkpointing_kwargs=checkpointing_kwargs)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
     return model
 
 
@@ -148,6 +146,50 @@ class StopAfterSteps(TrainerCallback):
             control.should_training_stop = True
 
 
+def make_collator(tokenizer, packing: str, logits: str):
+    """The batch builder for `train.packing` and `train.logits`.
+
+    padding_free: transformers' DataCollatorWithFlattening puts a batch's examples back to back in
+    one row with position ids restarting at 0 per example (attention stays within each example:
+    transformers derives the mask from the position ids) and -100 at each example's first label.
+    padded: a row per example, input_ids padded with the pad id and labels with -100 (a real
+    <|im_end|> label that is also the pad token keeps its id).
+    """
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if packing == "padding_free":
+        collator = DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
+    else:
+        collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX)
+    return collator if logits == "all" else LabelledLogitsCollator(collator)
+
+
+class LabelledLogitsCollator:
+    """Adds `logits_to_keep`: the positions whose next token has a label. The model then runs its LM
+    head only there (a boolean mask gives logits [kept positions, vocabulary]), so the
+    [tokens, vocabulary] fp32 logits of prompts and padding are never made; `labelled_logits_loss`
+    computes the same loss from them."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        keep = torch.zeros_like(batch["labels"], dtype=torch.bool)
+        keep[:, :-1] = batch["labels"][:, 1:] != IGNORE_INDEX
+        batch["logits_to_keep"] = keep
+        return batch
+
+
+def labelled_logits_loss(outputs, labels, num_items_in_batch=None):
+    """The causal LM loss (sum over labelled next tokens / their count, as transformers' own) from
+    logits computed only at the kept positions, in the mask's row-major order."""
+    targets = labels[:, 1:][labels[:, 1:] != IGNORE_INDEX].to(outputs.logits.device)
+    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1)
+    return loss / count
+
+
 def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_gpu: bool):
     """TrainingArguments from the preset's train section. Examples per optimizer step =
     per_device_batch_size x gradient_accumulation_steps x processes (e.g. 8 x 4 x 1 = 32)."""
@@ -172,7 +214,8 @@ def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_g
         save_strategy="steps",
         save_steps=train.save_steps,
         save_total_limit=train.save_total_limit,
-        include_num_input_tokens_seen="non_padding",
+        # A padding-free batch has no padding, and its pad id (SmolLM2's <|im_end|>) is also a real token.
+        include_num_input_tokens_seen="all" if train.packing == "padding_free" else "non_padding",
         report_to="none",  # TensorBoard is attached explicitly, with our log folder
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
@@ -188,7 +231,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     Returns the completion record, or None when stopped early by `stop_after`.
     """
     from torch.utils.tensorboard import SummaryWriter
-    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer
+    from transformers import AutoTokenizer, Trainer
     from transformers.integrations import TensorBoardCallback
 
     state = process_state()
@@ -211,7 +254,8 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
         trainable, total = model.get_nb_trainable_parameters()
         print(f"train: {quantization} base, compute {str(dtype).removeprefix('torch.')}, LoRA r={lora_r} on"
               f" {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters;"
-              f" {len(dataset)} examples, {state.num_processes} process(es)")
+              f" {len(dataset)} examples, {state.num_processes} process(es); {train.packing} batches, logits for"
+              f" {'labelled positions only' if train.logits == 'labelled' else 'every position'}")
         if resume:
             print(f"train: resuming from {resume.name}")
 
@@ -221,11 +265,10 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
     if stop_after:
         callbacks.append(StopAfterSteps(stop_after))
-    # Pads input_ids with the pad id and labels with -100; real labels (an <|im_end|> that is
-    # also the pad token) keep their ids.
-    collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
+    collator = make_collator(tokenizer, train.packing, train.logits)
     args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda")
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks,
+                      compute_loss_func=labelled_logits_loss if train.logits == "labelled" else None)
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(BarOnlyProgress)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

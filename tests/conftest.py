@@ -106,9 +106,9 @@ def train_run(tmp_path, tiny_model_dir, gsm8k_files, models_dir):
         assert result.exit_code == 0, result.output
         return result
 
-    def prepared(run_name):
-        run(prep_fewshot, run_name)
-        run(tokenize, run_name)
+    def prepared(run_name, *extra):
+        run(prep_fewshot, run_name, *extra)
+        run(tokenize, run_name, *extra)
         return tmp_path / "artifacts" / f"run_{run_name}"
 
     run.prepared = prepared

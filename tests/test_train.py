@@ -86,13 +86,15 @@ def test_adapter_loads_with_peft_and_changes_the_logits(train_run, tiny_model_di
     assert "already trained on these inputs" in again.output
 
 
-def test_interrupted_training_resumes_and_matches_an_uninterrupted_run(train_run):
-    straight = train_run.prepared("straight")
-    train_run(train, "straight")
+@pytest.mark.parametrize("packing", ["padding_free", "padded"])
+def test_interrupted_training_resumes_and_matches_an_uninterrupted_run(train_run, packing):
+    mode = ("--set", f"train.packing={packing}")
+    straight = train_run.prepared("straight", *mode)
+    train_run(train, "straight", *mode)
 
-    sliced = train_run.prepared("sliced")
+    sliced = train_run.prepared("sliced", *mode)
     first = train_run(train, "sliced", "--stop-after", "3")
-    assert "stopped after 3 steps" in first.output
+    assert "stopped after 3 steps" in first.output and f"{packing} batches" in first.output
     assert not (sliced / "adapter").exists() and (sliced / "checkpoints" / "checkpoint-3").is_dir()
     second = train_run(train, "sliced")
     assert "resuming from checkpoint-3" in second.output
@@ -144,3 +146,46 @@ def test_qlora_on_cuda_with_bf16_compute(train_run):
     losses = [json.loads(line)["loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert losses[-1] < losses[0]
+
+
+def test_padding_free_and_labelled_logits_give_the_padded_batch_loss_and_gradients(tiny_model_dir, smollm2_tokenizer):
+    """Same examples, fp32, no quantization: every packing x logits mode against today's padded batch
+    with logits everywhere. Tolerance 1e-5 relative (summation order differs)."""
+    from transformers import AutoModelForCausalLM
+
+    from lib.training import labelled_logits_loss, make_collator
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    # As load_base_for_training sets it: with a KV cache transformers does not look for packed sequences.
+    model.config.use_cache = False
+    model, _ = attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules=None)
+    with torch.no_grad():  # LoRA B starts at zero; give it values so its gradients differ per mode if wrong
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.02)
+    examples = [tokenize_with_labels(smollm2_tokenizer, training_messages(q, a)) for q, a in
+                [("What is 2 + 3?", "2 + 3 = 5.\n#### 5"), ("Tom has 4 apples and eats one. How many are left?",
+                                                          "4 - 1 = 3 apples are left.\n#### 3"), ("1+1?", "#### 2")]]
+    features = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    labelled = sum(sum(label != IGNORE_INDEX for label in e.labels[1:]) for e in examples)
+
+    def loss_and_grads(packing, logits):
+        model.zero_grad()
+        batch = make_collator(smollm2_tokenizer, packing, logits)(features)
+        if logits == "labelled":
+            labels = batch.pop("labels")
+            loss = labelled_logits_loss(model(**batch), labels, num_items_in_batch=labelled)
+            assert model(**batch).logits.shape[0] == labelled  # the LM head ran only where the loss needs it
+        else:
+            loss = model(**batch, num_items_in_batch=labelled).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    reference_loss, reference_grads = loss_and_grads("padded", "all")
+    assert make_collator(smollm2_tokenizer, "padding_free", "all")(features)["input_ids"].shape[0] == 1
+    for packing, logits in [("padding_free", "all"), ("padded", "labelled"), ("padding_free", "labelled")]:
+        loss, grads = loss_and_grads(packing, logits)
+        torch.testing.assert_close(loss, reference_loss, rtol=1e-5, atol=1e-6)
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, reference_grads[name], rtol=1e-5, atol=1e-7, msg=f"{packing}/{logits} {name}")

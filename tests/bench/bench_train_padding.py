@@ -63,7 +63,8 @@ def run_mode(mode: str, count: int, batch: int) -> dict:
 
     grouped = mode == "grouped"
     settings = TrainConfig(epochs=1, per_device_batch_size=batch, gradient_accumulation_steps=1,
-                           group_by_length=grouped, logging_steps=10_000, save_steps=10_000)
+                           group_by_length=grouped, packing="padded", logits="all", logging_steps=10_000,
+                           save_steps=10_000)
     args = training_arguments(Path(os.environ["BENCH_TMP"]) / mode, settings, dtype, on_gpu=False)
     padding = {"padding": "longest"} if grouped else {"padding": "max_length", "max_length": longest}
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, **padding)
