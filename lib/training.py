@@ -165,29 +165,46 @@ def make_collator(tokenizer, packing: str, logits: str):
 
 
 class LabelledLogitsCollator:
-    """Adds `logits_to_keep`: the positions whose next token has a label. The model then runs its LM
-    head only there (a boolean mask gives logits [kept positions, vocabulary]), so the
-    [tokens, vocabulary] fp32 logits of prompts and padding are never made; `labelled_logits_loss`
-    computes the same loss from them."""
+    """For `train.logits: labelled`: asks the model for its final hidden states and for no logits
+    (an all-False `logits_to_keep`), so the LM head does not run inside the model;
+    `LabelledLogitsLoss` runs it on the labelled positions only, a chunk at a time."""
 
     def __init__(self, collator):
         self.collator = collator
 
     def __call__(self, features):
         batch = self.collator(features)
-        keep = torch.zeros_like(batch["labels"], dtype=torch.bool)
-        keep[:, :-1] = batch["labels"][:, 1:] != IGNORE_INDEX
-        batch["logits_to_keep"] = keep
+        batch["logits_to_keep"] = torch.zeros_like(batch["labels"], dtype=torch.bool)
+        batch["output_hidden_states"] = True
         return batch
 
 
-def labelled_logits_loss(outputs, labels, num_items_in_batch=None):
-    """The causal LM loss (sum over labelled next tokens / their count, as transformers' own) from
-    logits computed only at the kept positions, in the mask's row-major order."""
-    targets = labels[:, 1:][labels[:, 1:] != IGNORE_INDEX].to(outputs.logits.device)
-    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets, reduction="sum")
-    count = num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1)
-    return loss / count
+LOSS_CHUNK_ROWS = 256  # labelled positions per LM-head chunk: 256 x 152k (Qwen3) x 4 B = 156 MB of fp32 logits
+
+
+class LabelledLogitsLoss:
+    """The causal LM loss (sum over labelled next tokens / their count, as transformers' own)
+    computed from the final hidden states: the LM head runs only at positions whose next token has
+    a label, LOSS_CHUNK_ROWS at a time, each chunk recomputed in the backward pass (activation
+    checkpointing), so no [tokens, vocabulary] logits tensor larger than one chunk ever exists."""
+
+    def __init__(self, lm_head):
+        self.lm_head = lm_head
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        from torch.utils.checkpoint import checkpoint
+
+        hidden = outputs.hidden_states[-1]  # after the final norm: what the LM head reads
+        keep = labels[:, 1:] != IGNORE_INDEX
+        rows, targets = hidden[:, :-1][keep.to(hidden.device)], labels[:, 1:][keep].to(hidden.device)
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, rows.shape[0], LOSS_CHUNK_ROWS):
+            chunk = slice(start, start + LOSS_CHUNK_ROWS)
+            loss = loss + checkpoint(self._chunk_loss, rows[chunk], targets[chunk], use_reentrant=False)
+        return loss / (num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1))
+
+    def _chunk_loss(self, rows, targets):
+        return torch.nn.functional.cross_entropy(self.lm_head(rows).float(), targets, reduction="sum")
 
 
 def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_gpu: bool):
@@ -268,7 +285,8 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     collator = make_collator(tokenizer, train.packing, train.logits)
     args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda")
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks,
-                      compute_loss_func=labelled_logits_loss if train.logits == "labelled" else None)
+                      compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()) if train.logits == "labelled"
+                      else None)
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(BarOnlyProgress)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

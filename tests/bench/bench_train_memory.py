@@ -43,7 +43,7 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
     from lib.config import TrainConfig
     from lib.models import resolve_model_path
     from lib.sft_data import tokenize_problems
-    from lib.training import (attach_lora, labelled_logits_loss, load_base_for_training, make_collator,
+    from lib.training import (LOSS_CHUNK_ROWS, LabelledLogitsLoss, attach_lora, load_base_for_training, make_collator,
                               training_arguments)
 
     set_seed(0)
@@ -67,7 +67,7 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
                            logging_steps=10_000, save_steps=10_000)
     args = training_arguments(Path(os.environ["BENCH_TMP"]) / mode, settings, torch.float32, on_gpu=False)
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=make_collator(tokenizer, packing, logits),
-                      compute_loss_func=labelled_logits_loss if logits == "labelled" else None)
+                      compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()) if logits == "labelled" else None)
     # The batches the Trainer will make, for the peak batch's positions and logits.
     order = list(iter(trainer._get_train_sampler()))
     peak_positions = peak_logit_rows = 0
@@ -91,8 +91,10 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
         "lora_and_optimizer_mb": trainable * 16 / 2**20,
         # Checkpointing keeps each layer's input (fp32) and recomputes one layer at a time.
         "checkpointed_activations_mb": config.num_hidden_layers * peak_positions * config.hidden_size * 4 / 2**20,
-        # fp32 logits, their log-softmax in the loss and their gradient: 3 copies of [rows, vocabulary].
-        "logits_mb": 3 * peak_logit_rows * config.vocab_size * 4 / 2**20,
+        # fp32 logits, their log-softmax in the loss and their gradient: 3 copies of [rows, vocabulary]
+        # (labelled: one chunk of rows at a time).
+        "logits_mb": 3 * min(peak_logit_rows, LOSS_CHUNK_ROWS if logits == "labelled" else peak_logit_rows)
+                     * config.vocab_size * 4 / 2**20,
         "peak_positions": peak_positions, "peak_logit_rows": peak_logit_rows,
         "longest": max(len(r["input_ids"]) for r in rows),
     }
