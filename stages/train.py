@@ -14,7 +14,6 @@ import hashlib
 import json
 
 import click
-from transformers import set_seed
 
 from lib.cli import stage_command, stage_help
 from lib.io import file_sha256
@@ -30,6 +29,8 @@ from lib.training import completed_record, train_adapter
               help="Save a checkpoint and stop after this many optimizer steps; rerun to resume.")
 @click.option("--force", is_flag=True, help="Retrain even when a finished adapter for the same inputs exists.")
 def main(stage, stop_after, force):
+    from transformers import set_seed  # here, not at the top: lib/ first quiets bitsandbytes' import-time warning
+
     config = stage.config
     set_seed(config.train.seed)
 
