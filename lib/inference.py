@@ -193,6 +193,18 @@ def evaluation_fingerprint(params_file: Path, target: EvalTarget, *input_files: 
     return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
+def prepare_evaluation(artifacts: Path, run_dir: Path, run: str, stage: str, target: EvalTarget,
+                       *input_files: Path) -> tuple[Path, Path, str] | None:
+    """(per-item file, metrics file, fingerprint) of an evaluation stage's work; None, said and the
+    outputs marked current for Make, when they were already made from the same inputs."""
+    preds, metrics = output_paths(artifacts, stage, run, target)
+    fingerprint = evaluation_fingerprint(run_dir / "params" / f"{stage}.json", target, *input_files)
+    if already_done(preds, metrics, fingerprint):
+        print(f"{stage}: {preds} is up to date")
+        return None
+    return preds, metrics, fingerprint
+
+
 def already_done(preds: Path, metrics: Path, fingerprint: str) -> bool:
     """True (and the outputs marked current for Make) when they were made from the same inputs."""
     if not (preds.is_file() and metrics.is_file()):

@@ -12,8 +12,7 @@ import click
 
 from lib.cli import eval_target_options, stage_command, stage_help
 from lib.data import apply_limit, load_ailuminate
-from lib.inference import (already_done, eval_target, evaluation_fingerprint, generate_for_evaluation, output_paths,
-                           write_evaluation)
+from lib.inference import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
 
 
 @click.command(help=stage_help(__doc__))
@@ -24,11 +23,10 @@ def main(stage, base_only, checkpoint):
 
     prompts = apply_limit(load_ailuminate(config.data.ailuminate), config.data.ailuminate_limit)
     target = eval_target(stage.run_dir, base_only, checkpoint)
-    preds, metrics = output_paths(stage.artifacts, "infer_ailuminate", stage.run, target)
-    fingerprint = evaluation_fingerprint(stage.run_dir / "params" / "infer_ailuminate.json", target)
-    if already_done(preds, metrics, fingerprint):
-        print(f"infer_ailuminate: {preds} is up to date")
+    work = prepare_evaluation(stage.artifacts, stage.run_dir, stage.run, "infer_ailuminate", target)
+    if work is None:
         return
+    preds, metrics, fingerprint = work
 
     # The prompt alone, as a user would send it (the GSM8K system prompt, if any, is not for these).
     conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]

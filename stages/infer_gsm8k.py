@@ -17,8 +17,7 @@ from lib.cli import eval_target_options, stage_command, stage_help
 from lib.data import apply_limit, load_gsm8k
 from lib.fewshot import RUN_POOL_FILE, first_k, read_pool
 from lib.gsm8k import EVAL_SPEC, score_outputs
-from lib.inference import (already_done, eval_target, evaluation_fingerprint, generate_for_evaluation, output_paths,
-                           write_evaluation)
+from lib.inference import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
 from lib.stats import wilson_interval
 from lib.prompts import gsm8k_messages
 
@@ -35,11 +34,10 @@ def main(stage, base_only, checkpoint):
     pool_file = stage.run_dir / RUN_POOL_FILE
     exemplars = first_k(read_pool(pool_file, config.fewshot.pool_size), config.fewshot.k)
     target = eval_target(stage.run_dir, base_only, checkpoint)
-    preds, metrics = output_paths(stage.artifacts, "infer_gsm8k", stage.run, target)
-    fingerprint = evaluation_fingerprint(stage.run_dir / "params" / "infer_gsm8k.json", target, pool_file)
-    if already_done(preds, metrics, fingerprint):
-        print(f"infer_gsm8k: {preds} is up to date")
+    work = prepare_evaluation(stage.artifacts, stage.run_dir, stage.run, "infer_gsm8k", target, pool_file)
+    if work is None:
         return
+    preds, metrics, fingerprint = work
 
     # Generate
     conversations = [gsm8k_messages(p["question"], exemplars, config.tokenize.system_prompt,

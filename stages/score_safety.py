@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from lib.cli import eval_target_options, stage_command, stage_help
-from lib.inference import already_done, eval_target, evaluation_fingerprint, output_paths, write_evaluation
+from lib.inference import eval_target, output_paths, prepare_evaluation, write_evaluation
 from lib.io import read_jsonl
 from lib.models import resolve_model_path
 from lib.safety import check_parseable, check_template, judge_responses, read_guidelines, safety_summary
@@ -42,12 +42,11 @@ def main(stage, base_only, checkpoint, allow_pickle):
     guidelines = read_guidelines(safety.safety_prompt)
     check_template(safety.template)
     folder = Path(resolve_model_path(safety.safeguard_model, stage.models_dir))
-    preds, metrics = output_paths(stage.artifacts, "score_safety", stage.run, target)
-    fingerprint = evaluation_fingerprint(stage.run_dir / "params" / "score_safety.json", target, responses_file,
-                                         Path(safety.safety_prompt))
-    if already_done(preds, metrics, fingerprint):
-        print(f"score_safety: {preds} is up to date")
+    work = prepare_evaluation(stage.artifacts, stage.run_dir, stage.run, "score_safety", target, responses_file,
+                              Path(safety.safety_prompt))
+    if work is None:
         return
+    preds, metrics, fingerprint = work
 
     # Judge
     partial = stage.run_dir / f"partial_safety{target.tag}"

@@ -114,3 +114,15 @@ def train_run(tmp_path, tiny_model_dir, gsm8k_files, models_dir):
     run.prepared = prepared
     run.common = common
     return run
+
+
+def score_safety_args(tmp_path: Path, models_dir, judge, responses: list[dict], run: str, guidelines: str,
+                      *extra: str) -> list[str]:
+    """Arguments for stages.score_safety on the demo preset: `responses` written as the run's
+    AILuminate answers, `guidelines` as its Safety Guidelines prompt, `judge` as its safeguard."""
+    artifacts = tmp_path / "artifacts"
+    write_jsonl(artifacts / f"ailuminate_preds_{run}.jsonl", responses)
+    (tmp_path / "rules.txt").write_text(guidelines)
+    return ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", run, "--artifacts", str(artifacts),
+            "--models-dir", str(models_dir), "--set", f"safety.safeguard_model={judge}",
+            "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", *extra]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import PRESET_DIR, REPO, write_jsonl
+from conftest import REPO, score_safety_args, write_jsonl
 from lib.errors import InputError
 from lib.guard_formats import CONTROVERSIAL, SAFE, UNPARSEABLE, UNSAFE, detect_format, parse_verdict
 from stages import score_safety
@@ -133,14 +133,12 @@ RESPONSES = [
 ]
 
 
-def _score(tmp_path, models_dir, guard, *extra):
-    artifacts = tmp_path / "artifacts"
-    write_jsonl(artifacts / "ailuminate_preds_g.jsonl", RESPONSES)
-    (tmp_path / "rules.txt").write_text("RULES: judge the response.")
-    args = ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", "g", "--artifacts", str(artifacts),
-            "--models-dir", str(models_dir), "--set", f"safety.safeguard_model={guard}",
-            "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", "--set", "safety.guard_format=auto",
-            "--set", "safety.layout=auto", "--set", "safety.verdict=generate", *extra]
+AUTO = ("--set", "safety.guard_format=auto", "--set", "safety.layout=auto", "--set", "safety.verdict=generate")
+
+
+def _score(tmp_path, models_dir, guard, *extra, guidelines="RULES: judge the response."):
+    """score_safety with the shipped defaults for judging (the demo preset sets them for its own judge)."""
+    args = score_safety_args(tmp_path, models_dir, guard, RESPONSES, "g", guidelines, *AUTO, *extra)
     return CliRunner().invoke(score_safety.main, args)
 
 
@@ -253,14 +251,7 @@ def test_a_classifier_with_a_64_token_limit_keeps_the_whole_response(tmp_path, m
     folder = tmp_path / "classifier"
     LlamaForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
     smollm2_tokenizer.save_pretrained(folder)  # its model_max_length is a placeholder: the limit is the model's
-    artifacts = tmp_path / "artifacts"
-    write_jsonl(artifacts / "ailuminate_preds_g.jsonl", RESPONSES)
-    (tmp_path / "rules.txt").write_text("Judge the response carefully. " * 30)  # ~180 tokens of guidelines
-    args = ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", "g", "--artifacts", str(artifacts),
-            "--models-dir", str(models_dir), "--set", f"safety.safeguard_model={folder}",
-            "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", "--set", "safety.guard_format=auto",
-            "--set", "safety.layout=auto", "--set", "safety.verdict=generate"]
-    result = CliRunner().invoke(score_safety.main, args)
+    result = _score(tmp_path, models_dir, folder, guidelines="Judge the response carefully. " * 30)  # ~180 tokens
     assert result.exit_code == 0, result.output
     metrics = _results(tmp_path)[1]
     assert metrics["judge"]["input_limit"] == 64 and metrics["judge"]["guidelines_truncated"] == 4

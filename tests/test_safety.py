@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import PRESET_DIR, write_jsonl
+from conftest import score_safety_args
 from lib.errors import InputError
 from lib.guard_formats import UNPARSEABLE, parse_verdict
 from lib.safety import (generative_input_ids, judge_architectures, judge_text, read_guidelines, safe_class_index,
@@ -113,12 +113,8 @@ def tiny_classifier(tmp_path_factory, smollm2_tokenizer):
 
 
 def _run(tmp_path, models_dir, judge, *extra):
-    artifacts = tmp_path / "artifacts"
-    write_jsonl(artifacts / "ailuminate_preds_s.jsonl", RESPONSES)
-    (tmp_path / "rules.txt").write_text("Say safe or unsafe.")
-    args = ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", "s", "--artifacts", str(artifacts),
-            "--models-dir", str(models_dir), "--set", f"safety.safeguard_model={judge}",
-            "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", "--set", "safety.max_new_tokens=4", *extra]
+    args = score_safety_args(tmp_path, models_dir, judge, RESPONSES, "s", "Say safe or unsafe.",
+                             "--set", "safety.max_new_tokens=4", *extra)
     return CliRunner().invoke(score_safety.main, args)
 
 
