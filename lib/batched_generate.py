@@ -64,7 +64,13 @@ class BatchedGenerate(PrefixSharingEngine):
             stats.prefill_padding += width * len(batch) - sum(map(len, batch))
             for row, sequence in enumerate(out.sequences[:, width:].tolist()):
                 tokens = _until_stop(sequence, self.eos)
-                result = self._stopped(tokens) or self._result(tokens, "max_new_tokens")
+                # A row that a stop string ended is padded after it, and the pad may be an EOS id.
+                body = tokens[:-1] if tokens and tokens[-1] in self.eos else tokens
+                text = self.tokenizer.decode(body, skip_special_tokens=True)
+                if any(stop in text for stop in self.stop_strings):
+                    result = self._result(body, "stop_string")
+                else:
+                    result = self._stopped(tokens) or self._result(tokens, "max_new_tokens")
                 if self.score_token_ids:
                     probs = out.scores[0][row].float().softmax(-1)[self.score_token_ids]
                     result.first_token_probs = probs.tolist()

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from lib.artifacts import evaluation_file, supersede
+from lib.batched_generate import choose_generator
 from lib.devices import process_state, resolve_eval_dtype
 from lib.errors import InputError
-from lib.batched_generate import choose_generator
 from lib.generation import EngineStats, PrefixSharingEngine
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir_unless_fingerprint
 

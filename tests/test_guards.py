@@ -302,3 +302,23 @@ def test_generation_equals_one_by_one_generate_with_sliding_windows_and_soft_cap
             step = next(i for i, (a, b) in enumerate(zip(result.token_ids, expected)) if a != b)
             top2 = out.scores[step][0].topk(2).values
             assert float(top2[0] - top2[1]) < 1e-4, f"diverged at step {step} without a near-tie"
+
+
+def test_the_fallback_ends_a_row_at_a_stop_string_even_when_its_pad_is_an_eos(smollm2_tokenizer):
+    """SmolLM2's pad token is its <|im_end|>: rows a stop string ended are padded with an EOS id."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from lib.batched_generate import BatchedGenerate
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             head_dim=16, sliding_window=8, pad_token_id=smollm2_tokenizer.pad_token_id,
+                                             eos_token_id=smollm2_tokenizer.eos_token_id)).eval()
+    prompts = [smollm2_tokenizer(text)["input_ids"] for text in ("Hello there", "A longer prompt than the other one")]
+    free, _ = BatchedGenerate(model, smollm2_tokenizer, 12, 2).generate(prompts)
+    stop = free[0].text[3:6]
+    assert stop.strip()
+    stopped, _ = BatchedGenerate(model, smollm2_tokenizer, 12, 2, stop_strings=(stop,)).generate(prompts)
+    assert stopped[0].stop_reason == "stop_string" and stop not in stopped[0].text
+    assert free[0].text.startswith(stopped[0].text)
