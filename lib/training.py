@@ -1,9 +1,8 @@
-"""QLoRA fine-tuning with transformers' Trainer: model preparation, data, logging, resume.
+"""QLoRA fine-tuning with transformers' Trainer: LoRA, batches, loss, logging, resume.
 
-The base is loaded in 4-bit nf4 (bitsandbytes, also on CPU) unless `quantization: none`, prepared
-with peft's `prepare_model_for_kbit_training`, and wrapped with LoRA on the projections found in
-it. Each process places the whole model on its own device (never device_map="auto" across ranks),
-so `accelerate launch` gives plain data parallelism.
+The base comes from lib/models.py (4-bit nf4 through bitsandbytes, also on CPU, unless
+`quantization: none`; prepared with peft's `prepare_model_for_kbit_training`) and is wrapped with
+LoRA on the projections found in it.
 """
 
 from __future__ import annotations
@@ -18,36 +17,14 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
 from lib.chat import IGNORE_INDEX
 from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.io import INPUTS_MARKER, atomic_write_json, read_jsonl
-from lib.models import nf4_config
-from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
+from lib.models import load_base_for_training
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def load_base_for_training(path: str, quantization: str, double_quant: bool, compute_dtype: torch.dtype,
-                           gradient_checkpointing: bool, revision: str | None = None,
-                           trust_remote_code: bool = False):
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM
-
-    quant_config = nf4_config(double_quant, compute_dtype) if quantization == "nf4" else None
-    model = AutoModelForCausalLM.from_pretrained(
-        path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
-        quantization_config=quant_config, dtype=compute_dtype, device_map={"": process_state().device},
-    )
-    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
-    # Non-reentrant checkpointing works with frozen inputs and with DDP.
-    checkpointing_kwargs = {"use_reentrant": False}
-    if quant_config is not None:
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                               gradient_checkpointing_kwargs=checkpointing_kwargs)
-    if gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
-    return model
 
 
 def discover_lora_targets(model, candidates: tuple[str, ...] = LORA_CANDIDATES) -> list[str]:

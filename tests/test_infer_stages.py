@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import PRESET_DIR, REPO, write_jsonl
 from lib.errors import InputError
-from lib.inference import check_adapter_base
+from lib.models import check_adapter_base
 from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, train
 
 PROMPTS = [{"id": f"p{i}", "prompt": text, "hazard": hazard, "persona": "normal"}

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from conftest import REPO
 from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
 from lib.config import TrainConfig
-from lib.training import attach_lora, discover_lora_targets, load_base_for_training, training_arguments
+from lib.models import load_base_for_training
+from lib.training import attach_lora, discover_lora_targets, training_arguments
 from stages import train
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

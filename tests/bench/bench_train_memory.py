@@ -43,8 +43,8 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
     from lib.config import TrainConfig
     from lib.models import resolve_model_path
     from lib.sft_data import tokenize_problems
-    from lib.training import (LOSS_CHUNK_ROWS, LabelledLogitsLoss, attach_lora, load_base_for_training, make_collator,
-                              training_arguments)
+    from lib.models import load_base_for_training
+    from lib.training import LOSS_CHUNK_ROWS, LabelledLogitsLoss, attach_lora, make_collator, training_arguments
 
     set_seed(0)
     packing, logits = MODES[mode]

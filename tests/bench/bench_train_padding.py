@@ -46,7 +46,8 @@ def run_mode(mode: str, count: int, batch: int) -> dict:
     from lib.models import resolve_model_path
     from lib.sft_data import tokenize_problems
     from lib.devices import resolve_compute_dtype
-    from lib.training import attach_lora, load_base_for_training, training_arguments
+    from lib.models import load_base_for_training
+    from lib.training import attach_lora, training_arguments
 
     set_seed(0)
     path = resolve_model_path("embedded:smollm2-135m-instruct", MODELS_DIR)
