@@ -15,8 +15,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from lib.artifacts import evaluation_file, supersede
 from lib.batched_generate import choose_generator
 from lib.devices import process_state, resolve_eval_dtype

@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from lib.devices import process_state
 from lib.errors import InputError
 
