@@ -229,3 +229,21 @@ def test_each_stage_prerequisites_are_exactly_the_lib_modules_it_imports():
         prerequisites = next(line.split(": ", 1)[1].split() for line in database.splitlines()
                              if ": " in line and not line.startswith("#") and f"stages/{stage}.py" in line.split(": ", 1)[1].split())
         assert set(variables[variable].split()) <= set(prerequisites), f"the {stage} rule does not list {variable}"
+
+
+def test_the_makefiles_evaluation_targets_are_the_artifact_maps_names():
+    """lib/artifacts.py names every evaluation file; the Makefile's rules must build exactly those names
+    (the final adapter's and, for the sweep, each checkpoint's: tag `_%`)."""
+    from lib.artifacts import evaluation_file
+
+    database = subprocess.run(["make", "-pnq", "help", "RUN=x", "ARTIFACTS=a"], cwd=REPO, capture_output=True,
+                              text=True).stdout
+    targets = {}
+    for line in database.splitlines():
+        if ": " in line and not line.startswith("#") and line.startswith("a/"):
+            target, prerequisites = line.split(": ", 1)
+            scripts = [p for p in prerequisites.split() if p.startswith("stages/")]
+            if scripts:
+                targets.setdefault(scripts[0].removeprefix("stages/").removesuffix(".py"), set()).add(target)
+    for stage in ("infer_gsm8k", "infer_ailuminate", "score_safety"):
+        assert targets[stage] == {str(evaluation_file("a", stage, "preds", "x", tag)) for tag in ("", "_%")}, stage
