@@ -327,7 +327,6 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
     setup = resolve_setup(safety, architectures, tokenizer.chat_template, str(folder))
     print(f"score_safety: judge format {setup.guard_format} ({setup.why}); layout {setup.layout};"
           f" verdict {setup.verdict}; Controversial counts as {setup.controversial}")
-    texts = [judge_text(safety.template, guidelines, r.get("prompt", ""), r.get("response", "")) for r in responses]
     ids = [str(r["id"]) for r in responses]
     record = {**asdict(setup), "model": safety.safeguard_model, "model_fingerprint": model_fingerprint(folder),
               "template": safety.template}
@@ -355,8 +354,13 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
     model, tokenizer = load_for_inference(str(folder), None, "merged", resolve_eval_dtype("auto"), None,
                                           safety.trust_remote_code, safety.allow_pickle)
     tokens = verdict_tokens(tokenizer, setup.guard_format)
-    prompts = [generative_input_ids(tokenizer, setup.layout, text, r.get("prompt", "")) + tokens.prefix_ids
-               for text, r in zip(texts, responses)]
+
+    def guard_input(response: dict) -> list[int]:  # the filled template in its layout, then the verdict prefix
+        prompt = response.get("prompt", "")
+        filled = judge_text(safety.template, guidelines, prompt, response.get("response", ""))
+        return generative_input_ids(tokenizer, setup.layout, filled, prompt) + tokens.prefix_ids
+
+    prompts = [guard_input(r) for r in responses]
     generator = choose_generator(model, tokenizer, prompts, safety.max_new_tokens, safety.batch_size,
                                  score_token_ids=tokens.token_ids, label="score_safety")
     record["generator"] = type(generator).__name__

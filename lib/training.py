@@ -21,7 +21,7 @@ from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, ch
 from lib.chat import IGNORE_INDEX
 from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
-from lib.io import INPUTS_MARKER, atomic_write_json, read_jsonl
+from lib.io import atomic_write_json, made_from, mark_made_from, read_jsonl
 from lib.models import load_base_for_training
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -297,14 +297,12 @@ def _set_aside_earlier_training(run_dir: Path, fingerprint: str, force: bool) ->
     """Checkpoints of the same inputs are resumed; anything else trained here (other inputs, or
     --force) moves to superseded/ with its adapter and logs. Trained work is never deleted."""
     checkpoints = run_dir / "checkpoints"
-    marker = checkpoints / INPUTS_MARKER
-    resumable = not force and marker.is_file() and marker.read_text().strip() == fingerprint
+    resumable = not force and made_from(checkpoints, fingerprint)
     # When resuming, an adapter folder can only be an unfinished save (no completion record).
     outputs = [run_dir / "adapter"] if resumable else [run_dir / name for name in TRAINING_OUTPUTS]
     supersede(run_dir, outputs, "train: " + ("an unfinished adapter" if resumable
                                              else "inputs changed (or --force), starting afresh"))
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n")
+    mark_made_from(checkpoints, fingerprint)
 
 
 def completed_record(adapter: Path, fingerprint: str) -> dict | None:
