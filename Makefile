@@ -33,17 +33,15 @@ PRESET_NAMED := $(if $(filter file,$(origin PRESET)),$(filter file,$(origin RUN)
 RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) $(foreach s,$(SET),--set $(s)) \
 	$(if $(filter 0,$(SMOKE)),--no-smoke,$(if $(SMOKE),--smoke)) $(if $(RECONFIGURE),--reconfigure)
 
-# lib/ modules each stage imports, directly or through other lib/ modules (its prerequisites besides
-# its script); tests/test_make.py derives them from the imports and fails when these drift.
-LIB_COMMON := lib/__init__.py lib/artifacts.py lib/cli.py lib/config.py lib/errors.py lib/io.py lib/run.py
-LIB_PREP_FEWSHOT := $(LIB_COMMON) lib/data.py lib/fewshot.py lib/gsm8k.py
-LIB_TOKENIZE := $(LIB_PREP_FEWSHOT) lib/chat.py lib/devices.py lib/models.py lib/sft_data.py
-LIB_TRAIN := $(LIB_COMMON) lib/chat.py lib/devices.py lib/models.py lib/training.py
-LIB_EVAL := $(LIB_COMMON) lib/batched_generate.py lib/devices.py lib/generation.py lib/inference.py lib/models.py
-LIB_INFER_AILUMINATE := $(LIB_EVAL) lib/data.py lib/gsm8k.py
-LIB_INFER_GSM8K := $(LIB_INFER_AILUMINATE) lib/chat.py lib/fewshot.py lib/prompts.py lib/stats.py
-LIB_SAFETY := $(LIB_EVAL) lib/guard_formats.py lib/safety.py
-LIB_SUMMARY := $(LIB_COMMON) lib/guard_formats.py lib/report.py lib/stats.py lib/summary.py lib/sweep.py
+# LIB_<STAGE>: the lib/ modules each stage imports, directly or through other lib/ modules (its
+# prerequisites besides its script), derived from the imports by lib/stage_inputs.py (system Python,
+# standard library only) and regenerated whenever code changes.
+STAGE_INPUTS_MK := .make/stage_inputs.mk
+ifneq ($(wildcard lib/stage_inputs.py),)
+$(STAGE_INPUTS_MK): $(wildcard lib/*.py stages/*.py)
+	@mkdir -p $(@D) && $(PYTHON) -m lib.stage_inputs make-vars > $@.tmp && mv $@.tmp $@
+-include $(STAGE_INPUTS_MK)
+endif
 
 # One process runs a stage directly; several go through accelerate (DDP for training, a shard of
 # the prompts each for inference; gloo on CPU, NCCL on GPUs).
@@ -118,7 +116,7 @@ $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl: stages/infer_ailuminate.py $(LIB_INF
 	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS)
 
 score_safety: $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl ## safeguard labels and safety rate -> ailuminate_safety_<run> (e.g. make score_safety RUN=medium)
-$(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl
+$(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SCORE_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl
 	$(LAUNCH) stages.score_safety $(RUN_ARGS)
 
 # The sweep (presets with sweep.enabled): the final adapter is evaluated as the run itself; the
@@ -132,12 +130,12 @@ $(ARTIFACTS)/gsm8k_preds_$(RUN)_%.jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K
 	$(LAUNCH) stages.infer_gsm8k $(RUN_ARGS) --checkpoint $*
 $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl: stages/infer_ailuminate.py $(LIB_INFER_AILUMINATE) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
 	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS) --checkpoint $*
-$(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl: stages/score_safety.py $(LIB_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl
+$(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl: stages/score_safety.py $(LIB_SCORE_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl
 	$(LAUNCH) stages.score_safety $(RUN_ARGS) --checkpoint $*
 
 summarize: $(RUN_DIR)/summary.json ## row in summary.csv, baseline check, indicative grades, reports
 # The sweep is order-only: it runs first, but only changed evaluations (through the adapter) rerun summarize.
-$(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARY) $(PARAMS)/summarize.json $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl | sweep
+$(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARIZE) $(PARAMS)/summarize.json $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl | sweep
 	$(PY) -m stages.summarize $(RUN_ARGS)
 
 # The container: the repo, data/ and artifacts/ mounted at the same places, the GPUs, and HF_TOKEN

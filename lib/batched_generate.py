@@ -1,6 +1,6 @@
 """Plain batched `generate`, for models the prefix-sharing engine does not reproduce.
 
-The engine's attention function (lib/generation.py) computes full softmax attention over the shared
+The engine's attention function (lib/prefix_attention.py) computes full softmax attention over the shared
 prefix and each row's own tokens. Two attention variants change that computation: a sliding window
 that is shorter than a sequence (Mistral, WildGuard; Gemma2's local layers, ShieldGemma) and
 soft-capped attention logits (Gemma2). For such a model `choose_generator` returns this class,

@@ -167,7 +167,7 @@ def already_done(preds: Path, metrics: Path, fingerprint: str) -> bool:
     return True
 
 
-def generate_for_evaluation(model_config, eval_config, quant_config, models_dir: Path, run_dir: Path,
+def generate_for_evaluation(model_config, eval_config, double_quant: bool, models_dir: Path, run_dir: Path,
                             target: EvalTarget, conversations: list[list[dict]], ids: list[str], fingerprint: str,
                             task: str):
     """Load the model, render the chat prompts, generate resumably: (outputs | None, stats, settings)."""
@@ -177,7 +177,7 @@ def generate_for_evaluation(model_config, eval_config, quant_config, models_dir:
     base = resolve_model_path(model_config.base, models_dir)
     model, tokenizer = load_for_inference(base, target.adapter, eval_config.model_format, dtype,
                                           model_config.revision, model_config.trust_remote_code,
-                                          double_quant=quant_config.double_quant)
+                                          double_quant=double_quant)
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
                for c in conversations]
     engine = choose_generator(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,

@@ -30,29 +30,12 @@ import click
 from lib.artifacts import run_dir
 from lib.config import Config, load_config
 from lib.errors import InputError
+from lib.stage_inputs import STAGE_KEYS
 from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
 
 IDENTITY_FILE = "run.json"  # preset, overrides, smoke: what the run is
 RECORD_FILE = "config_resolved.json"
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
-
-# What each stage reads: whole sections or single keys. A change elsewhere does not rerun it.
-STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "prep_fewshot": ("data.gsm8k_train", "data.gsm8k_hub_config", "fewshot.path", "fewshot.pool_size", "fewshot.seed"),
-    "tokenize": (
-        "model", "data.gsm8k_train", "data.gsm8k_hub_config", "data.refined_train",
-        "data.strip_calculator_annotations", "data.train_limit", "fewshot.pool_size", "tokenize",
-    ),
-    "train": ("model", "quant", "lora", "train"),
-    "infer_gsm8k": (
-        "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
-        "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
-        "quant.double_quant",  # an nf4 evaluation loads the base as it was trained
-    ),
-    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant.double_quant"),
-    "score_safety": ("safety", "eval.chunk_size"),
-    "summarize": ("model", "data", "lora", "train", "fewshot.k", "thresholds", "sweep", "grades", "quant.quantization"),
-}
 
 # Input files a stage writes itself (prep_fewshot draws the pool); Make follows them through the
 # run folder's copy, so fingerprinting them would rerun their writer once after every draw.

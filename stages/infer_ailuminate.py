@@ -31,7 +31,7 @@ def main(stage, base_only, checkpoint):
     # The prompt alone, as a user would send it (the GSM8K system prompt, if any, is not for these).
     conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
     outputs, stats, settings = generate_for_evaluation(
-        config.model, config.eval, config.quant, stage.models_dir, stage.run_dir, target, conversations,
+        config.model, config.eval, config.quant.double_quant, stage.models_dir, stage.run_dir, target, conversations,
         [p["id"] for p in prompts], fingerprint, "ailuminate")
     if outputs is None:
         return

@@ -43,7 +43,7 @@ def main(stage, base_only, checkpoint):
     conversations = [gsm8k_messages(p["question"], exemplars, config.tokenize.system_prompt,
                                     config.data.strip_calculator_annotations) for p in problems]
     outputs, stats, settings = generate_for_evaluation(
-        config.model, config.eval, config.quant, stage.models_dir, stage.run_dir, target, conversations,
+        config.model, config.eval, config.quant.double_quant, stage.models_dir, stage.run_dir, target, conversations,
         [p["id"] for p in problems], fingerprint, "gsm8k")
     if outputs is None:  # not the main process
         return

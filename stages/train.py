@@ -38,7 +38,7 @@ def main(stage, stop_after, force):
     data_path = stage.run_dir / "train_tokenized.jsonl"
     if not data_path.is_file():
         raise click.ClickException(f"{data_path}: not found (run `make tokenize` first)")
-    keys = {section: getattr(config, section) for section in ("model", "quant", "lora", "train")}
+    keys = {"model": config.model, "quant": config.quant, "lora": config.lora, "train": config.train}
     fingerprint = hashlib.sha256(
         json.dumps({k: vars(v) for k, v in keys.items()}, sort_keys=True).encode() + file_sha256(data_path).encode()
     ).hexdigest()

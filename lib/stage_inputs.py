@@ -1,0 +1,130 @@
+"""What each stage depends on, in one place: the config keys it reads and the lib/ code it runs.
+
+- Config keys: `STAGE_KEYS` below is the declaration. lib/run.py writes each stage's slice to
+  run_<run>/params/<stage>.json, a Make prerequisite, so changing a key reruns exactly the stages
+  that read it. `config_reads` derives the reads from a stage script's source (every
+  `config.<section>[.<key>]` it uses; a section passed whole to lib/ is read whole) and
+  tests/test_stage_inputs.py fails when the two drift.
+- lib/ modules: the stage's import statements are the declaration (`lib_modules` follows them
+  through lib/, lazy imports included); `python -m lib.stage_inputs make-vars` prints them as the
+  Makefile's LIB_<STAGE> variables, which the Makefile includes and regenerates when code changes.
+
+Standard library only: the Makefile runs this with the system Python, before any venv exists.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# What each stage reads: whole sections or single keys. A change elsewhere does not rerun it.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "prep_fewshot": ("data.gsm8k_train", "data.gsm8k_hub_config", "fewshot.path", "fewshot.pool_size", "fewshot.seed"),
+    "tokenize": (
+        "model.base", "model.revision", "model.trust_remote_code", "data.gsm8k_train", "data.gsm8k_hub_config",
+        "data.refined_train", "data.strip_calculator_annotations", "data.train_limit", "fewshot.pool_size",
+        "tokenize.max_seq_len", "tokenize.system_prompt",
+    ),
+    "train": ("model", "quant", "lora", "train"),
+    "infer_gsm8k": (
+        "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
+        "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
+        "quant.double_quant",  # an nf4 evaluation loads the base as it was trained
+    ),
+    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant.double_quant"),
+    "score_safety": ("safety", "eval.chunk_size"),
+    "summarize": (
+        "model.base", "data.gsm8k_train", "lora.r", "lora.alpha", "train.learning_rate", "train.epochs", "fewshot.k",
+        "thresholds.accuracy", "thresholds.safety", "sweep.enabled", "sweep.last_n", "grades.references",
+        "quant.quantization",
+    ),
+}
+
+
+def stage_names() -> list[str]:
+    return sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__")
+
+
+def _imported_lib_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):  # lazy imports inside functions count too
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lib."):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("lib.")}
+    return found
+
+
+def lib_modules(stage: str) -> list[str]:
+    """The lib/ files a stage script runs: its lib imports, theirs, and so on (paths from the repo root)."""
+    seen: set[str] = set()
+    pending = list(_imported_lib_modules(REPO / "stages" / f"{stage}.py"))
+    while pending:
+        module = pending.pop()
+        if module not in seen:
+            seen.add(module)
+            pending += _imported_lib_modules(REPO / (module.replace(".", "/") + ".py"))
+    return sorted({"lib/__init__.py"} | {module.replace(".", "/") + ".py" for module in seen})
+
+
+def _attribute_chain(node: ast.AST) -> list[str] | None:
+    """`a.b.c` as ["a", "b", "c"]; None when the chain does not start at a plain name."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return [node.id, *reversed(parts)]
+
+
+def config_reads(script: Path) -> set[str]:
+    """The config keys a stage script reads, as dotted keys (a section used whole: its name).
+
+    The config is `stage.config`; names bound to it (`config = stage.config`) or to one of its
+    sections (`safety = stage.config.safety`, also in tuple assignments) are followed."""
+    tree = ast.parse(script.read_text(), str(script))
+    aliases: dict[str, list[str]] = {}  # name -> config path it holds ([] = the whole config)
+    alias_values = set()  # `stage.config...` on the right of an alias assignment: a name, not a read
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            pairs = [(node.targets[0], node.value)]
+            if isinstance(node.targets[0], ast.Tuple) and isinstance(node.value, ast.Tuple):
+                pairs = list(zip(node.targets[0].elts, node.value.elts))
+            for target, value in pairs:
+                chain = _attribute_chain(value)
+                if isinstance(target, ast.Name) and chain and chain[:2] == ["stage", "config"]:
+                    aliases[target.id] = chain[2:]
+                    alias_values.add(id(value))
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    reads = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Attribute, ast.Name)) or id(node) in inner | alias_values:
+            continue
+        chain = _attribute_chain(node)
+        if not chain:
+            continue
+        if chain[:2] == ["stage", "config"]:
+            path = chain[2:]
+        elif chain[0] in aliases and not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)):
+            path = aliases[chain[0]] + chain[1:]
+        else:
+            continue
+        if not path:
+            raise ValueError(f"{script} uses the whole config (line {node.lineno}); pass sections or keys")
+        reads.add(".".join(path[:2]))
+    return {key for key in reads if key.split(".")[0] not in reads or "." not in key}
+
+
+def make_vars() -> str:
+    """The Makefile's LIB_<STAGE> variables."""
+    return "".join(f"LIB_{stage.upper()} := {' '.join(lib_modules(stage))}\n" for stage in stage_names())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["make-vars"]:
+        sys.exit("usage: python -m lib.stage_inputs make-vars")
+    sys.stdout.write(make_vars())

@@ -1,0 +1,61 @@
+"""The shared-prefix attention function against PyTorch's SDPA over [prefix ; own keys], random tensors."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lib.prefix_attention import prefix_shared_attention
+
+
+def _reference(query, prefix_keys, prefix_values, keys, values, own_mask, scale):
+    """SDPA over the prefix copied into every row, key/value heads repeated for each query group."""
+    batch, query_heads, length, _ = query.shape
+    groups = query_heads // keys.shape[1]
+    full_keys = torch.cat([prefix_keys.expand(batch, -1, -1, -1), keys], dim=2).repeat_interleave(groups, dim=1)
+    full_values = torch.cat([prefix_values.expand(batch, -1, -1, -1), values], dim=2).repeat_interleave(groups, dim=1)
+    prefix_visible = torch.ones(batch, 1, length, prefix_keys.shape[2], dtype=torch.bool)
+    mask = torch.cat([prefix_visible, own_mask], dim=-1)
+    return F.scaled_dot_product_attention(query, full_keys, full_values, attn_mask=mask, scale=scale).transpose(1, 2)
+
+
+@pytest.mark.parametrize("query_length", [1, 3])  # a decode step; a prefill of 3 tokens under a causal mask
+def test_prefix_shared_attention_equals_sdpa_over_the_concatenated_keys(query_length):
+    generator = torch.Generator().manual_seed(0)
+    batch, query_heads, kv_heads, dim, prefix_len, own_len = 3, 4, 2, 8, 5, 6
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float32)
+
+    query, keys, values = rand(batch, query_heads, query_length, dim), rand(batch, kv_heads, own_len, dim), rand(
+        batch, kv_heads, own_len, dim)
+    prefix_keys, prefix_values = rand(1, kv_heads, prefix_len, dim), rand(1, kv_heads, prefix_len, dim)
+    # Rows right-aligned with masked columns on the left (row 0 uses all, row 2 the last 3), causal in the tail.
+    starts = torch.tensor([0, 2, 3])
+    columns = torch.arange(own_len)
+    query_at = own_len - query_length + torch.arange(query_length)
+    own_mask = (columns[None, None, :] >= starts[:, None, None]) & (columns[None, None, :] <= query_at[None, :, None])
+    own_mask = own_mask[:, None]  # [batch, 1, q, own]
+    module = SimpleNamespace(shared_prefix_kv=(prefix_keys, prefix_values))
+
+    output, _ = prefix_shared_attention(module, query, keys, values, own_mask, scaling=0.3)
+
+    expected = _reference(query, prefix_keys, prefix_values, keys, values, own_mask, 0.3)
+    assert output.shape == (batch, query_length, query_heads, dim)
+    torch.testing.assert_close(output, expected)  # fp32 tolerances
+
+
+def test_prefix_shared_attention_without_a_prefix_is_plain_sdpa():
+    generator = torch.Generator().manual_seed(1)
+    query = torch.randn(2, 4, 1, 8, generator=generator)
+    keys, values = torch.randn(2, 2, 5, 8, generator=generator), torch.randn(2, 2, 5, 8, generator=generator)
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, ..., :2] = False
+    module = SimpleNamespace(shared_prefix_kv=None, num_key_value_groups=2, is_causal=False, training=False)
+
+    output, _ = prefix_shared_attention(module, query, keys, values, mask, scaling=None)
+
+    expected = F.scaled_dot_product_attention(query, keys.repeat_interleave(2, 1), values.repeat_interleave(2, 1),
+                                              attn_mask=mask).transpose(1, 2)
+    torch.testing.assert_close(output, expected)
