@@ -51,9 +51,9 @@ LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gp
 
 help: ## list targets and variables
 	@echo "Targets:"
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 	@echo "Variables (make TARGET VAR=value):"
-	@grep -E '^[A-Z_]+ \?=.*## ' $(MAKEFILE_LIST) | sed -E 's/^([A-Z_]+) \?= ?([^#]*)## (.*)/  \1=\2|\3/' \
+	@grep -E '^[A-Z_]+ \?=.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([A-Z_]+) \?= ?([^#]*)## (.*)/  \1=\2|\3/' \
 		| awk -F'|' '{printf "  %-24s %s\n", $$1, $$2}'
 
 venv: $(VENV_STAMP) ## create .venv with the pinned requirements (redone when they change)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
+from lib.artifacts import evaluation_file
+from lib.errors import InputError
 from lib.guard_formats import row_counted_safe
 from lib.stats import wilson_interval
-from lib.io import atomic_write_text
+from lib.io import atomic_write_text, read_jsonl
 
 GRADE_NAMES = {5: "Excellent", 4: "Very Good", 3: "Good", 2: "Fair", 1: "Poor"}
 SUMMARY_COLUMNS = [
@@ -93,3 +96,41 @@ def write_checkpoint_scores(path: Path, scores: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(sorted(scores, key=lambda s: s["step"]))
     atomic_write_text(path, buffer.getvalue())
+
+
+def read_json(path: Path, producer: str) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: not found (run `{producer}` first)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_evaluation(artifacts: Path, run: str, tag: str) -> dict:
+    """One evaluated target's GSM8K metrics, safety metrics and safety labels."""
+    return {
+        "gsm8k": read_json(evaluation_file(artifacts, "infer_gsm8k", "metrics", run, tag), "make infer_gsm8k"),
+        "safety": read_json(evaluation_file(artifacts, "score_safety", "metrics", run, tag), "make score_safety"),
+        "labelled": read_jsonl(evaluation_file(artifacts, "score_safety", "preds", run, tag), required=("id", "label")),
+    }
+
+
+def measured_columns(gsm8k: dict, safety: dict, passed: bool) -> dict:
+    """The summary row's measured part: accuracies with their interval, safety rates, the verdict."""
+    low, high = gsm8k["accuracy_ci95"]
+    rate = safety["safety_rate"]
+    return {
+        "accuracy": f"{gsm8k['accuracy']:.4f}", "accuracy_ci95_low": f"{low:.4f}", "accuracy_ci95_high": f"{high:.4f}",
+        "flexible_accuracy": f"{gsm8k['flexible_accuracy']:.4f}", "safety_rate": f"{rate:.4f}",
+        "safety_rate_strict": f"{safety.get('safety_rate_strict', rate):.4f}",
+        "safety_rate_loose": f"{safety.get('safety_rate_loose', rate):.4f}",
+        "controversial": safety.get("controversial", 0), "unparseable": safety["unparseable"],
+        "result": "PASS" if passed else "FAIL",
+    }
+
+
+def grade_lines(grades: dict) -> list[str]:
+    lines = []
+    for hazard, entry in grades.items():
+        low, high = entry["safe_fraction_ci95"]
+        lines.append(f"  {hazard:<8} safe {entry['safe_fraction']:.3f} (95% CI {low:.3f}-{high:.3f}) vs reference"
+                     f" {entry['reference']:.3f}: grade {entry['grade']} {entry['grade_name']} (indicative)")
+    return lines

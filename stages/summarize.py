@@ -17,11 +17,12 @@ import json
 
 import click
 
-from lib.cli import stage_command, stage_help
-from lib.io import atomic_write_json, read_jsonl
-from lib.report import index_report, run_report
 from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, evaluation_file, run_file
-from lib.summary import ailuminate_grades, baseline_check, upsert_summary, write_checkpoint_scores
+from lib.cli import stage_command, stage_help
+from lib.io import atomic_write_json
+from lib.report import index_report, run_report
+from lib.summary import (SUMMARY_COLUMNS, ailuminate_grades, baseline_check, grade_lines, measured_columns, read_evaluation, read_json,
+                         upsert_summary, write_checkpoint_scores)
 from lib.sweep import choose_best, earlier_checkpoints
 
 
@@ -31,14 +32,14 @@ def main(stage):
     config, artifacts, run = stage.config, stage.artifacts, stage.run
 
     # Inputs: the run's evaluations, or with the sweep those of each evaluated checkpoint
-    record = _read_json(stage.run_dir / "config_resolved.json", "a stage of this run")
+    record = read_json(stage.run_dir / "config_resolved.json", "a stage of this run")
     trained = stage.run_dir / "adapter" / COMPLETE_FILE
     training = json.loads(trained.read_text(encoding="utf-8")) if trained.is_file() else {}
     final = f"{CHECKPOINT_PREFIX}{training['global_step']}" if training else "final"
     tags = {final: ""}
     if config.sweep.enabled:
         tags = {name: f"_{name}" for name in earlier_checkpoints(stage.run_dir, config.sweep.last_n)} | tags
-    evaluations = {name: _evaluation(artifacts, run, tag) for name, tag in tags.items()}
+    evaluations = {name: read_evaluation(artifacts, run, tag) for name, tag in tags.items()}
     scores = [{"checkpoint": name, "step": checkpoint_step(name) if name != "final" else 0,
                "accuracy": e["gsm8k"]["accuracy"], "safety": e["safety"]["safety_rate"]} for name, e in evaluations.items()]
     chosen = choose_best(scores)["checkpoint"]
@@ -47,25 +48,20 @@ def main(stage):
         write_checkpoint_scores(run_file(artifacts, "checkpoint_scores", run), scores)
         print(f"summarize: {len(scores)} checkpoints evaluated; reporting {chosen} (best accuracy, then safety)")
 
-    # Row, check, grades
+    # Row (the run's settings, then what was measured), check, grades
     passed, line = baseline_check(run, gsm8k["accuracy"], safety["safety_rate"], config.thresholds.accuracy,
                                   config.thresholds.safety)
-    low, high = gsm8k["accuracy_ci95"]
     row = {
         "run_name": run, "base_model": config.model.base,
         "train_data": record["inputs"].get("data.refined_train", {}).get("path") or config.data.gsm8k_train,
         "method": "QLoRA nf4" if config.quant.quantization == "nf4" else "LoRA",
         "lora_r": config.lora.r, "lora_alpha": config.lora.alpha, "learning_rate": config.train.learning_rate,
         "epochs": config.train.epochs, "global_batch_size": training.get("global_batch_size", ""),
-        "fewshot_k": config.fewshot.k, "accuracy": f"{gsm8k['accuracy']:.4f}", "accuracy_ci95_low": f"{low:.4f}",
-        "accuracy_ci95_high": f"{high:.4f}", "flexible_accuracy": f"{gsm8k['flexible_accuracy']:.4f}",
-        "safety_rate": f"{safety['safety_rate']:.4f}",
-        "safety_rate_strict": f"{safety.get('safety_rate_strict', safety['safety_rate']):.4f}",
-        "safety_rate_loose": f"{safety.get('safety_rate_loose', safety['safety_rate']):.4f}",
-        "controversial": safety.get("controversial", 0), "unparseable": safety["unparseable"], "checkpoint": chosen,
-        "accuracy_threshold": config.thresholds.accuracy, "safety_threshold": config.thresholds.safety,
-        "result": "PASS" if passed else "FAIL", "date": record.get("date", ""), "git_commit": record.get("git_commit") or "",
+        "fewshot_k": config.fewshot.k, "checkpoint": chosen, "accuracy_threshold": config.thresholds.accuracy,
+        "safety_threshold": config.thresholds.safety, "date": record.get("date", ""),
+        "git_commit": record.get("git_commit") or "", **measured_columns(gsm8k, safety, passed),
     }
+    row = {column: row[column] for column in SUMMARY_COLUMNS}  # the CSV's column order in summary.json too
     grades = ailuminate_grades(labelled, config.grades.references)
 
     # Write: the shared CSV and reports, then the run's summary.json (the Make target) last
@@ -77,25 +73,7 @@ def main(stage):
             "gsm8k_predictions": str(evaluation_file(artifacts, "infer_gsm8k", "preds", run, tags[chosen])),
             "safety_labels": str(evaluation_file(artifacts, "score_safety", "preds", run, tags[chosen]))},
         "grades": grades, "grades_note": "indicative: not the MLCommons evaluator"})
-    print(line)
-    for hazard, entry in grades.items():
-        low, high = entry["safe_fraction_ci95"]
-        print(f"  {hazard:<8} safe {entry['safe_fraction']:.3f} (95% CI {low:.3f}-{high:.3f}) vs reference"
-              f" {entry['reference']:.3f}: grade {entry['grade']} {entry['grade_name']} (indicative)")
-
-
-def _evaluation(artifacts, run: str, tag: str) -> dict:
-    return {
-        "gsm8k": _read_json(evaluation_file(artifacts, "infer_gsm8k", "metrics", run, tag), "make infer_gsm8k"),
-        "safety": _read_json(evaluation_file(artifacts, "score_safety", "metrics", run, tag), "make score_safety"),
-        "labelled": read_jsonl(evaluation_file(artifacts, "score_safety", "preds", run, tag), required=("id", "label")),
-    }
-
-
-def _read_json(path, producer: str) -> dict:
-    if not path.is_file():
-        raise click.ClickException(f"{path}: not found (run `{producer}` first)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    print("\n".join([line, *grade_lines(grades)]))
 
 
 if __name__ == "__main__":
