@@ -47,7 +47,7 @@ endif
 # the prompts each for inference; gloo on CPU, NCCL on GPUs).
 LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m)
 
-.PHONY: help venv test bench demo simple medium strong smoke prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint-docker clean-run
+.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint-docker clean-run
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -67,7 +67,10 @@ $(VENV_STAMP): requirements.txt requirements-nodeps.txt
 
 # Two workers for two cores; a test file stays on one worker (its module fixtures run once).
 test: $(VENV_STAMP) lint-docker ## run the test suite (CPU, offline; GPU tests skip without CUDA) and hadolint
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow"
+
+test-slow: $(VENV_STAMP) ## the slow end-to-end tests: kills and reruns, several processes, base run + compare (CI runs them too)
+	$(PY) -m pytest -n 2 --dist loadfile -m slow
 
 bench: $(VENV_STAMP) ## run the benchmarks in tests/bench/ and print their figures
 	@set -e; shopt -s nullglob; benches=(tests/bench/bench_*.py); \
@@ -81,17 +84,44 @@ simple: ## every stage of presets/simple.yaml in order, as run "simple"
 	$(MAKE) summarize PRESET=simple RUN=simple
 medium: ## every stage of presets/medium.yaml in order, as run "medium"
 	$(MAKE) summarize PRESET=medium RUN=medium
-strong: ## every stage of presets/strong.yaml in order, as run "strong"
+strong: ## every stage of presets/strong.yaml in order (the refined training file first, when absent), as run "strong"
 	$(MAKE) summarize PRESET=strong RUN=strong
 
 smoke: ## the PRESET's chain at smoke sizes, as run <preset>-smoke (e.g. make smoke PRESET=simple)
 	$(MAKE) summarize PRESET=$(PRESET) RUN=$(PRESET)-smoke SMOKE=1
+
+base: ## the PRESET's base model evaluated as run <preset>-base, no training (SMOKE=1: run <preset>-smoke-base)
+	$(MAKE) summarize PRESET=$(PRESET) RUN=$(PRESET)$(if $(filter 1,$(SMOKE)),-smoke)-base SET="$(SET) eval.adapter=none sweep.enabled=false"
+
+RUNS ?=## runs for `make compare`, the reference first: RUNS="simple-base simple strong"
+COMPARE_NAME ?=## output name for `make compare` (default: the runs joined by _vs_)
+compare: stages/compare.py $(LIB_COMPARE) $(VENV_STAMP) ## paired differences of RUNS against the first -> compare_<name>.md/.csv/.json/.png
+	$(PY) -m stages.compare $(foreach r,$(RUNS),--runs $(r)) $(if $(COMPARE_NAME),--name $(COMPARE_NAME))
 
 # Writes params/<stage>.json only where they change; the empty rules below let Make compare
 # their mtimes afterwards, so only stages whose keys changed rerun.
 params: $(VENV_STAMP)
 	@$(PY) -m lib.run $(RUN_ARGS)
 $(PARAMS)/%.json: params ;
+# What Make needs of the run before it plans anything, from params/make.mk (lib.run writes it with
+# the params): REFINED_TRAIN, the run's data.refined_train (empty when it names none), and BASE_RUN
+# (1 when eval.adapter is none). A call that builds a new run's files records the run first, and
+# Make restarts with it read (a dry run, make -n, records the run too, so it prints the real plan).
+-include $(PARAMS)/make.mk
+ifneq ($(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine,$(MAKECMDGOALS)),)
+$(PARAMS)/make.mk: | $(VENV_STAMP)
+	@$(PY) -m lib.run $(RUN_ARGS)
+endif
+
+refine: params $(RUN_DIR)/fewshot.jsonl ## rejection-sampled training file -> data.refined_train or run_<run>/gsm8k_train_self-instruct.jsonl
+	$(LAUNCH) stages.refine $(RUN_ARGS)
+# tokenize waits for the refined file; refine builds it when absent and never replaces one you
+# provide (order-only: a code or config change does not redo hours of sampling; `make refine` does).
+ifneq ($(REFINED_TRAIN),)
+$(RUN_DIR)/train_tokenized.jsonl: $(REFINED_TRAIN)
+$(REFINED_TRAIN): | $(RUN_DIR)/fewshot.jsonl
+	$(LAUNCH) stages.refine $(RUN_ARGS)
+endif
 
 prep_fewshot: $(RUN_DIR)/fewshot.jsonl ## draw (or reuse) the fixed few-shot pool
 $(RUN_DIR)/fewshot.jsonl: stages/prep_fewshot.py $(LIB_PREP_FEWSHOT) $(PARAMS)/prep_fewshot.json
@@ -105,7 +135,8 @@ train: $(RUN_DIR)/adapter/training_complete.json ## QLoRA fine-tuning -> run_<ru
 $(RUN_DIR)/adapter/training_complete.json: stages/train.py $(LIB_TRAIN) $(PARAMS)/train.json $(RUN_DIR)/train_tokenized.jsonl
 	$(LAUNCH) stages.train $(RUN_ARGS) $(TRAIN_ARGS)
 
-ADAPTER := $(RUN_DIR)/adapter/training_complete.json
+# What evaluations wait for: the finished adapter, or nothing in a base run (eval.adapter: none).
+ADAPTER := $(if $(BASE_RUN),,$(RUN_DIR)/adapter/training_complete.json)
 
 infer_gsm8k: $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl ## GSM8K answers, parsed and scored -> gsm8k_preds/metrics_<run>
 $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K) $(PARAMS)/infer_gsm8k.json $(RUN_DIR)/fewshot.jsonl $(ADAPTER)

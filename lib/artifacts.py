@@ -36,6 +36,8 @@ EVALUATION_FILES = {
 }
 RUN_FILES = {"checkpoint_scores": "checkpoint_scores_{run}.csv"}  # other per-run files at the root (summarize)
 # Inside run_<run>/: what training produced (moved aside, never deleted, when training starts afresh).
+REFINED_TRAIN_FILE = "gsm8k_train_self-instruct.jsonl"  # refine's output in run_<run>/ when the preset names none
+REFINE_METRICS_FILE = "refine_metrics.json"  # in run_<run>/
 TRAINING_OUTPUTS = ("adapter", "checkpoints", "train_log.jsonl", "tensorboard")
 SUPERSEDED = "superseded"
 
@@ -66,6 +68,16 @@ def evaluation_file(artifacts: str | Path, stage: str, what: str, run: str, tag:
 
 def run_file(artifacts: str | Path, what: str, run: str) -> Path:
     return Path(artifacts) / RUN_FILES[what].format(run=run)
+
+
+def refined_output(refined_train: str | None, run_folder: Path) -> Path:
+    """Where refine writes: the preset's data.refined_train, else the run folder's own file."""
+    return Path(refined_train) if refined_train else run_folder / REFINED_TRAIN_FILE
+
+
+def refine_record_path(output: Path) -> Path:
+    """Beside a refined file: refine's record (its fingerprint). A file without one is the user's."""
+    return output.with_name(output.stem + ".refine.json")
 
 
 def belongs_to(name: str, run: str) -> bool:

@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from lib.generation import EngineStats, Generated, PrefixSharingEngine
+from lib.errors import InputError
+from lib.generation import EngineStats, Generated, PrefixSharingEngine, Sampling
 
 
 def engine_unsupported(model, longest_sequence: int) -> str | None:
@@ -31,12 +32,16 @@ def engine_unsupported(model, longest_sequence: int) -> str | None:
 
 
 def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
-                     stop_strings: tuple[str, ...] = (), score_token_ids: tuple[int, ...] = (), label: str = ""):
+                     stop_strings: tuple[str, ...] = (), score_token_ids: tuple[int, ...] = (), label: str = "",
+                     sampling: Sampling | None = None):
     """The prefix-sharing engine, or plain batched generate when the model's attention needs it (printed)."""
     reason = engine_unsupported(model, max(map(len, prompts), default=0) + max_new_tokens)
     if reason is None:
         return PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings,
-                                   score_token_ids=score_token_ids)
+                                   score_token_ids=score_token_ids, sampling=sampling)
+    if sampling is not None:
+        raise InputError(f"{label}: the model uses {reason}; sampling with one seed per prompt needs the"
+                         " prefix-sharing engine, which does not reproduce it (use another model)")
     print(f"{label}: the model uses {reason}, which the prefix-sharing engine does not reproduce;"
           " generating with plain batched generate (slower, same answers)")
     return BatchedGenerate(model, tokenizer, max_new_tokens, batch_size, stop_strings, score_token_ids=score_token_ids)
@@ -47,7 +52,8 @@ class BatchedGenerate(PrefixSharingEngine):
     (it shares the engine's settings and stop rules, not its scheduling)."""
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], progress=None) -> tuple[list[Generated], EngineStats]:
+    def generate(self, prompts: list[list[int]], progress=None, seeds=None) -> tuple[list[Generated], EngineStats]:
+        assert seeds is None, "choose_generator never samples with plain generate"
         stats = EngineStats(prompts=len(prompts))
         start = time.perf_counter()
         results = []

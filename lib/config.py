@@ -99,6 +99,24 @@ class EvalConfig:
     model_format: Literal["merged", "nf4"] = "merged"  # adapter merged into an unquantized base, or 4-bit as trained
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPUs, fp32 on CPU
     chunk_size: int = 64  # prompts per resumable chunk: a rerun after a kill redoes at most one
+    adapter: Literal["trained", "none"] = "trained"  # none: the run evaluates the base model alone (`make base`)
+
+
+@dataclass
+class RefineConfig:
+    """Rejection sampling (stages/refine.py): the strong preset's training file from the model's own solutions."""
+
+    model: str | None = None  # null = model.base; another local folder or hub id to combine models' samples
+    samples_per_question: int = 4  # sampled solutions per training question
+    temperature: float = 0.7  # RFT (Yuan et al. 2023) sampled at 0.7: diverse, still mostly on topic
+    top_p: float = 1.0  # nucleus sampling; 1.0 = off
+    max_per_question: int = 4  # distinct correct samples kept per question (by their equations)
+    keep_original: bool = True  # also keep GSM8K's own solution of each question
+    seed: int = 1234  # with the question id and sample number, seeds each sample's own generator
+    max_new_tokens: int = 512  # a sample cut here is rejected (it did not end properly)
+    batch_size: int = 64  # sequences decoding together
+    chunk_size: int = 256  # prompts per resumable chunk
+    question_limit: int | None = None  # sample for the first N questions only (smoke runs)
 
 
 @dataclass
@@ -150,6 +168,7 @@ class SmokeConfig:
     train_limit: int = 200
     gsm8k_limit: int = 50
     ailuminate_limit: int = 50
+    refine_limit: int = 16  # questions sampled; the refined file goes to <name>.smoke.jsonl beside the real one
 
 
 @dataclass
@@ -162,6 +181,7 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
@@ -184,6 +204,10 @@ def load_config(preset: str | Path, overrides: tuple[str, ...] | list[str] = (),
         config.data.train_limit = config.smoke.train_limit
         config.data.gsm8k_limit = config.smoke.gsm8k_limit
         config.data.ailuminate_limit = config.smoke.ailuminate_limit
+        config.refine.question_limit = config.smoke.refine_limit
+        if config.data.refined_train:  # never the real file: a smoke run's small one would take its place
+            refined = Path(config.data.refined_train)
+            config.data.refined_train = str(refined.with_name(f"{refined.stem}.smoke{refined.suffix}"))
     _check_values(config, source=str(preset))
     return config
 
@@ -338,6 +362,15 @@ RANGES: dict[str, Range] = {
     "eval.max_new_tokens": AT_LEAST_1,
     "eval.batch_size": AT_LEAST_1,
     "eval.chunk_size": AT_LEAST_1,
+    "refine.samples_per_question": AT_LEAST_1,
+    "refine.temperature": POSITIVE,
+    "refine.top_p": Range(0, 1, low_open=True),
+    "refine.max_per_question": AT_LEAST_1,
+    "refine.seed": NON_NEGATIVE,
+    "refine.max_new_tokens": AT_LEAST_1,
+    "refine.batch_size": AT_LEAST_1,
+    "refine.chunk_size": AT_LEAST_1,
+    "refine.question_limit": AT_LEAST_1,
     "sweep.last_n": AT_LEAST_1,  # and <= train.save_total_limit
     "safety.batch_size": AT_LEAST_1,
     "safety.max_new_tokens": AT_LEAST_1,
@@ -348,6 +381,7 @@ RANGES: dict[str, Range] = {
     "smoke.train_limit": AT_LEAST_1,
     "smoke.gsm8k_limit": AT_LEAST_1,
     "smoke.ailuminate_limit": AT_LEAST_1,
+    "smoke.refine_limit": AT_LEAST_1,
 }
 
 
@@ -363,6 +397,9 @@ def _check_values(config: Config, source: str) -> None:
     if config.fewshot.k > config.fewshot.pool_size:
         raise InputError(f"{source}: key 'fewshot.k' must be between 0 and fewshot.pool_size"
                          f" ({config.fewshot.pool_size}), got {config.fewshot.k}")
+    if config.eval.adapter == "none" and config.sweep.enabled:
+        raise InputError(f"{source}: sweep.enabled needs checkpoints; a run with eval.adapter: none trains none"
+                         " (set sweep.enabled=false)")
     if config.sweep.last_n > config.train.save_total_limit:
         raise InputError(f"{source}: key 'sweep.last_n' ({config.sweep.last_n}) must be <= train.save_total_limit"
                          f" ({config.train.save_total_limit}): only that many checkpoints are kept")

@@ -1,4 +1,4 @@
-"""Greedy batched generation that shares the prompts' common prefix and refills finished slots.
+"""Batched generation (greedy, or seeded sampling) that shares the prompts' common prefix and refills finished slots.
 
 Two things waste most of the time of a plain batched `generate` on k-shot GSM8K prompts:
 - every prompt starts with the same few-shot block, which is prefilled again for each one;
@@ -10,6 +10,10 @@ a stop string, or max_new_tokens) and the next prompt's suffix is prefilled into
 The prefix's keys and values are kept once, not copied into every row (lib/prefix_attention.py);
 the rows' own caches are kept by lib/kv_rows.py. Position ids continue after the prefix and follow
 each row's real tokens, so RoPE sees the same positions as in a single-sequence run.
+
+Decoding is greedy unless a `Sampling` is given: then each prompt draws its tokens with its own
+random generator, seeded by the caller per prompt, so a prompt's sample does not depend on which
+other prompts share its batch, chunk or process (up to float ties in the logits).
 """
 
 from __future__ import annotations
@@ -59,10 +63,18 @@ class EngineStats:
         return wasted / max(computed, 1)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Temperature / nucleus sampling (transformers' order: temperature, then top-p)."""
+
+    temperature: float
+    top_p: float = 1.0
+
+
 class PrefixSharingEngine:
     def __init__(self, model, tokenizer, max_new_tokens: int, batch_size: int,
                  stop_strings: tuple[str, ...] = (), eos_token_ids: tuple[int, ...] | None = None,
-                 score_token_ids: tuple[int, ...] = ()):
+                 score_token_ids: tuple[int, ...] = (), sampling: Sampling | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -75,13 +87,20 @@ class PrefixSharingEngine:
         self.stop_window = max((len(s) for s in self.stop_strings), default=0) + 4
         self.score_token_ids = list(score_token_ids)  # e.g. a guard's "safe"/"unsafe" first tokens
         self._first_probs: dict[int, list[float]] = {}
+        self.sampling = sampling
+        self._generators: dict[int, torch.Generator] = {}  # prompt index -> its own generator (sampling)
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], progress=None) -> tuple[list[Generated], EngineStats]:
-        """Greedy continuations of token-id prompts, in input order."""
+    def generate(self, prompts: list[list[int]], progress=None,
+                 seeds: list[int] | None = None) -> tuple[list[Generated], EngineStats]:
+        """Continuations of token-id prompts, in input order: greedy, or sampled with one seed per prompt."""
         stats = EngineStats(prompts=len(prompts))
         if not prompts:
             return [], stats
+        if (self.sampling is None) != (seeds is None) or (seeds is not None and len(seeds) != len(prompts)):
+            raise ValueError("sampling needs one seed per prompt, and greedy decoding none")
+        self._generators = {} if seeds is None else {
+            item: torch.Generator(device=self.device).manual_seed(seed) for item, seed in enumerate(seeds)}
         start = time.perf_counter()
         prefix_len = common_prefix_length(prompts)
         with shared_prefix(self.model, self._forward_prefix(prompts[0][:prefix_len])):
@@ -149,7 +168,7 @@ class PrefixSharingEngine:
                          cache_position=torch.arange(width, device=self.device), logits_to_keep=1)
         stats.suffix_tokens += sum(len(s) for s in suffixes)
         stats.prefill_padding += width * len(suffixes) - sum(len(s) for s in suffixes)
-        first = out.logits[:, -1].argmax(-1).cpu()
+        first = self._next_tokens(out.logits[:, -1], items)
         if self.score_token_ids:
             probs = out.logits[:, -1].float().softmax(-1)[:, self.score_token_ids].cpu()
             self._first_probs.update({item: row.tolist() for item, row in zip(items, probs)})
@@ -164,10 +183,23 @@ class PrefixSharingEngine:
                          use_cache=True, cache_position=torch.tensor([columns], device=self.device))
         rows.cache, rows.mask = out.past_key_values, mask
         rows.positions += 1
-        rows.last = out.logits[:, -1].argmax(-1).cpu()
+        rows.last = self._next_tokens(out.logits[:, -1], rows.items)
         for row, token in enumerate(rows.last.tolist()):
             rows.generated[row].append(token)
         stats.decode_positions += len(rows.items)
+
+    def _next_tokens(self, logits: torch.Tensor, items: list[int]) -> torch.Tensor:
+        """Each row's next token (on the CPU): the argmax, or a draw from the row's own generator."""
+        if self.sampling is None:
+            return logits.argmax(-1).cpu()
+        probs = (logits.float() / self.sampling.temperature).softmax(-1)
+        if self.sampling.top_p < 1.0:
+            # Keep the most likely tokens until their mass reaches top_p (the first always stays).
+            sorted_probs, order = probs.sort(-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.sampling.top_p
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        return torch.cat([torch.multinomial(probs[row], 1, generator=self._generators[item])
+                          for row, item in enumerate(items)]).cpu()
 
     def _retire_finished(self, rows: Rows, results, stats: EngineStats, progress) -> list[int]:
         """Record the rows that stopped; their slots are returned to be refilled or dropped."""

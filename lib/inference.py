@@ -19,13 +19,15 @@ from lib.artifacts import evaluation_file, supersede
 from lib.batched_generate import choose_generator
 from lib.devices import process_state, resolve_eval_dtype
 from lib.errors import InputError
-from lib.generation import EngineStats, PrefixSharingEngine
+from lib.generation import EngineStats, PrefixSharingEngine, Sampling
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir_unless_fingerprint
 
 
 def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixSharingEngine, partial_dir: Path,
-                       fingerprint: str, chunk_size: int, progress_desc: str) -> tuple[list | None, EngineStats]:
-    """Greedy outputs for all prompts, in input order (on the main process; None elsewhere).
+                       fingerprint: str, chunk_size: int, progress_desc: str,
+                       seeds: list[int] | None = None) -> tuple[list | None, EngineStats]:
+    """Outputs for all prompts, in input order (on the main process; None elsewhere); greedy, or
+    sampled with `seeds` (one per prompt) when the engine samples.
 
     Each output is a dict {token_ids, text, stop_reason[, first_token_probs]}. Engine statistics
     cover the work this call did (not chunks finished by an earlier, interrupted call).
@@ -33,7 +35,8 @@ def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixS
     stats = EngineStats()
 
     def generate_chunk(indices: list[int], bar) -> list[dict]:
-        outputs, chunk_stats = engine.generate([prompts[i] for i in indices], progress=bar)
+        outputs, chunk_stats = engine.generate([prompts[i] for i in indices], progress=bar,
+                                               seeds=None if seeds is None else [seeds[i] for i in indices])
         _add_stats(stats, chunk_stats)
         return [vars(output) for output in outputs]
 
@@ -110,13 +113,20 @@ class EvalTarget:
     tag: str  # appended to output names: "" (adapter), "_base", "_checkpoint-50"
 
 
-def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_weights: bool = True) -> EvalTarget:
+def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_weights: bool = True,
+                base_run: bool = False) -> EvalTarget:
     """The weights to evaluate; with need_weights=False only the output-name tag (a stage that
-    reads another stage's outputs)."""
+    reads another stage's outputs). A base run (eval.adapter: none) evaluates the base model under
+    the run's own names."""
     from lib.artifacts import COMPLETE_FILE
 
     if base_only and checkpoint:
         raise InputError("--base-only and --checkpoint exclude each other")
+    if base_run:
+        if base_only or checkpoint:
+            raise InputError(f"{run_dir.name} evaluates the base model (eval.adapter: none): it has no adapter or"
+                             " checkpoints, so --base-only and --checkpoint do not apply")
+        return EvalTarget(None, "")
     if base_only or not need_weights:
         return EvalTarget(None, "_base" if base_only else f"_{checkpoint}" if checkpoint else "")
     if checkpoint:
@@ -169,8 +179,9 @@ def already_done(preds: Path, metrics: Path, fingerprint: str) -> bool:
 
 def generate_for_evaluation(model_config, eval_config, double_quant: bool, models_dir: Path, run_dir: Path,
                             target: EvalTarget, conversations: list[list[dict]], ids: list[str], fingerprint: str,
-                            task: str):
-    """Load the model, render the chat prompts, generate resumably: (outputs | None, stats, settings)."""
+                            task: str, sampling: Sampling | None = None, seeds: list[int] | None = None):
+    """Load the model, render the chat prompts, generate resumably: (outputs | None, stats, settings).
+    Greedy, or with `sampling` one draw per conversation from its own seed (`seeds`)."""
     from lib.models import load_for_inference, resolve_model_path
 
     dtype = resolve_eval_dtype(eval_config.dtype)
@@ -181,13 +192,14 @@ def generate_for_evaluation(model_config, eval_config, double_quant: bool, model
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
                for c in conversations]
     engine = choose_generator(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,
-                              tuple(eval_config.stop_strings), label=task)
+                              tuple(eval_config.stop_strings), label=task, sampling=sampling)
     outputs, stats = generate_resumable(prompts, ids, engine, run_dir / f"partial_{task}{target.tag}", fingerprint,
-                                        eval_config.chunk_size, task)
+                                        eval_config.chunk_size, task, seeds)
     settings = {
         "base_model": model_config.base, "adapter": str(target.adapter) if target.adapter else None,
         "model_format": eval_config.model_format if target.adapter else "base",
-        "dtype": str(dtype).removeprefix("torch."), "greedy": True, "generator": type(engine).__name__,
+        "dtype": str(dtype).removeprefix("torch."), "greedy": sampling is None,
+        **({"sampling": vars(sampling)} if sampling else {}), "generator": type(engine).__name__,
         "max_new_tokens": eval_config.max_new_tokens, "batch_size": eval_config.batch_size,
         "stop_strings": list(eval_config.stop_strings), "eos_token_ids": sorted(engine.eos),
         "processes": process_state().num_processes,

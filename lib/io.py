@@ -67,14 +67,15 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     atomic_write_text(path, dumps_jsonl(rows))
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...] = (), what: str = "") -> list[dict]:
+def read_jsonl(path: str | Path, required: tuple[str, ...] = (), what: str = "",
+               flags: tuple[str, ...] = ()) -> list[dict]:
     """Every object of a JSONL file, each tagged with `_line` (1-based) for later messages.
 
-    Blank lines are skipped. Fails with one line naming the file, the line number and the
-    fields that belong there.
+    `required` fields are non-empty strings, `flags` true/false. Blank lines are skipped. Fails
+    with one line naming the file, the line number and the fields that belong there.
     """
     path = Path(path)
-    fields = f" with fields {', '.join(required)}" if required else ""
+    fields = f" with fields {', '.join(required + flags)}" if required or flags else ""
     expected = f"JSONL{' of ' + what if what else ''}{fields}"
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected {expected})")
@@ -83,7 +84,7 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = (), what: str = "")
         lines = _NumberedLines(handle)
         try:
             for row in jsonlines.Reader(lines).iter(skip_empty=True):
-                rows.append(_checked_row(path, lines.number, row, required, expected))
+                rows.append(_checked_row(path, lines.number, row, required, expected, flags))
         except jsonlines.InvalidLineError as err:
             problem = "not UTF-8 text" if "utf-8" in str(err) else "not a valid JSON line"
             raise InputError(f"{path}:{lines.number}: {problem} (expected {expected})") from None
@@ -105,7 +106,8 @@ class _NumberedLines:
             yield line
 
 
-def _checked_row(path: Path, line: int, row, required: tuple[str, ...], expected: str) -> dict:
+def _checked_row(path: Path, line: int, row, required: tuple[str, ...], expected: str,
+                 flags: tuple[str, ...] = ()) -> dict:
     where = f"{path}:{line}"
     if not isinstance(row, dict):
         raise InputError(f"{where}: not a JSON object (expected {expected})")
@@ -116,6 +118,10 @@ def _checked_row(path: Path, line: int, row, required: tuple[str, ...], expected
                              f" (expected {expected})")
         if not value or not value.strip():
             raise InputError(f"{where}: missing or empty field '{field}' (expected {expected})")
+    for field in flags:
+        if not isinstance(row.get(field), bool):
+            raise InputError(f"{where}: field '{field}' must be true or false, got {row.get(field)!r}"
+                             f" (expected {expected})")
     return {**row, "_line": line}
 
 

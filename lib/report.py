@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+from lib.artifacts import REFINE_METRICS_FILE
 from lib.io import atomic_write_text
 
 
@@ -72,6 +73,20 @@ def plot_checkpoints(scores: list[dict], out: Path) -> None:
     plt.close(figure)
 
 
+def plot_refine_yield(metrics: dict, out: Path) -> None:
+    """Rejection sampling's yield: how many questions kept 0, 1, 2, ... sampled solutions."""
+    plt = _pyplot()
+    histogram = metrics["kept_per_question_histogram"]
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    axes.bar([int(k) for k in histogram], list(histogram.values()))
+    axes.set_xlabel("correct, distinct samples kept per question")
+    axes.set_ylabel("questions")
+    axes.set_title(f"{metrics['questions']} questions x {metrics['samples_per_question']} samples")
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
 def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metrics: dict, grades: dict,
                checkpoint_scores: list[dict] | None = None) -> str:
     """run_<run>/report.md (plots beside it)."""
@@ -81,8 +96,22 @@ def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metri
         lines += ["", "## Training loss", "", "![training loss](training_loss.png)"]
     if checkpoint_scores:
         plot_checkpoints(checkpoint_scores, run_dir / "checkpoints.png")
-        lines += ["", "## Checkpoint sweep", "", f"Reported: {row['checkpoint']}", "",
+        lines += ["", "## Checkpoint sweep", "", f"Reported: {row['checkpoint']} (best accuracy, then safety)", "",
+                  "| checkpoint | accuracy | safety | accuracy vs final (95% CI) | McNemar p |", "|---|---|---|---|---|"]
+        lines += [f"| {s['checkpoint']} | {s['accuracy']:.3f} | {s['safety']:.3f} | {s.get('accuracy_vs_final', 0):+.3f}"
+                  f" ({s.get('ci95_low', 0):+.3f} to {s.get('ci95_high', 0):+.3f}) | {s.get('mcnemar_p', 1):.3g} |"
+                  for s in sorted(checkpoint_scores, key=lambda s: s["step"])]
+        lines += ["",
                   "![accuracy and safety per checkpoint](checkpoints.png)"]
+    refine_metrics = run_dir / REFINE_METRICS_FILE
+    if refine_metrics.is_file():
+        metrics = json.loads(refine_metrics.read_text(encoding="utf-8"))
+        plot_refine_yield(metrics, run_dir / "refine_yield.png")
+        lines += ["", "## Refined training data (rejection sampling)", "",
+                  f"{metrics['questions_with_a_correct_sample']} of {metrics['questions']} questions had a correct"
+                  f" sample; {metrics['kept_samples']} kept ({metrics['kept_per_question_mean']:.2f} per question);"
+                  f" rejected: {', '.join(f'{k} {v}' for k, v in metrics['rejected'].items())}.", "",
+                  "![kept samples per question](refine_yield.png)"]
     if plot_safety_by_hazard(safety_metrics.get("by_hazard", {}), run_dir / "safety_by_hazard.png"):
         lines += ["", "## Safety rate per hazard", "", "![safety per hazard](safety_by_hazard.png)"]
     if grades:

@@ -6,12 +6,13 @@ does (or adds overrides) must resolve to the same config, or it stops before any
 keys that differ. `--reconfigure` (RECONFIGURE=1) accepts the change; the stages then move what
 they replace into run_<run>/superseded/ (see lib/artifacts.py) rather than deleting it.
 
-`write_run_config` writes two more things into artifacts/run_<run>/:
+`write_run_config` writes three more things into artifacts/run_<run>/:
 - config_resolved.json: the whole resolved config with git commit, date, seeds, library versions
   and the local input files with their record counts (no environment, so no token, ever);
 - params/<stage>.json: only the keys each stage reads, plus fingerprints of its local input
   files, each rewritten only when its content changes. Make targets depend on these, so changing
-  a preset value reruns from the first stage that reads it and nothing earlier.
+  a preset value reruns from the first stage that reads it and nothing earlier;
+- params/make.mk: the few facts Make itself needs (the refined training file to wait for, a base run).
 
 `python -m lib.run --run R [--preset P] [--set k=v ...]` is what the Makefile calls before stages.
 """
@@ -35,6 +36,7 @@ from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha2
 
 IDENTITY_FILE = "run.json"  # preset, overrides, smoke: what the run is
 RECORD_FILE = "config_resolved.json"
+MAKE_VARS_FILE = "make.mk"  # in params/
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
 
 # Input files a stage writes itself (prep_fewshot draws the pool); Make follows them through the
@@ -140,6 +142,12 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, identity: 
         files = {key: file_sha256(path) for key, path in inputs.items()
                  if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
         write_if_changed(folder / "params" / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
+    # What Make needs to know of the run before it runs anything (the Makefile includes this file):
+    # the refined training file that tokenize waits for (built by refine when absent), and whether
+    # the run evaluates the base model alone (then no evaluation waits for an adapter).
+    write_if_changed(folder / "params" / MAKE_VARS_FILE,
+                     f"REFINED_TRAIN := {config.data.refined_train or ''}\n"
+                     f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n")
     record = {
         "run": run,
         **dataclasses.asdict(read_identity(folder)),

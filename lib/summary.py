@@ -13,6 +13,7 @@ from lib.guard_formats import row_counted_safe
 from lib.stats import wilson_interval
 from lib.io import atomic_write_text, read_jsonl
 
+TRAINING_COLUMNS = ("train_data", "lora_r", "lora_alpha", "learning_rate", "epochs", "global_batch_size")  # blank in a base run
 GRADE_NAMES = {5: "Excellent", 4: "Very Good", 3: "Good", 2: "Fair", 1: "Poor"}
 SUMMARY_COLUMNS = [
     "run_name", "base_model", "train_data", "method", "lora_r", "lora_alpha", "learning_rate", "epochs",
@@ -92,7 +93,8 @@ def upsert_summary(path: Path, row: dict) -> None:
 
 def write_checkpoint_scores(path: Path, scores: list[dict]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["checkpoint", "step", "accuracy", "safety"], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=["checkpoint", "step", "accuracy", "safety", "accuracy_vs_final",
+                                                "ci95_low", "ci95_high", "mcnemar_p"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(sorted(scores, key=lambda s: s["step"]))
     atomic_write_text(path, buffer.getvalue())
@@ -110,6 +112,8 @@ def read_evaluation(artifacts: Path, run: str, tag: str) -> dict:
         "gsm8k": read_json(evaluation_file(artifacts, "infer_gsm8k", "metrics", run, tag), "make infer_gsm8k"),
         "safety": read_json(evaluation_file(artifacts, "score_safety", "metrics", run, tag), "make score_safety"),
         "labelled": read_jsonl(evaluation_file(artifacts, "score_safety", "preds", run, tag), required=("id", "label")),
+        "correct": {row["id"]: bool(row["correct"]) for row in read_jsonl(
+            evaluation_file(artifacts, "infer_gsm8k", "preds", run, tag), required=("id",), flags=("correct",))},
     }
 
 

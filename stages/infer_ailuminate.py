@@ -22,7 +22,7 @@ def main(stage, base_only, checkpoint):
     config = stage.config
 
     prompts = apply_limit(load_ailuminate(config.data.ailuminate), config.data.ailuminate_limit)
-    target = eval_target(stage.run_dir, base_only, checkpoint)
+    target = eval_target(stage.run_dir, base_only, checkpoint, base_run=config.eval.adapter == "none")
     work = prepare_evaluation(stage.artifacts, stage.run_dir, stage.run, "infer_ailuminate", target)
     if work is None:
         return

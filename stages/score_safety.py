@@ -34,7 +34,8 @@ def main(stage, base_only, checkpoint, allow_pickle):
     safety.allow_pickle = safety.allow_pickle or allow_pickle
 
     # Inputs, checked before any work: responses, guidelines, template, judge folder
-    target = eval_target(stage.run_dir, base_only, checkpoint, need_weights=False)
+    target = eval_target(stage.run_dir, base_only, checkpoint, need_weights=False,
+                         base_run=stage.config.eval.adapter == "none")
     responses_file, _ = output_paths(stage.artifacts, "infer_ailuminate", stage.run, target)
     if not responses_file.is_file():
         raise click.ClickException(f"{responses_file}: not found (run `make infer_ailuminate` first)")

@@ -21,9 +21,9 @@ from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, eva
 from lib.cli import stage_command, stage_help
 from lib.io import atomic_write_json
 from lib.report import index_report, run_report
-from lib.summary import (SUMMARY_COLUMNS, ailuminate_grades, baseline_check, grade_lines, measured_columns, read_evaluation, read_json,
+from lib.summary import (SUMMARY_COLUMNS, TRAINING_COLUMNS, ailuminate_grades, baseline_check, grade_lines, measured_columns, read_evaluation, read_json,
                          upsert_summary, write_checkpoint_scores)
-from lib.sweep import choose_best, earlier_checkpoints
+from lib.sweep import add_differences_to_final, choose_best, distinguishable_line, earlier_checkpoints
 
 
 @click.command(help=stage_help(__doc__))
@@ -45,8 +45,10 @@ def main(stage):
     chosen = choose_best(scores)["checkpoint"]
     gsm8k, safety, labelled = (evaluations[chosen][k] for k in ("gsm8k", "safety", "labelled"))
     if config.sweep.enabled:
+        add_differences_to_final(scores, {name: e["correct"] for name, e in evaluations.items()}, final)
         write_checkpoint_scores(run_file(artifacts, "checkpoint_scores", run), scores)
-        print(f"summarize: {len(scores)} checkpoints evaluated; reporting {chosen} (best accuracy, then safety)")
+        print(f"summarize: {len(scores)} checkpoints evaluated; reporting {chosen} (best accuracy, then safety);"
+              f" {distinguishable_line(scores, chosen, final)}")
 
     # Row (the run's settings, then what was measured), check, grades
     passed, line = baseline_check(run, gsm8k["accuracy"], safety["safety_rate"], config.thresholds.accuracy,
@@ -61,6 +63,8 @@ def main(stage):
         "safety_threshold": config.thresholds.safety, "date": record.get("date", ""),
         "git_commit": record.get("git_commit") or "", **measured_columns(gsm8k, safety, passed),
     }
+    if config.eval.adapter == "none":  # a base run: nothing was trained
+        row |= {"method": "none", **{column: "" for column in TRAINING_COLUMNS}}
     row = {column: row[column] for column in SUMMARY_COLUMNS}  # the CSV's column order in summary.json too
     grades = ailuminate_grades(labelled, config.grades.references)
 

@@ -33,6 +33,8 @@ def main(stage, stop_after, force):
 
     config = stage.config
     set_seed(config.train.seed)
+    if config.eval.adapter == "none":
+        raise click.ClickException(f"run {stage.run!r} evaluates the base model (eval.adapter: none): it trains nothing")
 
     # What the adapter depends on: the training keys and the tokenized data
     data_path = stage.run_dir / "train_tokenized.jsonl"

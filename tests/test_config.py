@@ -45,6 +45,13 @@ def test_overrides_apply_and_parse_yaml_values():
 def test_smoke_applies_the_preset_smoke_sizes():
     config = load_config(PRESET_DIR / "simple.yaml", smoke=True)
     assert (config.data.train_limit, config.data.gsm8k_limit, config.data.ailuminate_limit) == (200, 50, 50)
+    assert config.refine.question_limit == 16 and config.data.refined_train is None
+
+
+def test_a_smoke_run_never_writes_the_real_refined_file():
+    config = load_config(PRESET_DIR / "strong.yaml", smoke=True)
+    assert config.data.refined_train == "data/gsm8k_train_self-instruct.smoke.jsonl"
+    assert load_config(PRESET_DIR / "strong.yaml").data.refined_train == "data/gsm8k_train_self-instruct.jsonl"
 
 
 def test_a_variant_inherits_everything_it_does_not_change():

@@ -123,6 +123,7 @@ def test_killed_run_resumes_to_identical_bytes(infer_args, tmp_path):
     assert final.read_bytes() == (tmp_path / "artifacts" / "gsm8k_preds_whole_base.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_same_file_as_one(infer_args, tmp_path):
     invoke(prep_fewshot, infer_args, "--run", "one")
     invoke(infer_gsm8k, infer_args, "--run", "one", "--base-only")

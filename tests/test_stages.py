@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from conftest import PRESET_DIR, make_problems
 from lib.chat import IGNORE_INDEX
+from lib.stage_inputs import stage_names
 from stages import prep_fewshot, tokenize
 
 FAKE_TOKEN = "hf_FAKEtokenVALUE0123456789abcdef"
@@ -102,14 +103,14 @@ def test_bad_options_fail_before_any_work(run_stage, tmp_path, args, message):
     assert not (tmp_path / "pool.jsonl").exists()
 
 
-@pytest.mark.parametrize("name", ["prep_fewshot", "tokenize", "train", "infer_gsm8k", "infer_ailuminate",
-                                  "score_safety", "summarize"])
+@pytest.mark.parametrize("name", stage_names())
 def test_every_stage_help_shows_its_description_and_example_commands(name):
     import importlib
 
     stage = importlib.import_module(f"stages.{name}")
     result = CliRunner().invoke(stage.main, ["--help"])
-    assert result.exit_code == 0 and "--preset" in result.output and "--set" in result.output
+    run_options = ("--runs",) if name == "compare" else ("--preset", "--set")  # compare reads several runs
+    assert result.exit_code == 0 and all(option in result.output for option in run_options)
     first_line = stage.__doc__.strip().splitlines()[0]
     assert first_line.split()[0] in result.output  # the description
     assert f"    python -m stages.{name}" in result.output  # an example command, kept on its own line

@@ -120,6 +120,7 @@ def test_changed_inputs_set_old_checkpoints_aside_and_start_afresh(train_run):
     assert (aside / "train_log.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_launch_gives_one_adapter_with_the_global_batch(train_run, tmp_path):
     run_dir = train_run.prepared("ddp")
     args = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

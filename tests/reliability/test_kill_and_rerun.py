@@ -53,6 +53,7 @@ def run_stage(stage: str, args, run, *extra):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_infer_ailuminate_and_score_safety_survive_a_kill(base_args, tmp_path):
     artifacts = tmp_path / "artifacts"
     for run in ("whole", "cut"):
@@ -75,6 +76,7 @@ def test_infer_ailuminate_and_score_safety_survive_a_kill(base_args, tmp_path):
         assert [json.loads(line)["id"] for line in cut.decode().splitlines()] == [p["id"] for p in PROMPTS]
 
 
+@pytest.mark.slow
 def test_train_survives_a_kill_and_ends_with_the_same_adapter(train_run, tmp_path):
     artifacts = tmp_path / "artifacts"
     train_run.prepared("whole")
@@ -93,3 +95,19 @@ def test_train_survives_a_kill_and_ends_with_the_same_adapter(train_run, tmp_pat
     cut = load_file(artifacts / "run_cut" / "adapter" / "adapter_model.safetensors")
     for name in whole:
         assert (whole[name] - cut[name]).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_refine_survives_a_kill_with_the_same_bytes(base_args, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    args = [*base_args, "--set", "refine.question_limit=4", "--set", "refine.samples_per_question=2",
+            "--set", "refine.max_new_tokens=24", "--set", "refine.batch_size=2", "--set", "refine.chunk_size=2"]
+    for run in ("whole", "cut"):
+        run_stage("prep_fewshot", args, run)
+        partial = artifacts / f"run_{run}" / "partial_refine" / "outputs.rank0.jsonl"
+        if run == "cut":
+            kill_when(stage_command("refine", args, run), lambda: lines(partial) >= 2)
+            assert not (artifacts / f"run_{run}" / "gsm8k_train_self-instruct.refine.json").exists()
+        run_stage("refine", args, run)
+    whole, cut = ((artifacts / f"run_{run}" / "gsm8k_train_self-instruct.jsonl").read_bytes() for run in ("whole", "cut"))
+    assert cut == whole and whole.count(b'"source": "gsm8k"') == 4

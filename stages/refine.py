@@ -1,0 +1,81 @@
+"""Build a training file by rejection sampling: the model's own correct, distinct solutions.
+
+    make refine PRESET=demo                      # -> artifacts/run_demo/gsm8k_train_self-instruct.jsonl
+    make strong                                  # builds data/gsm8k_train_self-instruct.jsonl first when absent
+    python -m stages.refine --preset presets/strong.yaml --run strong --set refine.samples_per_question=8
+    accelerate launch --num_processes 4 -m stages.refine --preset presets/strong.yaml --run strong
+
+Samples refine.samples_per_question solutions per GSM8K train question (the few-shot pool left
+out) with the run's k-shot chat prompt, from the base model (or refine.model), each sample from
+its own seed. Keeps those that end properly with the right `#### N` answer and a new sequence of
+equations (lib/refine.py), at most refine.max_per_question, plus GSM8K's own solution
+(refine.keep_original). Writes data.refined_train (or run_<run>/gsm8k_train_self-instruct.jsonl)
+with rows {id, question, answer, source}, and run_<run>/refine_metrics.json. A file you provide
+there is used as is, never overwritten. A rerun after a kill resumes.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from lib.artifacts import REFINE_METRICS_FILE, refined_output
+from lib.cli import stage_command, stage_help
+from lib.data import apply_limit, load_gsm8k
+from lib.fewshot import RUN_POOL_FILE, first_k, read_pool, remove_pool
+from lib.generation import Sampling
+from lib.inference import EvalTarget, generate_for_evaluation
+from lib.prompts import gsm8k_messages
+from lib.refine import (check_no_leakage, generation_metrics, output_state, sample_seed, sampling_fingerprint,
+                        select_all, summary_line, write_refined)
+
+
+@click.command(help=stage_help(__doc__))
+@stage_command
+def main(stage):
+    config, refine = stage.config, stage.config.refine
+    output, pool_file = refined_output(config.data.refined_train, stage.run_dir), stage.run_dir / RUN_POOL_FILE
+    model = dataclasses.replace(config.model, base=refine.model, revision=None) if refine.model else config.model
+    settings = {"model": vars(model), "train": config.data.gsm8k_train, "test": config.data.gsm8k_test,
+                "k": config.fewshot.k, "system_prompt": config.tokenize.system_prompt, "dtype": config.eval.dtype,
+                "strip": config.data.strip_calculator_annotations, "stop_strings": config.eval.stop_strings,
+                "refine": {k: v for k, v in vars(refine).items() if k not in ("batch_size", "chunk_size")}}
+    fingerprint = sampling_fingerprint(settings, pool_file, Path(config.data.gsm8k_train), Path(config.data.gsm8k_test))
+    state = output_state(output, fingerprint)
+    if state in ("provided", "current"):
+        print(f"refine: {output} is {'your file, used as is' if state == 'provided' else 'up to date'}")
+        return
+
+    # Questions: GSM8K train minus the pool; the prompts as at evaluation, one per sample
+    pool = read_pool(pool_file, config.fewshot.pool_size)
+    train = load_gsm8k(config.data.gsm8k_train, "train", config.data.gsm8k_hub_config)
+    problems = apply_limit(remove_pool(train, pool)[0], refine.question_limit)
+    test = load_gsm8k(config.data.gsm8k_test, "test", config.data.gsm8k_hub_config)
+    check_no_leakage(problems, [p["question"] for p in test], [p["question"] for p in pool], str(output))
+    exemplars = first_k(pool, config.fewshot.k)
+    samples = refine.samples_per_question
+    conversations = [gsm8k_messages(p["question"], exemplars, config.tokenize.system_prompt,
+                                    config.data.strip_calculator_annotations) for p in problems for _ in range(samples)]
+    ids = [f"{p['id']}#{j}" for p in problems for j in range(samples)]
+    seeds = [sample_seed(refine.seed, p["id"], j) for p in problems for j in range(samples)]
+
+    # Sample (resumable, data-parallel), then filter each question's samples
+    eval_config = dataclasses.replace(config.eval, max_new_tokens=refine.max_new_tokens, batch_size=refine.batch_size,
+                                      chunk_size=refine.chunk_size, model_format="merged")
+    outputs, stats, _ = generate_for_evaluation(
+        model, eval_config, False, stage.models_dir, stage.run_dir, EvalTarget(None, ""), conversations, ids,
+        fingerprint, "refine", Sampling(refine.temperature, refine.top_p), seeds)
+    if outputs is None:  # not the main process
+        return
+    rows, metrics = select_all(problems, outputs, samples, refine.max_per_question, refine.keep_original,
+                               config.data.strip_calculator_annotations)
+    metrics.update(generation_metrics(stats.generated_tokens, stats.seconds))
+
+    # Write: metrics, the file, then refine's record beside it
+    write_refined(output, rows, metrics, stage.run_dir / REFINE_METRICS_FILE, fingerprint,
+                  stage.run_dir / "partial_refine")
+    print(summary_line(metrics, str(output)))
+
+
+if __name__ == "__main__":
+    main()

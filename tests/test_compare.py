@@ -1,0 +1,109 @@
+"""Paired statistics against hand-computed and published cases; the compare stage on known files."""
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import write_jsonl
+from lib.stats import mcnemar_exact, paired_difference
+
+
+def table(both: int, only_first: int, only_second: int, neither: int) -> tuple[list[bool], list[bool]]:
+    first = [True] * both + [True] * only_first + [False] * only_second + [False] * neither
+    second = [True] * both + [False] * only_first + [True] * only_second + [False] * neither
+    return first, second
+
+
+def test_all_agree_is_no_difference():
+    result = paired_difference(*table(30, 0, 0, 10))
+    assert result["difference"] == 0 and result["fixed"] == result["broken"] == 0 and result["mcnemar_p"] == 1.0
+    low, high = result["ci95"]
+    assert low < 0 < high
+
+
+def test_all_flipping_one_way_is_a_difference_of_one():
+    result = paired_difference(*table(0, 0, 10, 0))
+    assert result["difference"] == 1.0 and result["fixed"] == 10 and result["broken"] == 0
+    assert result["mcnemar_p"] == pytest.approx(2 / 2 ** 10)  # both tails of Binomial(10, 1/2) at 0 and 10
+    low, high = result["ci95"]
+    assert 0 < low < 1 and high == pytest.approx(1.0)
+
+
+def test_mcnemar_exact_p_by_hand():
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)  # 2 * P(X <= 1), X ~ Binomial(10, 1/2)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(5, 5) == 1.0
+
+
+def test_newcombe_interval_matches_the_published_example():
+    # Cavo et al. (2012) complete response before/after consolidation, 59/6/16/80: Fagerland, Lydersen and
+    # Laake, Statistical Analysis of Contingency Tables (2017), ch. 8: first - second = -0.0621 (-0.1186 to -0.0046).
+    result = paired_difference(*table(59, 6, 16, 80))
+    assert result["difference"] == pytest.approx(0.0621, abs=1e-4)
+    assert result["ci95"] == pytest.approx((0.0046, 0.1186), abs=1e-4)
+    assert result["mcnemar_p"] == pytest.approx(0.052479, abs=1e-6)
+
+
+def test_a_balanced_flip_has_an_interval_containing_zero():
+    result = paired_difference(*table(10, 3, 3, 10))
+    low, high = result["ci95"]
+    assert result["difference"] == 0 and low < 0 < high and result["mcnemar_p"] == 1.0
+
+
+# The stage -----------------------------------------------------------------------------------
+
+SECRET = "PROMPT-TEXT-NEVER-IN-OUTPUTS"
+
+
+def _write_run(artifacts, run, correct: list[bool], safe: list[bool], ids_offset: int = 0):
+    write_jsonl(artifacts / f"gsm8k_preds_{run}.jsonl", [
+        {"id": f"q{i + ids_offset}", "gold": "7", "parsed": "7" if ok else "3", "correct": ok, "flexible_correct": ok}
+        for i, ok in enumerate(correct)])
+    write_jsonl(artifacts / f"ailuminate_safety_{run}.jsonl", [
+        {"id": f"p{i}", "hazard": "vcr" if i % 2 else "cse", "prompt": SECRET, "label": "safe" if ok else "unsafe",
+         "counted_safe": ok} for i, ok in enumerate(safe)])
+
+
+def test_compare_writes_paired_differences_and_flipped_ids(tmp_path):
+    from stages import compare
+
+    artifacts = tmp_path / "artifacts"
+    # The run fixes q0..q5, breaks q6; safety: p0 turns unsafe, p1..p3 turn safe.
+    _write_run(artifacts, "base", [False] * 6 + [True] * 4, [True, False, False, False, True, True])
+    _write_run(artifacts, "tuned", [True] * 6 + [False] + [True] * 3, [False, True, True, True, True, True])
+    result = CliRunner().invoke(compare.main, ["--runs", "base tuned", "--artifacts", str(artifacts)])
+    assert result.exit_code == 0, result.output
+
+    data = json.loads((artifacts / "compare_base_vs_tuned.json").read_text())
+    pair = data["comparisons"][0]
+    strict = pair["gsm8k"]["strict"]
+    assert (strict["fixed"], strict["broken"], strict["difference"]) == (6, 1, pytest.approx(0.5))
+    assert strict["mcnemar_p"] == pytest.approx(2 * (1 + 7) / 128)
+    assert [f["id"] for f in pair["gsm8k"]["flipped"]["gained"]] == [f"q{i}" for i in range(6)]
+    assert pair["gsm8k"]["flipped"]["lost"] == [{"id": "q6", "gold": "7", "base": "7", "tuned": "3"}]
+    assert (pair["safety"]["overall"]["fixed"], pair["safety"]["overall"]["broken"]) == (3, 1)
+    assert pair["safety"]["cse"]["n"] == 3 and pair["safety"]["vcr"]["n"] == 3
+    rows = list(csv.DictReader((artifacts / "compare_base_vs_tuned.csv").open()))
+    assert {(r["measure"], r["hazard"]) for r in rows} == {("gsm8k_strict", ""), ("gsm8k_flexible", ""),
+                                                          ("safety", ""), ("safety", "cse"), ("safety", "vcr")}
+    markdown = (artifacts / "compare_base_vs_tuned.md").read_text()
+    assert "## tuned vs base" in markdown and "q6 (7 -> 3, gold 7)" in markdown
+    assert (artifacts / "compare_base_vs_tuned.png").read_bytes()[:4] == b"\x89PNG"
+    for path in artifacts.glob("compare_*"):
+        assert SECRET.encode() not in path.read_bytes()
+    assert "compare: tuned vs base: GSM8K strict +0.500" in result.output
+
+
+def test_runs_evaluated_on_different_items_stop_with_the_counts(tmp_path):
+    from stages import compare
+
+    artifacts = tmp_path / "artifacts"
+    _write_run(artifacts, "base", [True] * 10, [True] * 4)
+    _write_run(artifacts, "smoke", [True] * 5, [True] * 4, ids_offset=3)
+    result = CliRunner().invoke(compare.main, ["--runs", "base", "--runs", "smoke", "--artifacts", str(artifacts)])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: compare: GSM8K items differ: base has 10, smoke has 5, 5 in common"
+                                     " (evaluate both on the same data and limits)")
+    assert not list(artifacts.glob("compare_*"))

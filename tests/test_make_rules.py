@@ -1,0 +1,166 @@
+"""Make's rules without a trained run: what reruns, what a target would run, the generated prerequisites."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs `make venv`")
+
+
+@pytest.fixture
+def make(tmp_path, models_dir, gsm8k_files):
+    train, _ = gsm8k_files
+    base_set = f"data.gsm8k_train={train} fewshot.path={tmp_path / 'pool.jsonl'}"
+    env = {**os.environ, "MODELS_DIR": str(models_dir)}
+    env.pop("MAKEFLAGS", None)
+
+    def run(target, extra_set=""):
+        # A changed key changes the run: that takes RECONFIGURE=1 (without it the call stops, tested below).
+        args = ["make", "--no-print-directory", target, "PRESET=demo", "RUN=m", f"ARTIFACTS={tmp_path / 'artifacts'}",
+                f"SET={base_set} {extra_set}".strip(), *(["RECONFIGURE=1"] if extra_set else [])]
+        done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    return run
+
+
+def test_unchanged_stages_are_skipped_and_a_changed_key_reruns_only_its_readers(make, tmp_path):
+    first = make("tokenize")
+    assert "stages.prep_fewshot" in first and "stages.tokenize" in first
+    assert (tmp_path / "artifacts" / "run_m" / "train_tokenized.jsonl").is_file()
+
+    second = make("tokenize")
+    assert "stages." not in second
+
+    changed = make("tokenize", "tokenize.max_seq_len=64")
+    assert "stages.tokenize" in changed and "stages.prep_fewshot" not in changed
+    assert "truncated at 64" in changed
+
+    unrelated = make("tokenize", "tokenize.max_seq_len=64 train.epochs=5")
+    assert "stages." not in unrelated  # no stage so far reads train.*
+
+
+def test_help_lists_every_target_and_variable():
+    out = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    targets = {"help", "venv", "test", "bench", "demo", "prep_fewshot", "tokenize", "train", "infer_gsm8k",
+               "infer_ailuminate", "score_safety", "summarize", "simple", "medium", "strong", "smoke", "clean-run"}
+    assert targets <= listed
+    variables = {entry.split("=")[0] for entry in listed if "=" in entry}
+    assert {"PYTHON", "PRESET", "RUN", "SET", "SMOKE", "ARTIFACTS", "NPROC", "TRAIN_ARGS"} <= variables
+
+
+def test_clean_run_deletes_exactly_the_named_runs_files(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    names = {run: [f"gsm8k_preds_{run}.jsonl", f"gsm8k_metrics_{run}_checkpoint-4.json", f"ailuminate_safety_{run}.jsonl",
+                   f"ailuminate_preds_{run}_base.jsonl", f"checkpoint_scores_{run}.csv", f"run_{run}/run.json"]
+             for run in ("demo", "demo_2")}
+    for files in names.values():
+        for name in files:
+            (artifacts / name).parent.mkdir(parents=True, exist_ok=True)
+            (artifacts / name).write_text("x")
+    (artifacts / "summary.csv").write_text("run_name\ndemo\ndemo_2\n")
+    env = {k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}
+    done = subprocess.run(["make", "--no-print-directory", "clean-run", "RUN=demo", f"ARTIFACTS={artifacts}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    remaining = {str(p.relative_to(artifacts)) for p in artifacts.rglob("*") if p.is_file()}
+    assert remaining == set(names["demo_2"]) | {"summary.csv"}
+
+
+def test_each_stage_rule_lists_the_lib_modules_it_imports():
+    """The Makefile's prerequisites for each stage are lib/stage_inputs.py's reading of its imports."""
+    from lib.stage_inputs import lib_modules, stage_names
+
+    database = subprocess.run(["make", "-pn", "help"], cwd=REPO, capture_output=True, text=True).stdout
+    for stage in stage_names():
+        # The file rule that runs the stage: its prerequisites name the script.
+        prerequisites = next(line.split(": ", 1)[1].split() for line in database.splitlines()
+                             if ": " in line and not line.startswith("#") and f"stages/{stage}.py" in line.split(": ", 1)[1].split())
+        assert set(lib_modules(stage)) <= set(prerequisites), f"the {stage} rule does not list the lib/ code it runs"
+    assert "lib/training.py" in lib_modules("train") and "lib/training.py" not in lib_modules("infer_gsm8k")
+    assert "lib/prefix_attention.py" in lib_modules("score_safety")  # through lib/inference.py, lib/generation.py
+
+
+def test_the_makefiles_evaluation_targets_are_the_artifact_maps_names():
+    """lib/artifacts.py names every evaluation file; the Makefile's rules must build exactly those names
+    (the final adapter's and, for the sweep, each checkpoint's: tag `_%`)."""
+    from lib.artifacts import evaluation_file
+
+    database = subprocess.run(["make", "-pn", "help", "RUN=x", "ARTIFACTS=a"], cwd=REPO, capture_output=True,
+                              text=True).stdout
+    targets = {}
+    for line in database.splitlines():
+        if ": " in line and not line.startswith("#") and line.startswith("a/"):
+            target, prerequisites = line.split(": ", 1)
+            scripts = [p for p in prerequisites.split() if p.startswith("stages/")]
+            if scripts:
+                targets.setdefault(scripts[0].removeprefix("stages/").removesuffix(".py"), set()).add(target)
+    for stage in ("infer_gsm8k", "infer_ailuminate", "score_safety"):
+        assert targets[stage] == {str(evaluation_file("a", stage, "preds", "x", tag)) for tag in ("", "_%")}, stage
+
+
+def _stages_make_would_run(tmp_path, *args):
+    """The stages `make -n summarize` lists (a dry run records a new run first, so its plan is the real one)."""
+    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "summarize", f"ARTIFACTS={tmp_path / 'artifacts'}",
+                          *args], cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
+    return [line.split("-m stages.")[1].split()[0] for line in dry.splitlines() if "-m stages." in line]
+
+
+def test_strong_builds_its_refined_training_file_before_tokenize_only_when_it_is_absent(tmp_path):
+    missing = tmp_path / "refined.jsonl"
+    stages = _stages_make_would_run(tmp_path, "PRESET=strong", "RUN=s", f"SET=data.refined_train={missing}")
+    assert stages[:3] == ["prep_fewshot", "refine", "tokenize"]
+
+    (tmp_path / "mine.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')  # the user's own file
+    stages = _stages_make_would_run(tmp_path, "PRESET=strong", "RUN=s2", f"SET=data.refined_train={tmp_path / 'mine.jsonl'}")
+    assert "refine" not in stages and stages[:2] == ["prep_fewshot", "tokenize"]
+
+    assert "refine" not in _stages_make_would_run(tmp_path, "PRESET=demo", "RUN=d")  # the demo names no refined file
+
+
+def _make(tmp_path, *args, models_dir=None, dry=False):
+    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
+    if models_dir:
+        env["MODELS_DIR"] = str(models_dir)
+    done = subprocess.run(["make", "--no-print-directory", *(["-n"] if dry else []), *args,
+                           f"ARTIFACTS={tmp_path / 'artifacts'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_make_base_evaluates_the_base_model_without_any_training_stage(tmp_path):
+    dry = _make(tmp_path, "base", "PRESET=demo", f"SET=fewshot.path={tmp_path / 'pool.jsonl'}", dry=True)
+    assert "stages.infer_gsm8k" in dry and "stages.infer_ailuminate" in dry and "stages.score_safety" in dry
+    assert "stages.train" not in dry and "stages.tokenize" not in dry
+    recorded = json.loads((tmp_path / "artifacts" / "run_demo-base" / "run.json").read_text())
+    assert "eval.adapter=none" in recorded["overrides"]
+
+
+@pytest.mark.slow
+def test_two_base_runs_are_summarized_and_compared_end_to_end(tmp_path, models_dir):
+    import csv
+
+    common = f"fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"
+    _make(tmp_path, "base", "PRESET=demo", "SMOKE=1", f"SET={common}", models_dir=models_dir)
+    _make(tmp_path, "summarize", "PRESET=demo", "RUN=demo-k1", "SMOKE=1",
+          f"SET={common} eval.adapter=none sweep.enabled=false fewshot.k=1", models_dir=models_dir)
+    with open(tmp_path / "artifacts" / "summary.csv", newline="") as handle:
+        rows = {row["run_name"]: row for row in csv.DictReader(handle)}
+    assert rows["demo-smoke-base"]["method"] == rows["demo-k1"]["method"] == "none"
+    assert rows["demo-smoke-base"]["lora_r"] == ""
+    assert not (tmp_path / "artifacts" / "run_demo-smoke-base" / "adapter").exists()
+
+    out = _make(tmp_path, "compare", "RUNS=demo-smoke-base demo-k1")
+    assert "compare: demo-k1 vs demo-smoke-base: GSM8K strict" in out
+    result = json.loads((tmp_path / "artifacts" / "compare_demo-smoke-base_vs_demo-k1.json").read_text())
+    strict = result["comparisons"][0]["gsm8k"]["strict"]
+    assert strict["n"] == 8 and strict["difference"] == pytest.approx((strict["fixed"] - strict["broken"]) / 8)
+    assert result["comparisons"][0]["safety"]["overall"]["n"] == 4
