@@ -171,8 +171,11 @@ $(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARIZE) $(PARAMS)/summariz
 
 # The container: the repo, data/ and artifacts/ mounted at the same places, the GPUs, and HF_TOKEN
 # passed by name from the environment (its value never appears on a command line or in a layer).
+# It runs as the calling user (files it writes are yours, whatever your uid), with a writable HOME;
+# the mounted folders are created first, or Docker would create them as root.
 # The image built its venv already: -o keeps make from redoing it against the mounted files.
-DOCKER_RUN := docker run --rm --gpus all --ipc=host -e HF_TOKEN -e ARTIFACTS_DIR=artifacts \
+DOCKER_RUN := docker run --rm --gpus all --ipc=host --user "$$(id -u):$$(id -g)" -e HOME=/tmp \
+	-e HF_TOKEN -e ARTIFACTS_DIR=artifacts \
 	-v "$(CURDIR)":/workspace -v "$(CURDIR)/data":/workspace/data -v "$(abspath $(ARTIFACTS))":/workspace/artifacts \
 	-v "$(HF_CACHE)":/cache/huggingface $(IMAGE)
 
@@ -181,10 +184,12 @@ DOCKER_VARS := $(if $(filter-out file,$(origin PRESET)),PRESET=$(PRESET)) $(if $
 	$(if $(SET),SET="$(SET)") $(if $(SMOKE),SMOKE=$(SMOKE)) $(if $(RECONFIGURE),RECONFIGURE=$(RECONFIGURE)) \
 	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC))
 
+DOCKER_BUILD_ARGS ?=## extra `docker build` options, e.g. "--build-arg BASE_IMAGE=pytorch/pytorch:<tag>"
 docker-build: ## build the CUDA image (docker/Dockerfile)
-	docker build -f docker/Dockerfile -t $(IMAGE) .
+	docker build -f docker/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_ARGS) .
 
 docker: ## run a Make target inside the image: make docker T=strong (or T="smoke PRESET=simple")
+	mkdir -p "$(abspath $(ARTIFACTS))" "$(HF_CACHE)"
 	$(DOCKER_RUN) make -o /opt/venv/.installed $(strip $(T) $(DOCKER_VARS))
 
 lint-docker: $(VENV_STAMP) ## hadolint on docker/Dockerfile (run by make test)

@@ -120,6 +120,13 @@ class RefineConfig:
 
 
 @dataclass
+class HardwareConfig:
+    # auto: CUDA when usable, else the CPU only for the embedded or a small (< 1B) local model;
+    # cuda: stop without CUDA; cpu: run on the CPU even where CUDA is present.
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+
+
+@dataclass
 class SweepConfig:
     enabled: bool = False  # evaluate several checkpoints and keep the best
     last_n: int = 3  # how many of the latest checkpoints to evaluate
@@ -182,6 +189,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)

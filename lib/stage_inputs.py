@@ -28,18 +28,21 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "data.refined_train", "data.strip_calculator_annotations", "data.train_limit", "fewshot.pool_size",
         "tokenize.max_seq_len", "tokenize.system_prompt",
     ),
-    "train": ("model", "quant", "lora", "train", "eval.adapter"),
+    "train": ("model", "quant", "lora", "train", "eval.adapter", "hardware.device"),
     "infer_gsm8k": (
         "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
         "quant.double_quant",  # an nf4 evaluation loads the base as it was trained
+        "hardware.device",
     ),
     "refine": (  # its file's own fingerprint leaves out batch and chunk sizes (lib/refine.py)
         "model", "data.gsm8k_train", "data.gsm8k_test", "data.gsm8k_hub_config", "data.refined_train",
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval", "refine",
+        "hardware.device",
     ),
-    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant.double_quant"),
-    "score_safety": ("safety", "eval.chunk_size", "eval.adapter"),
+    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant.double_quant",
+                         "hardware.device"),
+    "score_safety": ("safety", "eval.chunk_size", "eval.adapter", "hardware.device"),
     "summarize": (
         "model.base", "data.gsm8k_train", "lora.r", "lora.alpha", "train.learning_rate", "train.epochs", "fewshot.k",
         "thresholds.accuracy", "thresholds.safety", "sweep.enabled", "sweep.last_n", "grades.references",

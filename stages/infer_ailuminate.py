@@ -12,6 +12,7 @@ import click
 
 from lib.cli import eval_target_options, stage_command, stage_help
 from lib.data import apply_limit, load_ailuminate
+from lib.devices import require_device
 from lib.inference import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
 
 
@@ -20,6 +21,7 @@ from lib.inference import eval_target, generate_for_evaluation, prepare_evaluati
 @eval_target_options
 def main(stage, base_only, checkpoint):
     config = stage.config
+    require_device(config.hardware.device, config.model.base, "infer_ailuminate")
 
     prompts = apply_limit(load_ailuminate(config.data.ailuminate), config.data.ailuminate_limit)
     target = eval_target(stage.run_dir, base_only, checkpoint, base_run=config.eval.adapter == "none")

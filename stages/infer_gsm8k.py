@@ -15,6 +15,7 @@ import click
 
 from lib.cli import eval_target_options, stage_command, stage_help
 from lib.data import apply_limit, load_gsm8k
+from lib.devices import require_device
 from lib.fewshot import RUN_POOL_FILE, first_k, read_pool
 from lib.gsm8k import EVAL_SPEC, score_outputs
 from lib.inference import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
@@ -27,6 +28,7 @@ from lib.prompts import gsm8k_messages
 @eval_target_options
 def main(stage, base_only, checkpoint):
     config = stage.config
+    require_device(config.hardware.device, config.model.base, "infer_gsm8k")
 
     # Inputs: test questions, the first k exemplars of the run's pool, the weights to evaluate
     problems = apply_limit(load_gsm8k(config.data.gsm8k_test, "test", config.data.gsm8k_hub_config),

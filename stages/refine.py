@@ -22,6 +22,7 @@ import click
 from lib.artifacts import REFINE_METRICS_FILE, refined_output
 from lib.cli import stage_command, stage_help
 from lib.data import apply_limit, load_gsm8k
+from lib.devices import require_device
 from lib.fewshot import RUN_POOL_FILE, first_k, read_pool, remove_pool
 from lib.generation import Sampling
 from lib.inference import EvalTarget, generate_for_evaluation
@@ -36,6 +37,7 @@ def main(stage):
     config, refine = stage.config, stage.config.refine
     output, pool_file = refined_output(config.data.refined_train, stage.run_dir), stage.run_dir / RUN_POOL_FILE
     model = dataclasses.replace(config.model, base=refine.model, revision=None) if refine.model else config.model
+    require_device(config.hardware.device, model.base, "refine")
     settings = {"model": vars(model), "train": config.data.gsm8k_train, "test": config.data.gsm8k_test,
                 "k": config.fewshot.k, "system_prompt": config.tokenize.system_prompt, "dtype": config.eval.dtype,
                 "strip": config.data.strip_calculator_annotations, "stop_strings": config.eval.stop_strings,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from lib.devices import require_device
 from lib.cli import eval_target_options, stage_command, stage_help
 from lib.inference import eval_target, output_paths, prepare_evaluation, write_evaluation
 from lib.io import read_jsonl
@@ -31,6 +32,7 @@ from lib.safety import check_parseable, check_template, judge_responses, read_gu
 @click.option("--allow-pickle", is_flag=True, help="Also load .bin/.pt (pickle) judge weights: only for a folder you trust.")
 def main(stage, base_only, checkpoint, allow_pickle):
     safety = stage.config.safety
+    require_device(stage.config.hardware.device, safety.safeguard_model, "score_safety")
     safety.allow_pickle = safety.allow_pickle or allow_pickle
 
     # Inputs, checked before any work: responses, guidelines, template, judge folder

@@ -18,7 +18,7 @@ import click
 from lib.cli import stage_command, stage_help
 from lib.io import file_sha256
 from lib.models import resolve_model_path
-from lib.devices import process_state
+from lib.devices import process_state, require_device
 from lib.artifacts import COMPLETE_FILE
 from lib.training import completed_record, train_adapter
 
@@ -32,6 +32,7 @@ def main(stage, stop_after, force):
     from transformers import set_seed  # here, not at the top: lib/ first quiets bitsandbytes' import-time warning
 
     config = stage.config
+    require_device(config.hardware.device, config.model.base, "train")
     set_seed(config.train.seed)
     if config.eval.adapter == "none":
         raise click.ClickException(f"run {stage.run!r} evaluates the base model (eval.adapter: none): it trains nothing")

@@ -18,8 +18,12 @@ def make_dry_run(*args: str) -> str:
 
 
 def test_docker_target_runs_the_make_target_with_gpus_mounts_and_the_token_by_name():
-    line = [l for l in make_dry_run("docker", "T=strong").splitlines() if l.startswith("docker run")][-1]
+    commands = make_dry_run("docker", "T=strong").splitlines()
+    line = [l for l in commands if l.startswith("docker run")][-1]
     assert "--gpus all" in line and re.search(r"-e HF_TOKEN(\s|$)", line)
+    # As the calling user, with a writable HOME, into folders created before Docker could make them as root.
+    assert '--user "$(id -u):$(id -g)"' in line and "-e HOME=/tmp" in line
+    assert commands.index(f'mkdir -p "{REPO}/artifacts" "{os.environ.get("HOME")}/.cache/huggingface"') < commands.index(line)
     assert FAKE_TOKEN not in line
     for mount in (f'"{REPO}":/workspace', f'"{REPO}/data":/workspace/data', f'"{REPO}/artifacts":/workspace/artifacts',
                   ":/cache/huggingface"):

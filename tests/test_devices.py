@@ -1,0 +1,55 @@
+"""The device policy: a large model never starts on the CPU unasked; the embedded and small models do."""
+
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import PRESET_DIR
+from lib.devices import require_device
+from lib.errors import InputError
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+
+
+@no_cuda
+def test_a_hub_model_without_cuda_stops_naming_what_torch_reports_and_how_to_force_the_cpu():
+    with pytest.raises(InputError) as error:
+        require_device("auto", "Qwen/Qwen3-4B-Instruct-2507", "train")
+    message = str(error.value)
+    assert message.startswith("train: no usable CUDA device for Qwen/Qwen3-4B-Instruct-2507")
+    assert "torch.cuda.is_available() is False" in message and f"torch {torch.__version__}" in message
+    assert 'SET="hardware.device=cpu"' in message and "\n" not in message
+
+
+@no_cuda
+def test_the_embedded_and_small_local_models_run_on_the_cpu_and_a_large_local_one_does_not(tmp_path, tiny_model_dir):
+    require_device("auto", "embedded:smollm2-135m-instruct", "infer_gsm8k")
+    require_device("auto", str(tiny_model_dir), "infer_gsm8k")
+    large = tmp_path / "qwen3-4b-shaped"
+    large.mkdir()
+    (large / "config.json").write_text(json.dumps({"hidden_size": 2560, "num_hidden_layers": 36,
+                                                   "vocab_size": 151936}))  # Qwen3-4B's shape: ~3.2B by the estimate
+    with pytest.raises(InputError, match="too large to run on the CPU unasked"):
+        require_device("auto", str(large), "score_safety")
+    with pytest.raises(InputError, match="hardware.device is cuda"):
+        require_device("cuda", "embedded:smollm2-135m-instruct", "train")
+
+
+def test_device_cpu_hides_cuda_from_the_process(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    require_device("cpu", "Qwen/Qwen3-4B-Instruct-2507", "train")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+@no_cuda
+def test_a_qwen_preset_stage_stops_before_any_work(tmp_path):
+    from stages import infer_ailuminate
+
+    result = CliRunner().invoke(infer_ailuminate.main, ["--preset", str(PRESET_DIR / "simple.yaml"), "--run", "s",
+                                                        "--artifacts", str(tmp_path / "artifacts")])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "infer_ailuminate: no usable CUDA device for Qwen/Qwen3-4B-Instruct-2507" in result.output
+    assert not list((tmp_path / "artifacts").glob("ailuminate_*"))
