@@ -52,7 +52,9 @@ class BatchedGenerate(PrefixSharingEngine):
     (it shares the engine's settings and stop rules, not its scheduling)."""
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], progress=None, seeds=None) -> tuple[list[Generated], EngineStats]:
+    def generate(self, prompts: list[list[int]], progress=None, seeds=None, in_order: bool = False,
+                 on_result=None) -> tuple[list[Generated], EngineStats]:
+        """In input order always (batches of batch_size prompts); on_result(index, Generated) as each batch ends."""
         assert seeds is None, "choose_generator never samples with plain generate"
         stats = EngineStats(prompts=len(prompts))
         start = time.perf_counter()
@@ -83,6 +85,8 @@ class BatchedGenerate(PrefixSharingEngine):
                 stats.generated_tokens += len(tokens)
                 stats.decode_positions += len(tokens)
                 results.append(result)
+                if on_result is not None:
+                    on_result(len(results) - 1, result)
                 if progress is not None:
                     progress.update(1)
         stats.seconds = time.perf_counter() - start

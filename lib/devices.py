@@ -77,16 +77,20 @@ def cuda_report() -> str:
 
 def _small_enough_for_cpu(model: str) -> bool:
     import json
+    import re
     from pathlib import Path
 
     if model.startswith("embedded:"):
         return True
     config_file = Path(model) / "config.json"
     if not config_file.is_file():
-        return False  # a hub id: the preset's real model
+        # A hub id (owner/name, not on disk) is the preset's real model; a local path without a
+        # config is the loader's to report, with its own message.
+        hub_id = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", model) and not Path(model.split("/")[0]).is_dir()
+        return not hub_id
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config = config.get("text_config", config)
     hidden, layers = config.get("hidden_size", 0), config.get("num_hidden_layers", 0)
     # ~12 h^2 per layer (attention 4 h^2, MLP ~8 h^2) plus the embeddings
     estimate = 12 * layers * hidden * hidden + config.get("vocab_size", 0) * hidden
-    return 0 < estimate < CPU_PARAMETER_LIMIT
+    return estimate < CPU_PARAMETER_LIMIT  # no sizes given: not a real model, the loader reports it

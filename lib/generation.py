@@ -89,11 +89,15 @@ class PrefixSharingEngine:
         self._first_probs: dict[int, list[float]] = {}
         self.sampling = sampling
         self._generators: dict[int, torch.Generator] = {}  # prompt index -> its own generator (sampling)
+        self._on_result = None  # called as each prompt finishes (set per generate call)
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], progress=None,
-                 seeds: list[int] | None = None) -> tuple[list[Generated], EngineStats]:
-        """Continuations of token-id prompts, in input order: greedy, or sampled with one seed per prompt."""
+    def generate(self, prompts: list[list[int]], progress=None, seeds: list[int] | None = None,
+                 in_order: bool = False, on_result=None) -> tuple[list[Generated], EngineStats]:
+        """Continuations of token-id prompts, in input order: greedy, or sampled with one seed per prompt.
+
+        Prompts start longest first, or in the given order with `in_order` (a caller that streams
+        chunks); on_result(index, Generated) is called as each one finishes."""
         stats = EngineStats(prompts=len(prompts))
         if not prompts:
             return [], stats
@@ -104,15 +108,17 @@ class PrefixSharingEngine:
         start = time.perf_counter()
         prefix_len = common_prefix_length(prompts)
         with shared_prefix(self.model, self._forward_prefix(prompts[0][:prefix_len])):
-            results = self._generate_after_prefix(prompts, prefix_len, stats, progress)
+            results = self._generate_after_prefix(prompts, prefix_len, stats, progress, in_order, on_result)
         stats.prefix_tokens = prefix_len
         stats.seconds = time.perf_counter() - start
         return results, stats
 
-    def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress) -> list[Generated]:
+    def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
+                               on_result) -> list[Generated]:
         # Longest suffixes first: similar lengths prefill together, and later (shorter) newcomers
         # fit into the columns the batch already has.
-        pending = deque(sorted(range(len(prompts)), key=lambda i: -len(prompts[i])))
+        pending = deque(range(len(prompts)) if in_order else sorted(range(len(prompts)), key=lambda i: -len(prompts[i])))
+        self._on_result = on_result
         results: list[Generated | None] = [None] * len(prompts)
         newcomers = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
         rows = self._prefill(prefix_len, prompts, newcomers, stats)
@@ -212,6 +218,8 @@ class PrefixSharingEngine:
                 continue
             outcome.first_token_probs = self._first_probs.pop(item, None)
             results[item] = outcome
+            if self._on_result is not None:
+                self._on_result(item, outcome)
             free.append(row)
             stats.generated_tokens += len(rows.generated[row])
             if progress is not None:

@@ -2,9 +2,11 @@
 
 Work is cut into chunks of `chunk_size` prompts in input order. Each finished chunk's rows are
 appended (flushed) to a per-process file under a partial folder; a rerun after a kill skips the
-finished chunks and redoes the one that was cut. A chunk is always generated as the same group of
-prompts, so the final file is the same bytes whether the run was interrupted or not, and
-whether 1 or N processes (under `accelerate launch`, process r takes chunks r, r+N, ...) did it.
+finished chunks and redoes the ones that were cut. Under `accelerate launch`, process r takes
+chunks r, r+N, ... Generation feeds a process's chunks to the engine in one stream (the next
+chunk's prompts refill the slots of the last one's), so a row can share its batch with rows of
+the neighbouring chunk: greedy answers do not depend on their batch, up to float near-ties of the
+top two tokens, and sampling draws from each row's own seed.
 """
 
 from __future__ import annotations
@@ -25,22 +27,36 @@ from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir
 
 def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixSharingEngine, partial_dir: Path,
                        fingerprint: str, chunk_size: int, progress_desc: str,
-                       seeds: list[int] | None = None) -> tuple[list | None, EngineStats]:
+                       seeds: list[int] | None = None, stream: bool = True) -> tuple[list | None, EngineStats]:
     """Outputs for all prompts, in input order (on the main process; None elsewhere); greedy, or
     sampled with `seeds` (one per prompt) when the engine samples.
 
-    Each output is a dict {token_ids, text, stop_reason[, first_token_probs]}. Engine statistics
-    cover the work this call did (not chunks finished by an earlier, interrupted call).
+    With `stream`, this process's pending chunks go to the engine in one call, in chunk order
+    (longest prompt first within a chunk): as a chunk's last rows finish, the next chunk's prompts
+    take their slots, so the batch never drains at a chunk boundary; a chunk is written once all
+    its rows are done. Without it each chunk is one call, always the same batches: what a caller
+    needs whose outputs include probabilities that must repeat to the last digit (the judge's
+    scores). Each output is a dict {token_ids, text, stop_reason[, first_token_probs]}. Engine
+    statistics cover the work this call did (not chunks finished by an earlier, interrupted call).
     """
     stats = EngineStats()
+    if not stream:
+        def generate_chunk(indices: list[int], bar) -> list[dict]:
+            outputs, chunk_stats = engine.generate([prompts[i] for i in indices], progress=bar,
+                                                   seeds=None if seeds is None else [seeds[i] for i in indices])
+            _add_stats(stats, chunk_stats)
+            return [vars(output) for output in outputs]
 
-    def generate_chunk(indices: list[int], bar) -> list[dict]:
-        outputs, chunk_stats = engine.generate([prompts[i] for i in indices], progress=bar,
-                                               seeds=None if seeds is None else [seeds[i] for i in indices])
-        _add_stats(stats, chunk_stats)
-        return [vars(output) for output in outputs]
+        return run_resumable(ids, generate_chunk, partial_dir, fingerprint, chunk_size, progress_desc), stats
 
-    return run_resumable(ids, generate_chunk, partial_dir, fingerprint, chunk_size, progress_desc), stats
+    def generate_chunks(chunks: list[list[int]], bar, finished) -> None:
+        order = [i for chunk in chunks for i in sorted(chunk, key=lambda i: -len(prompts[i]))]
+        outputs, call_stats = engine.generate(
+            [prompts[i] for i in order], progress=bar, seeds=None if seeds is None else [seeds[i] for i in order],
+            in_order=True, on_result=lambda position, output: finished(order[position], vars(output)))
+        _add_stats(stats, call_stats)
+
+    return _resumable(ids, generate_chunks, partial_dir, fingerprint, chunk_size, progress_desc), stats
 
 
 def run_resumable(ids: list[str], compute_chunk, partial_dir: Path, fingerprint: str, chunk_size: int,
@@ -48,6 +64,20 @@ def run_resumable(ids: list[str], compute_chunk, partial_dir: Path, fingerprint:
     """compute_chunk(indices, progress_bar) -> one JSON-able dict per index, run chunk by chunk
     with each finished chunk appended to this process's partial file; all results in input order
     on the main process (None elsewhere)."""
+
+    def chunk_by_chunk(chunks: list[list[int]], bar, finished) -> None:
+        for chunk in chunks:
+            for index, result in zip(chunk, compute_chunk(chunk, bar)):
+                finished(index, result)
+
+    return _resumable(ids, chunk_by_chunk, partial_dir, fingerprint, chunk_size, progress_desc)
+
+
+def _resumable(ids: list[str], compute, partial_dir: Path, fingerprint: str, chunk_size: int,
+               progress_desc: str) -> list[dict] | None:
+    """compute(chunks, progress_bar, finished) calls finished(index, result) once per index of its
+    chunks, in any order; a chunk is appended to this process's partial file when all its results
+    are in. All results in input order on the main process (None elsewhere)."""
     from tqdm.auto import tqdm
 
     state = process_state()
@@ -61,13 +91,22 @@ def run_resumable(ids: list[str], compute_chunk, partial_dir: Path, fingerprint:
     chunks = [list(range(start, min(start + chunk_size, len(ids)))) for start in range(0, len(ids), chunk_size)]
     mine = [chunk for number, chunk in enumerate(chunks)
             if number % state.num_processes == state.process_index and not all(ids[i] in done for i in chunk)]
-    with tqdm(total=sum(len(c) for c in mine), desc=progress_desc, disable=not state.is_main_process) as bar:
-        for chunk in mine:
-            results = compute_chunk(chunk, bar)
+    chunk_of = {index: number for number, chunk in enumerate(mine) for index in chunk}
+    waiting: dict[int, dict[int, dict]] = {}  # chunk number -> its finished results so far
+
+    def finished(index: int, result: dict) -> None:
+        number = chunk_of[index]
+        waiting.setdefault(number, {})[index] = result
+        if len(waiting[number]) == len(mine[number]):
+            results = waiting.pop(number)
             with open(own_file, "a", encoding="utf-8") as handle:
-                for index, result in zip(chunk, results):
-                    handle.write(json.dumps({"id": ids[index], **result}, ensure_ascii=False) + "\n")
+                for item in mine[number]:
+                    handle.write(json.dumps({"id": ids[item], **results[item]}, ensure_ascii=False) + "\n")
                 handle.flush()
+
+    with tqdm(total=sum(len(c) for c in mine), desc=progress_desc, disable=not state.is_main_process) as bar:
+        if mine:
+            compute(mine, bar, finished)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None

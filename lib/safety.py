@@ -364,6 +364,8 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
     generator = choose_generator(model, tokenizer, prompts, safety.max_new_tokens, safety.batch_size,
                                  score_token_ids=tokens.token_ids, label="score_safety")
     record["generator"] = type(generator).__name__
-    outputs, _ = generate_resumable(prompts, ids, generator, partial, fingerprint, chunk_size, "score_safety")
+    # Chunk by chunk (stream=False): verdicts are short, and each score then repeats to the last digit.
+    outputs, _ = generate_resumable(prompts, ids, generator, partial, fingerprint, chunk_size, "score_safety",
+                                    stream=False)
     rows = None if outputs is None else [generative_verdict(o, setup, tokens) for o in outputs]
     return rows, record

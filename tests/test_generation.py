@@ -82,3 +82,26 @@ def test_a_refilled_prompt_that_stops_at_its_first_token_is_not_decoded_further(
                                  eos_token_ids=(smollm2_tokenizer.eos_token_id, first))
     results, _ = engine.generate(prompts)
     assert results[2].token_ids == [] and results[2].stop_reason == "eos"
+
+
+def test_streamed_chunks_share_one_engine_call_and_give_the_chunk_by_chunk_answers(smollm2, smollm2_tokenizer,
+                                                                                    tmp_path):
+    """Chunks do not drain the batch: all of a process's chunks go to the engine as one stream."""
+    from lib.inference import generate_resumable
+
+    prompts = _prompts(smollm2_tokenizer, 5)
+    ids = [f"q{i}" for i in range(len(prompts))]
+    engine = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=12, batch_size=4)
+    calls, generate = [], engine.generate
+    engine.generate = lambda batch, **options: calls.append(len(batch)) or generate(batch, **options)
+
+    streamed, _ = generate_resumable(prompts, ids, engine, tmp_path / "streamed", "f", 2, "test")
+    assert calls == [6]  # three chunks of 2, one engine call: the next chunk refills freed slots
+    chunked, _ = generate_resumable(prompts, ids, engine, tmp_path / "chunked", "f", 2, "test", stream=False)
+    assert calls == [6, 2, 2, 2]
+    assert [o["token_ids"] for o in streamed] == [o["token_ids"] for o in chunked]
+    # Written a whole chunk at a time: each chunk's two ids stand together in the partial file.
+    written = [line.split('"id": "')[1].split('"')[0]
+               for line in (tmp_path / "streamed" / "outputs.rank0.jsonl").read_text().splitlines()]
+    assert sorted(written) == ids and {frozenset(written[i:i + 2]) for i in (0, 2, 4)} == {
+        frozenset(ids[i:i + 2]) for i in (0, 2, 4)}
