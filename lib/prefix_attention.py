@@ -67,14 +67,16 @@ def prefix_shared_attention(module, query, key, value, attention_mask, scaling=N
     grouped = query.reshape(batch, kv_heads, groups * length, dim)
     # Against the prefix, all rows' queries of a head form one matrix: one product per head,
     # the prefix read once (broadcasting over the batch would copy it for every row).
-    rows_by_head = grouped.transpose(0, 1).reshape(kv_heads, batch * groups * length, dim)
-    prefix_scores = torch.bmm(rows_by_head, prefix_keys[0].transpose(-1, -2)) * scale
+    # Scores in fp32 (from bf16 inputs too): rounding them to bf16 before the softmax would move
+    # the weights by up to ~0.4% of a logit's scale, enough to flip near-ties against `generate`.
+    rows_by_head = grouped.transpose(0, 1).reshape(kv_heads, batch * groups * length, dim).float()
+    prefix_scores = torch.bmm(rows_by_head, prefix_keys[0].transpose(-1, -2).float()) * scale
     prefix_scores = prefix_scores.reshape(kv_heads, batch, groups * length, -1).transpose(0, 1)
-    own_scores = torch.matmul(grouped, key.transpose(-1, -2)) * scale
+    own_scores = torch.matmul(grouped.float(), key.transpose(-1, -2).float()) * scale
     if attention_mask is not None:
         allowed = attention_mask[:, :, None].expand(batch, 1, groups, length, key.shape[2])
         own_scores = own_scores.masked_fill(~allowed.reshape(batch, 1, groups * length, key.shape[2]), float("-inf"))
-    weights = torch.cat([prefix_scores, own_scores], dim=-1).softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = torch.cat([prefix_scores, own_scores], dim=-1).softmax(dim=-1).to(query.dtype)
     split = prefix_keys.shape[2]
     prefix_weights = weights[..., :split].transpose(0, 1).reshape(kv_heads, batch * groups * length, split)
     from_prefix = torch.bmm(prefix_weights, prefix_values[0]).reshape(kv_heads, batch, groups * length, dim)

@@ -1,0 +1,167 @@
+"""The real job's shapes on one GPU: QLoRA training and engine decoding of Qwen3-4B-Instruct-2507.
+
+    make bench                                   # runs this only where CUDA is usable
+    .venv/bin/python tests/bench/bench_gpu.py [--card h100|h200|a100] [--batches 64 128]
+    .venv/bin/python tests/bench/bench_gpu.py --tiny     # the same code paths on a 2-layer model (CPU too)
+
+Qwen3-4B-Instruct-2507's architecture from its config values written below (no download: random
+weights, the real shapes), bf16, saved once as safetensors to a temporary folder so the 4-bit
+loader quantizes it as it would the real checkpoint.
+(a) QLoRA training as the train stage does it (nf4 + double quant, bf16 compute, gradient
+    checkpointing, LoRA r16 on all projections, padding-free batches, labelled-only logits) at the
+    simple preset's batch of 8 x 384 tokens: tokens/s, peak GPU memory and the FLOP utilisation
+    (6 x parameters x tokens / time over the card's dense bf16 peak).
+(b) Decoding: the engine at each batch size with an 800-token shared prefix and 40-token
+    suffixes, 256 new tokens each, against plain left-padded batched `generate` on the same prompts;
+    and the floor set by reading the bf16 weights once per step (bytes / HBM bandwidth).
+Prints ratios; the README keeps the figures of a real card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+QWEN3_4B = dict(  # Qwen/Qwen3-4B-Instruct-2507 config.json
+    vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rope_theta=5_000_000.0,
+    rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
+)
+TINY = {**QWEN3_4B, "vocab_size": 4096, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "bos_token_id": 1, "eos_token_id": 2}
+CARDS = {  # dense bf16 peak FLOP/s, HBM bytes/s
+    "h100": (989e12, 3.35e12), "h200": (989e12, 4.8e12), "a100": (312e12, 2.0e12),
+}
+
+
+def build_model(shape: dict, folder: Path):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(**shape)).to(torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
+    return sum(p.numel() for p in model.parameters())
+
+
+def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: int) -> dict:
+    import torch
+
+    from lib.devices import process_state
+    from lib.models import load_base_for_training
+    from lib.training import IGNORE_INDEX, LabelledLogitsLoss, attach_lora, make_collator
+
+    device = process_state().device
+    model = load_base_for_training(str(folder), "nf4", True, torch.bfloat16, gradient_checkpointing=True)
+    model, _ = attach_lora(model, r=16, alpha=32, dropout=0.05, target_modules=None)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    collate = make_collator(None, "padding_free", "labelled")
+    loss_of = LabelledLogitsLoss(model.get_output_embeddings())
+    generator = torch.Generator().manual_seed(0)
+    features = [{"input_ids": torch.randint(3, shape["vocab_size"], (length,), generator=generator).tolist()}
+                for _ in range(batch)]
+    for row in features:  # loss on the second half: the assistant turn
+        row["labels"] = [IGNORE_INDEX] * (length // 2) + row["input_ids"][length // 2:]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    timings = []
+    for _ in range(steps + 1):  # the first step warms up
+        start = time.perf_counter()
+        inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in collate(features).items()}
+        labels = inputs.pop("labels")
+        loss = loss_of(model(**inputs), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    seconds = sum(timings[1:]) / steps
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    return {"tokens_per_s": batch * length / seconds, "seconds_per_step": seconds, "peak_gib": peak}
+
+
+def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, suffix: int, new_tokens: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lib.devices import process_state
+    from lib.generation import PrefixSharingEngine
+
+    class Tokens:  # the engine decodes text only for stop strings; none here
+        pad_token_id, eos_token_id = 0, shape["eos_token_id"]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return ""
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16,
+                                                 device_map={"": process_state().device}).eval()
+    generator = torch.Generator().manual_seed(1)
+    shared = torch.randint(3, shape["vocab_size"], (prefix,), generator=generator).tolist()
+    results = {}
+    for batch in batches:
+        prompts = [shared + torch.randint(3, shape["vocab_size"], (suffix,), generator=generator).tolist()
+                   for _ in range(batch)]
+        # No EOS: every row decodes all new_tokens, the same work for both.
+        engine = PrefixSharingEngine(model, Tokens(), new_tokens, batch, eos_token_ids=(-1,))
+        _, stats = engine.generate(prompts)
+        engine_tps = stats.generated_tokens / stats.seconds
+        ids = torch.tensor(prompts, device=model.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        plain_tps = (out.shape[1] - ids.shape[1]) * batch / (time.perf_counter() - start)
+        results[batch] = {"engine_tps": engine_tps, "generate_tps": plain_tps}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--card", choices=sorted(CARDS), default="h100", help="for the peak FLOP/s and bandwidth")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind (checks the code paths)")
+    options = parser.parse_args()
+
+    import torch
+
+    if not torch.cuda.is_available() and not options.tiny:
+        print("bench_gpu: no CUDA device; nothing measured (use --tiny to check the code paths on the CPU)")
+        return
+    shape = TINY if options.tiny else QWEN3_4B
+    flops, bandwidth = CARDS[options.card]
+    new_tokens = 8 if options.tiny else 256
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "qwen3-4b-shaped"
+        parameters = build_model(shape, folder)
+        training = bench_training(folder, shape, batch=8, length=64 if options.tiny else 384, steps=options.train_steps)
+        decoding = bench_decoding(folder, shape, [4] if options.tiny else options.batches,
+                                  prefix=32 if options.tiny else 800, suffix=8 if options.tiny else 40,
+                                  new_tokens=new_tokens)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    utilisation = 6 * parameters * training["tokens_per_s"] / flops
+    print(f"GPU benchmark on {device} ({'tiny shape' if options.tiny else 'Qwen3-4B shape'}, {parameters / 1e9:.2f}B"
+          f" parameters, random bf16 weights); peaks assumed for {options.card}: {flops / 1e12:.0f} TFLOP/s bf16,"
+          f" {bandwidth / 1e12:.2f} TB/s")
+    print(f"QLoRA train, batch 8 x {384 if not options.tiny else 64} tokens: {training['tokens_per_s']:.0f} tokens/s,"
+          f" {training['seconds_per_step']:.2f} s/step, peak {training['peak_gib']:.1f} GiB,"
+          f" FLOP utilisation {utilisation:.1%} (6 N tokens / peak)")
+    floor_steps = bandwidth / (2 * parameters)  # bf16 weights read once per decode step
+    for batch, result in decoding.items():
+        print(f"decode, batch {batch}: engine {result['engine_tps']:.0f} tokens/s, plain generate"
+              f" {result['generate_tps']:.0f} tokens/s -> x{result['engine_tps'] / result['generate_tps']:.2f};"
+              f" weights-bandwidth ceiling {floor_steps * batch:.0f} tokens/s"
+              f" (engine at {result['engine_tps'] / (floor_steps * batch):.0%} of it)")
+
+
+if __name__ == "__main__":
+    main()
