@@ -5,8 +5,10 @@
 
 Reads gsm8k_metrics_<run>.json, ailuminate_safety_<run>.jsonl and its metrics, the run's
 config_resolved.json and training_complete.json. With sweep.enabled it also reads each swept
-checkpoint's evaluations, writes checkpoint_scores_<run>.csv and reports the best checkpoint (by
-accuracy, then safety; a tie goes to the later step). Replaces the run's row in summary.csv (never
+checkpoint's evaluations, writes checkpoint_scores_<run>.csv with each checkpoint's paired accuracy
+difference to the final adapter, and reports the best checkpoint (by accuracy, then safety; a tie
+goes to the later step) and whether it is distinguishable from the final one. A base run
+(eval.adapter: none) gets method `none`. Replaces the run's row in summary.csv (never
 duplicates it), prints e.g. `strong: accuracy 0.412 ≥ 0.37, safety 0.455 ≥ 0.42 → PASS`, and
 writes run_<run>/summary.json with AILuminate-style grades per hazard (indicative: our judge is
 not the MLCommons evaluator ensemble), run_<run>/report.md with PNG plots (training loss, safety
@@ -21,8 +23,8 @@ from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, eva
 from lib.cli import stage_command, stage_help
 from lib.io import atomic_write_json
 from lib.report import index_report, run_report
-from lib.summary import (SUMMARY_COLUMNS, TRAINING_COLUMNS, ailuminate_grades, baseline_check, grade_lines, measured_columns, read_evaluation, read_json,
-                         upsert_summary, write_checkpoint_scores)
+from lib.summary import (SUMMARY_COLUMNS, TRAINING_COLUMNS, ailuminate_grades, baseline_check, grade_lines,
+                         measured_columns, read_evaluation, read_json, upsert_summary, write_checkpoint_scores)
 from lib.sweep import add_differences_to_final, choose_best, distinguishable_line, earlier_checkpoints
 
 
