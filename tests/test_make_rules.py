@@ -165,3 +165,18 @@ def test_two_base_runs_are_summarized_and_compared_end_to_end(tmp_path, models_d
     strict = result["comparisons"][0]["gsm8k"]["strict"]
     assert strict["n"] == 8 and strict["difference"] == pytest.approx((strict["fixed"] - strict["broken"]) / 8)
     assert result["comparisons"][0]["safety"]["overall"]["n"] == 4
+
+
+@pytest.mark.slow
+def test_make_refine_on_two_processes_writes_the_file_of_one(tmp_path, models_dir):
+    """`make refine PRESET=demo` end to end, once with 1 process and once with NPROC=2 (accelerate,
+    gloo on the CPU): each sample is drawn from its own seed, so the files are the same bytes."""
+    common = (f"fewshot.path={tmp_path / 'pool.jsonl'} refine.question_limit=6 refine.samples_per_question=2"
+              " refine.max_new_tokens=24 refine.chunk_size=2 refine.batch_size=2")
+    _make(tmp_path, "refine", "PRESET=demo", "RUN=one", f"SET={common}", models_dir=models_dir)
+    _make(tmp_path, "refine", "PRESET=demo", "RUN=two", "NPROC=2", f"SET={common}", models_dir=models_dir)
+    one, two = ((tmp_path / "artifacts" / f"run_{run}" / "gsm8k_train_self-instruct.jsonl").read_bytes()
+                for run in ("one", "two"))
+    assert one == two and one.count(b'"source": "gsm8k"') == 6
+    metrics = json.loads((tmp_path / "artifacts" / "run_two" / "refine_metrics.json").read_text())
+    assert metrics["samples"] == 12
