@@ -186,7 +186,7 @@ DOCKER_VARS := $(if $(filter-out file,$(origin PRESET)),PRESET=$(PRESET)) $(if $
 
 DOCKER_BUILD_ARGS ?=## extra `docker build` options, e.g. "--build-arg BASE_IMAGE=pytorch/pytorch:<tag>"
 docker-build: ## build the CUDA image (docker/Dockerfile)
-	docker build -f docker/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_ARGS) .
+	docker build -f docker/Dockerfile -t $(IMAGE) $(if $(DOCKER_BUILD_ARGS),$(DOCKER_BUILD_ARGS) ).
 
 docker: ## run a Make target inside the image: make docker T=strong (or T="smoke PRESET=simple")
 	mkdir -p "$(abspath $(ARTIFACTS))" "$(HF_CACHE)"
