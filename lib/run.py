@@ -39,9 +39,10 @@ RECORD_FILE = "config_resolved.json"
 MAKE_VARS_FILE = "make.mk"  # in params/
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
 
-# Input files a stage writes itself (prep_fewshot draws the pool); Make follows them through the
-# run folder's copy, so fingerprinting them would rerun their writer once after every draw.
-WRITTEN_BY_STAGES = ("fewshot.path",)
+# Input files a stage writes itself (prep_fewshot draws the pool, refine may build the refined
+# training file); Make follows them as file prerequisites (the pool through the run folder's copy),
+# so fingerprinting them too would rerun their readers once more after every write.
+WRITTEN_BY_STAGES = ("fewshot.path", "data.refined_train")
 
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "click", "jsonlines", "gguf")
 

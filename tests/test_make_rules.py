@@ -180,3 +180,15 @@ def test_make_refine_on_two_processes_writes_the_file_of_one(tmp_path, models_di
     assert one == two and one.count(b'"source": "gsm8k"') == 6
     metrics = json.loads((tmp_path / "artifacts" / "run_two" / "refine_metrics.json").read_text())
     assert metrics["samples"] == 12
+
+
+def test_a_refined_file_built_by_make_is_not_a_reason_to_rerun_tokenize(tmp_path, models_dir):
+    """Make builds the missing refined file, tokenize reads it; the next call runs nothing (the file is
+    a Make prerequisite, not also a fingerprinted input that changed since the run was recorded)."""
+    settings = (f"fewshot.path={tmp_path / 'pool.jsonl'} data.refined_train={tmp_path / 'refined.jsonl'}"
+                " refine.question_limit=2 refine.samples_per_question=1 refine.max_new_tokens=8")
+    first = _make(tmp_path, "tokenize", "PRESET=demo", "RUN=r", f"SET={settings}", models_dir=models_dir)
+    assert "stages.refine" in first and "stages.tokenize" in first
+    assert (tmp_path / "refined.refine.json").is_file()
+    again = _make(tmp_path, "tokenize", "RUN=r", models_dir=models_dir)
+    assert "stages." not in again
