@@ -38,7 +38,7 @@ RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) $
 # standard library only) and regenerated whenever code changes.
 STAGE_INPUTS_MK := .make/stage_inputs.mk
 ifneq ($(wildcard lib/stage_inputs.py),)
-$(STAGE_INPUTS_MK): $(wildcard lib/*.py stages/*.py)
+$(STAGE_INPUTS_MK): lib stages $(wildcard lib/*.py stages/*.py)  # the folders: a deleted module counts too
 	@mkdir -p $(@D) && $(PYTHON) -m lib.stage_inputs make-vars > $@.tmp && mv $@.tmp $@
 -include $(STAGE_INPUTS_MK)
 endif
