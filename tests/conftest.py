@@ -15,6 +15,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # two cores spin against each other and run 4x slower than one worker (measured).
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
+
+
+def pytest_collection_modifyitems(items):
+    """The longest file first (its module fixture runs `make smoke`, ~2 minutes): with
+    `--dist loadfile` one worker starts it at once while the other takes the rest."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_make.py")
+
+
 REPO = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO / "presets"
 TEMPLATES = REPO.parent / "shared" / "templates"  # the target model's chat templates, when present
