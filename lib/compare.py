@@ -19,6 +19,7 @@ from lib.artifacts import evaluation_file
 from lib.errors import InputError
 from lib.guard_formats import row_counted_safe
 from lib.io import atomic_write_json, atomic_write_text, read_jsonl
+from lib.report import pyplot
 from lib.stats import paired_difference
 
 FLIPPED_LISTED = 20  # ids listed per direction
@@ -138,11 +139,7 @@ def markdown(name: str, pairs: list[dict], plot: str | None) -> str:
 
 def plot_differences(pairs: list[dict], out: Path) -> None:
     """Each run's differences to the reference (GSM8K strict, flexible, safety) with their intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels, values, errors = [], [], [[], []]
     for pair in pairs:
         for label, value in (("GSM8K strict", pair["gsm8k"]["strict"]), ("GSM8K flexible", pair["gsm8k"]["flexible"]),

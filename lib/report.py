@@ -10,7 +10,7 @@ from lib.artifacts import REFINE_METRICS_FILE
 from lib.io import atomic_write_text
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -27,7 +27,7 @@ def plot_training_loss(train_log: Path, out: Path) -> bool:
     points = [(e["step"], e["loss"]) for e in entries if "loss" in e]
     if not points:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 3.5))
     axes.plot(*zip(*points), marker=".")
     axes.set_xlabel("optimizer step")
@@ -43,7 +43,7 @@ def plot_safety_by_hazard(by_hazard: dict, out: Path) -> bool:
     """Safety rate per hazard as horizontal bars; False when there are no hazards."""
     if not by_hazard:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     names = sorted(by_hazard)
     figure, axes = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2))
     axes.barh(names, [by_hazard[n]["safety_rate"] for n in names])
@@ -58,7 +58,7 @@ def plot_safety_by_hazard(by_hazard: dict, out: Path) -> bool:
 
 def plot_checkpoints(scores: list[dict], out: Path) -> None:
     """Accuracy and safety rate per evaluated checkpoint step."""
-    plt = _pyplot()
+    plt = pyplot()
     ordered = sorted(scores, key=lambda s: s["step"])
     steps = [s["step"] for s in ordered]
     figure, axes = plt.subplots(figsize=(6, 3.5))
@@ -75,7 +75,7 @@ def plot_checkpoints(scores: list[dict], out: Path) -> None:
 
 def plot_refine_yield(metrics: dict, out: Path) -> None:
     """Rejection sampling's yield: how many questions kept 0, 1, 2, ... sampled solutions."""
-    plt = _pyplot()
+    plt = pyplot()
     histogram = metrics["kept_per_question_histogram"]
     figure, axes = plt.subplots(figsize=(6, 3.2))
     axes.bar([int(k) for k in histogram], list(histogram.values()))
