@@ -89,7 +89,6 @@ class PrefixSharingEngine:
         self._first_probs: dict[int, list[float]] = {}
         self.sampling = sampling
         self._generators: dict[int, torch.Generator] = {}  # prompt index -> its own generator (sampling)
-        self._on_result = None  # called as each prompt finishes (set per generate call)
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], progress=None, seeds: list[int] | None = None,
@@ -118,17 +117,16 @@ class PrefixSharingEngine:
         # Longest suffixes first: similar lengths prefill together, and later (shorter) newcomers
         # fit into the columns the batch already has.
         pending = deque(range(len(prompts)) if in_order else sorted(range(len(prompts)), key=lambda i: -len(prompts[i])))
-        self._on_result = on_result
         results: list[Generated | None] = [None] * len(prompts)
         newcomers = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
         rows = self._prefill(prefix_len, prompts, newcomers, stats)
         while True:
-            free = self._retire_finished(rows, results, stats, progress)
+            free = self._retire_finished(rows, results, stats, progress, on_result)
             while free and pending:
                 newcomers = [pending.popleft() for _ in range(min(len(free), len(pending)))]
                 rows = place(rows, self._prefill(prefix_len, prompts, newcomers, stats), free[: len(newcomers)])
                 # A newcomer whose first token already ends it frees its slot again at once.
-                free = free[len(newcomers):] + self._retire_finished(rows, results, stats, progress)
+                free = free[len(newcomers):] + self._retire_finished(rows, results, stats, progress, on_result)
             if free:  # nothing left to start: drop the finished rows rather than decode them
                 drop(rows, free)
             if not rows.items:
@@ -207,7 +205,7 @@ class PrefixSharingEngine:
         return torch.cat([torch.multinomial(probs[row], 1, generator=self._generators[item])
                           for row, item in enumerate(items)]).cpu()
 
-    def _retire_finished(self, rows: Rows, results, stats: EngineStats, progress) -> list[int]:
+    def _retire_finished(self, rows: Rows, results, stats: EngineStats, progress, on_result) -> list[int]:
         """Record the rows that stopped; their slots are returned to be refilled or dropped."""
         free = []
         for row, item in enumerate(rows.items):
@@ -218,8 +216,8 @@ class PrefixSharingEngine:
                 continue
             outcome.first_token_probs = self._first_probs.pop(item, None)
             results[item] = outcome
-            if self._on_result is not None:
-                self._on_result(item, outcome)
+            if on_result is not None:
+                on_result(item, outcome)
             free.append(row)
             stats.generated_tokens += len(rows.generated[row])
             if progress is not None:

@@ -40,21 +40,14 @@ def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixS
     statistics cover the work this call did (not chunks finished by an earlier, interrupted call).
     """
     stats = EngineStats()
-    if not stream:
-        def generate_chunk(indices: list[int], bar) -> list[dict]:
-            outputs, chunk_stats = engine.generate([prompts[i] for i in indices], progress=bar,
-                                                   seeds=None if seeds is None else [seeds[i] for i in indices])
-            _add_stats(stats, chunk_stats)
-            return [vars(output) for output in outputs]
-
-        return run_resumable(ids, generate_chunk, partial_dir, fingerprint, chunk_size, progress_desc), stats
 
     def generate_chunks(chunks: list[list[int]], bar, finished) -> None:
-        order = [i for chunk in chunks for i in sorted(chunk, key=lambda i: -len(prompts[i]))]
-        outputs, call_stats = engine.generate(
-            [prompts[i] for i in order], progress=bar, seeds=None if seeds is None else [seeds[i] for i in order],
-            in_order=True, on_result=lambda position, output: finished(order[position], vars(output)))
-        _add_stats(stats, call_stats)
+        for calls in ([chunks] if stream else [[chunk] for chunk in chunks]):
+            order = [i for chunk in calls for i in sorted(chunk, key=lambda i: -len(prompts[i]))]
+            _, call_stats = engine.generate(
+                [prompts[i] for i in order], progress=bar, seeds=None if seeds is None else [seeds[i] for i in order],
+                in_order=True, on_result=lambda position, output: finished(order[position], vars(output)))
+            _add_stats(stats, call_stats)
 
     return _resumable(ids, generate_chunks, partial_dir, fingerprint, chunk_size, progress_desc), stats
 
