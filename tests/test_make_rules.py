@@ -106,11 +106,20 @@ def test_the_makefiles_evaluation_targets_are_the_artifact_maps_names():
         assert targets[stage] == {str(evaluation_file("a", stage, "preds", "x", tag)) for tag in ("", "_%")}, stage
 
 
+def _make(tmp_path, *args, models_dir=None, dry=False):
+    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
+    if models_dir:
+        env["MODELS_DIR"] = str(models_dir)
+    done = subprocess.run(["make", "--no-print-directory", *(["-n"] if dry else []), *args,
+                           f"ARTIFACTS={tmp_path / 'artifacts'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 def _stages_make_would_run(tmp_path, *args):
     """The stages `make -n summarize` lists (a dry run records a new run first, so its plan is the real one)."""
-    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
-    dry = subprocess.run(["make", "--no-print-directory", "-n", "summarize", f"ARTIFACTS={tmp_path / 'artifacts'}",
-                          *args], cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
+    dry = _make(tmp_path, "summarize", *args, dry=True)
     return [line.split("-m stages.")[1].split()[0] for line in dry.splitlines() if "-m stages." in line]
 
 
@@ -124,17 +133,6 @@ def test_strong_builds_its_refined_training_file_before_tokenize_only_when_it_is
     assert "refine" not in stages and stages[:2] == ["prep_fewshot", "tokenize"]
 
     assert "refine" not in _stages_make_would_run(tmp_path, "PRESET=demo", "RUN=d")  # the demo names no refined file
-
-
-def _make(tmp_path, *args, models_dir=None, dry=False):
-    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
-    if models_dir:
-        env["MODELS_DIR"] = str(models_dir)
-    done = subprocess.run(["make", "--no-print-directory", *(["-n"] if dry else []), *args,
-                           f"ARTIFACTS={tmp_path / 'artifacts'}"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
 
 
 def test_make_base_evaluates_the_base_model_without_any_training_stage(tmp_path):
