@@ -78,14 +78,19 @@ def compare_pair(reference: str, run: str, reference_rows: dict, run_rows: dict)
     return result
 
 
+def measures(pair: dict) -> list[tuple[str, str, str, dict]]:
+    """(measure, hazard, label, paired result) of one comparison in report order: GSM8K strict and
+    flexible, safety overall, then safety per hazard."""
+    found = [(f"gsm8k_{m}", "", f"GSM8K {m}", pair["gsm8k"][m]) for m in ("strict", "flexible")]
+    return found + [("safety", "", "safety", value) if key == "overall" else ("safety", key, f"safety: {key}", value)
+                    for key, value in pair["safety"].items() if key != "flipped"]
+
+
 def comparison_rows(pairs: list[dict]) -> list[dict]:
     """One CSV row per (run, measure): the measure's paired difference against the reference."""
     rows = []
     for pair in pairs:
-        measures = [(f"gsm8k_{m}", "", pair["gsm8k"][m]) for m in ("strict", "flexible")]
-        measures += [("safety", "" if key == "overall" else key, value) for key, value in pair["safety"].items()
-                     if key != "flipped"]
-        for measure, hazard, value in measures:
+        for measure, hazard, _, value in measures(pair):
             low, high = value["ci95"]
             rows.append({"reference": pair["reference"], "run": pair["run"], "measure": measure, "hazard": hazard,
                          "n": value["n"], "reference_rate": round(value["first_rate"], 4),
@@ -112,10 +117,7 @@ def markdown(name: str, pairs: list[dict], plot: str | None) -> str:
         ref, run = pair["reference"], pair["run"]
         lines += [f"## {run} vs {ref}", "", "| measure | n | reference | run | difference (95% CI) | gained | lost |"
                   " McNemar p | reading |", "|---|---|---|---|---|---|---|---|---|"]
-        measures = [("GSM8K strict", pair["gsm8k"]["strict"]), ("GSM8K flexible", pair["gsm8k"]["flexible"])]
-        measures += [("safety" if key == "overall" else f"safety: {key}", value)
-                     for key, value in pair["safety"].items() if key != "flipped"]
-        for label, value in measures:
+        for _, _, label, value in measures(pair):
             low, high = value["ci95"]
             lines.append(f"| {label} | {value['n']} | {value['first_rate']:.3f} | {value['second_rate']:.3f} |"
                          f" {value['difference']:+.3f} ({low:+.3f} to {high:+.3f}) | {value['fixed']} |"
@@ -142,8 +144,7 @@ def plot_differences(pairs: list[dict], out: Path) -> None:
     plt = pyplot()
     labels, values, errors = [], [], [[], []]
     for pair in pairs:
-        for label, value in (("GSM8K strict", pair["gsm8k"]["strict"]), ("GSM8K flexible", pair["gsm8k"]["flexible"]),
-                             ("safety", pair["safety"]["overall"])):
+        for _, _, label, value in [m for m in measures(pair) if not m[1]]:  # not per hazard
             low, high = value["ci95"]
             labels.append(f"{pair['run']}: {label}")
             values.append(value["difference"])
