@@ -4,33 +4,99 @@ The model runs with the attention function `prefix_shared` (registered through t
 AttentionInterface): each query attends to the shared prefix (per-layer keys/values of batch 1)
 and to its row's own cached tokens under one softmax. Reading the prefix once per step instead of
 once per row is what makes wide batches cheap.
+
+Two kernels compute the same thing:
+- "eager": scores in fp32 by matmul, one softmax over [prefix ; own], weights times values;
+- "fused": two fused attention calls, all rows' queries against the prefix as one sequence and each
+  row against its own keys, merged with their log-sum-exps (softmax over a union of key sets).
+  PyTorch's public `scaled_dot_product_attention` does not return the log-sum-exp, so this calls
+  the ATen op behind it (memory-efficient attention on CUDA, the flash kernel on CPU). Where that op
+  is missing or disagrees with the eager kernel on a probe, "auto" keeps the eager one.
+One call over [prefix ; own keys] would need the prefix copied into every row (a view cannot join
+two tensors along the key axis): that is plain `generate`'s layout, the baseline the benchmarks use.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import torch
 
 ATTENTION_NAME = "prefix_shared"
+KERNELS = ("auto", "eager", "fused")
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
-def shared_prefix(model, prefix_kv):
+def shared_prefix(model, prefix_kv, kernel: str = "auto"):
     """Run `model` with attention to `prefix_kv` (per-layer keys/values of batch 1) in front of
-    every row's own cache; restores the model's attention implementation afterwards."""
+    every row's own cache; restores the model's attention implementation afterwards.
+
+    kernel: "eager", "fused", or "auto" (fused on CUDA when its probe passes, eager elsewhere:
+    on the CPU the eager kernel is the one the engine's equality tests hold to)."""
     _register_attention()
     modules = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "k_proj")]
+    device = next(model.parameters()).device
+    chosen = resolve_kernel(kernel, device, next(model.parameters()).dtype)
     previous = model.config._attn_implementation
     model.set_attn_implementation(ATTENTION_NAME)
     for module in modules:
         module.shared_prefix_kv = prefix_kv[module.layer_idx] if prefix_kv else None
+        module.shared_prefix_kernel = chosen
     try:
         yield
     finally:
         for module in modules:
             module.shared_prefix_kv = None
+            module.shared_prefix_kernel = None
         model.set_attn_implementation(previous)
+
+
+_PROBED: dict[tuple[str, torch.dtype], str | None] = {}  # (device type, dtype) -> why fused failed, None if it works
+
+
+def resolve_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The kernel to run: an explicit choice as given; "auto" = fused on CUDA if its probe passes."""
+    if kernel not in KERNELS:
+        raise ValueError(f"attention kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
+    if kernel != "auto":
+        return kernel
+    if device.type != "cuda":
+        return "eager"
+    key = (device.type, dtype)
+    if key not in _PROBED:
+        _PROBED[key] = probe_fused(device, dtype)
+        if _PROBED[key] is not None:
+            log.warning("shared-prefix attention: fused kernel unavailable on %s %s (%s); using the eager one",
+                        device.type, dtype, _PROBED[key])
+    return "eager" if _PROBED[key] else "fused"
+
+
+def probe_fused(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Run both kernels on a small random case (GQA, left-masked rows, a fully masked query);
+    None when the fused one runs and agrees, else why not."""
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
+
+    batch, query_heads, kv_heads, length, dim, prefix_len, own_len = 3, 4, 2, 2, 64, 37, 21
+    try:
+        query, keys, values = rand(batch, query_heads, length, dim), rand(batch, kv_heads, own_len, dim), rand(
+            batch, kv_heads, own_len, dim)
+        prefix = (rand(1, kv_heads, prefix_len, dim), rand(1, kv_heads, prefix_len, dim))
+        mask = torch.ones(batch, 1, length, own_len, dtype=torch.bool, device=device)
+        mask[1, ..., :5] = False
+        mask[2, :, 0] = False  # a padded query position: no own key at all
+        fused = _fused_attention(query, keys, values, mask, prefix, dim ** -0.5)
+    except Exception as error:  # a probe: whatever stops the fused op (missing, unsupported shape) means eager
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    eager = _eager_attention(query, keys, values, mask, prefix, dim ** -0.5)
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    worst = float((fused.float() - eager.float()).abs().max())
+    return None if worst <= tolerance else f"differs from the eager kernel by {worst:.3g}"
 
 
 def _register_attention() -> None:
@@ -58,27 +124,99 @@ def prefix_shared_attention(module, query, key, value, attention_mask, scaling=N
     if prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    kernel = _fused_attention if getattr(module, "shared_prefix_kernel", None) == "fused" else _eager_attention
+    output = kernel(query, key, value, attention_mask, prefix, scale)
+    return output.transpose(1, 2).contiguous(), None
+
+
+def _grouped(query: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[B, Hq, q, D] -> [B, Hkv, groups*q, D]: query heads h*groups .. h*groups+groups-1 share
+    key/value head h (as repeat_kv orders them)."""
+    batch, query_heads, length, dim = query.shape
+    return query.reshape(batch, kv_heads, query_heads // kv_heads * length, dim)
+
+
+def _grouped_mask(attention_mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """[B, 1, q, S] -> [B, 1, groups*q, S], matching _grouped's order."""
+    batch, _, length, columns = attention_mask.shape
+    return attention_mask[:, :, None].expand(batch, 1, groups, length, columns).reshape(batch, 1, groups * length, columns)
+
+
+def _stacked(grouped: torch.Tensor) -> torch.Tensor:
+    """[B, Hkv, M, D] -> [Hkv, B*M, D]: against the prefix, all rows' queries of a head form one
+    matrix, so the prefix is read once (broadcasting over the batch would copy it for every row)."""
+    batch, kv_heads, rows, dim = grouped.shape
+    return grouped.transpose(0, 1).reshape(kv_heads, batch * rows, dim)
+
+
+def _unstacked(stacked: torch.Tensor, batch: int) -> torch.Tensor:
+    """Inverse of _stacked for [Hkv, B*M, ...]."""
+    kv_heads, rows = stacked.shape[:2]
+    return stacked.reshape(kv_heads, batch, rows // batch, *stacked.shape[2:]).transpose(0, 1)
+
+
+def _eager_attention(query, key, value, attention_mask, prefix, scale) -> torch.Tensor:
+    """[B, Hq, q, D] by matmul and one softmax over [prefix ; own]."""
     prefix_keys, prefix_values = prefix
     batch, query_heads, length, dim = query.shape
     kv_heads = key.shape[1]
-    groups = query_heads // kv_heads
-    scale = scaling if scaling is not None else dim ** -0.5
-    # Query heads h*groups .. h*groups+groups-1 share key/value head h (as repeat_kv orders them).
-    grouped = query.reshape(batch, kv_heads, groups * length, dim)
-    # Against the prefix, all rows' queries of a head form one matrix: one product per head,
-    # the prefix read once (broadcasting over the batch would copy it for every row).
+    grouped = _grouped(query, kv_heads)
     # Scores in fp32 (from bf16 inputs too): rounding them to bf16 before the softmax would move
     # the weights by up to ~0.4% of a logit's scale, enough to flip near-ties against `generate`.
-    rows_by_head = grouped.transpose(0, 1).reshape(kv_heads, batch * groups * length, dim).float()
-    prefix_scores = torch.bmm(rows_by_head, prefix_keys[0].transpose(-1, -2).float()) * scale
-    prefix_scores = prefix_scores.reshape(kv_heads, batch, groups * length, -1).transpose(0, 1)
+    prefix_scores = _unstacked(torch.bmm(_stacked(grouped).float(), prefix_keys[0].transpose(-1, -2).float()) * scale,
+                               batch)
     own_scores = torch.matmul(grouped.float(), key.transpose(-1, -2).float()) * scale
     if attention_mask is not None:
-        allowed = attention_mask[:, :, None].expand(batch, 1, groups, length, key.shape[2])
-        own_scores = own_scores.masked_fill(~allowed.reshape(batch, 1, groups * length, key.shape[2]), float("-inf"))
+        own_scores = own_scores.masked_fill(~_grouped_mask(attention_mask, query_heads // kv_heads), float("-inf"))
     weights = torch.cat([prefix_scores, own_scores], dim=-1).softmax(dim=-1).to(query.dtype)
     split = prefix_keys.shape[2]
-    prefix_weights = weights[..., :split].transpose(0, 1).reshape(kv_heads, batch * groups * length, split)
-    from_prefix = torch.bmm(prefix_weights, prefix_values[0]).reshape(kv_heads, batch, groups * length, dim)
-    output = from_prefix.transpose(0, 1) + torch.matmul(weights[..., split:], value)
-    return output.reshape(batch, query_heads, length, dim).transpose(1, 2).contiguous(), None
+    from_prefix = _unstacked(torch.bmm(_stacked(weights[..., :split]), prefix_values[0]), batch)
+    output = from_prefix + torch.matmul(weights[..., split:], value)
+    return output.reshape(batch, query_heads, length, dim)
+
+
+def _fused_attention(query, key, value, attention_mask, prefix, scale) -> torch.Tensor:
+    """[B, Hq, q, D] from two fused attention calls merged by their log-sum-exps, in fp32."""
+    prefix_keys, prefix_values = prefix
+    batch, query_heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = _grouped(query, kv_heads)
+    from_prefix, prefix_lse = _attention_with_lse(_stacked(grouped)[None], prefix_keys, prefix_values, None, scale)
+    from_prefix, prefix_lse = _unstacked(from_prefix[0], batch), _unstacked(prefix_lse[0], batch)
+    bias, has_keys = None, None
+    if attention_mask is not None:
+        allowed = _grouped_mask(attention_mask, query_heads // kv_heads)
+        bias = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device).masked_fill(~allowed, float("-inf"))
+        has_keys = allowed.any(-1)  # [B, 1, M]; a padded query position may see no own key
+    from_own, own_lse = _attention_with_lse(grouped, key, value, bias, scale)
+    if has_keys is not None:  # the kernels report such a row with lse 0: it must weigh nothing
+        own_lse = own_lse.masked_fill(~has_keys, float("-inf"))
+    top = torch.maximum(prefix_lse, own_lse)
+    prefix_weight, own_weight = (prefix_lse - top).exp()[..., None], (own_lse - top).exp()[..., None]
+    merged = (from_prefix.float() * prefix_weight + from_own.float().nan_to_num() * own_weight) / (
+        prefix_weight + own_weight)
+    return merged.to(query.dtype).reshape(batch, query_heads, length, dim)
+
+
+def _attention_with_lse(query, key, value, bias, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax(q k^T * scale + bias) v, log-sum-exp of the scores in fp32) for [N, H, M, D] inputs;
+    bias additive [N, 1, M, S] or None."""
+    if bias is not None:
+        bias = bias.expand(query.shape[0], query.shape[1], *bias.shape[2:])
+    if query.device.type == "cuda":
+        if bias is not None:
+            bias = _aligned_bias(bias)
+        output, lse = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, True,
+                                                                             scale=scale)[:2]
+        return output, lse[..., : query.shape[2]]  # the kernel pads lse's query axis
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=bias, scale=scale)
+
+
+def _aligned_bias(bias: torch.Tensor) -> torch.Tensor:
+    """The memory-efficient kernel reads the bias in rows aligned to 16 elements (what the public
+    SDPA arranges before calling it): the same values in a buffer whose rows are padded."""
+    columns = bias.shape[-1]
+    padded = bias.new_zeros(*bias.shape[:-1], -(-columns // 16) * 16)
+    padded[..., :columns] = bias
+    return padded[..., :columns]

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.prefix_attention import prefix_shared_attention
+from lib import prefix_attention
+from lib.prefix_attention import prefix_shared_attention, probe_fused, resolve_kernel
 
 
 def _reference(query, prefix_keys, prefix_values, keys, values, own_mask, scale):
@@ -20,8 +21,13 @@ def _reference(query, prefix_keys, prefix_values, keys, values, own_mask, scale)
     return F.scaled_dot_product_attention(query, full_keys, full_values, attn_mask=mask, scale=scale).transpose(1, 2)
 
 
-@pytest.mark.parametrize("query_length", [1, 3])  # a decode step; a prefill of 3 tokens under a causal mask
-def test_prefix_shared_attention_equals_sdpa_over_the_concatenated_keys(query_length):
+@pytest.mark.parametrize("kernel", ["eager", "fused"])
+@pytest.mark.parametrize("query_length, last_start", [
+    (1, 3),  # a decode step
+    (3, 3),  # a prefill of 3 tokens under a causal mask
+    (3, 4),  # ... where row 2's first query is padding: no own key, the prefix only
+])
+def test_prefix_shared_attention_equals_sdpa_over_the_concatenated_keys(query_length, last_start, kernel):
     generator = torch.Generator().manual_seed(0)
     batch, query_heads, kv_heads, dim, prefix_len, own_len = 3, 4, 2, 8, 5, 6
 
@@ -32,12 +38,12 @@ def test_prefix_shared_attention_equals_sdpa_over_the_concatenated_keys(query_le
         batch, kv_heads, own_len, dim)
     prefix_keys, prefix_values = rand(1, kv_heads, prefix_len, dim), rand(1, kv_heads, prefix_len, dim)
     # Rows right-aligned with masked columns on the left (row 0 uses all, row 2 the last 3), causal in the tail.
-    starts = torch.tensor([0, 2, 3])
+    starts = torch.tensor([0, 2, last_start])
     columns = torch.arange(own_len)
     query_at = own_len - query_length + torch.arange(query_length)
     own_mask = (columns[None, None, :] >= starts[:, None, None]) & (columns[None, None, :] <= query_at[None, :, None])
     own_mask = own_mask[:, None]  # [batch, 1, q, own]
-    module = SimpleNamespace(shared_prefix_kv=(prefix_keys, prefix_values))
+    module = SimpleNamespace(shared_prefix_kv=(prefix_keys, prefix_values), shared_prefix_kernel=kernel)
 
     output, _ = prefix_shared_attention(module, query, keys, values, own_mask, scaling=0.3)
 
@@ -59,3 +65,31 @@ def test_prefix_shared_attention_without_a_prefix_is_plain_sdpa():
     expected = F.scaled_dot_product_attention(query, keys.repeat_interleave(2, 1), values.repeat_interleave(2, 1),
                                               attn_mask=mask).transpose(1, 2)
     torch.testing.assert_close(output, expected)
+
+
+def test_auto_kernel_is_eager_on_the_cpu_and_names_are_checked():
+    assert resolve_kernel("auto", torch.device("cpu"), torch.float32) == "eager"
+    assert resolve_kernel("fused", torch.device("cpu"), torch.float32) == "fused"
+    with pytest.raises(ValueError, match="expected one of auto, eager, fused"):
+        resolve_kernel("flash", torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernel_probe_passes_where_its_op_exists(dtype):
+    assert probe_fused(torch.device("cpu"), dtype) is None
+
+
+def test_probe_reports_why_the_fused_kernel_cannot_run(monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("no kernel for these inputs")
+
+    monkeypatch.setattr(prefix_attention, "_attention_with_lse", unavailable)
+    assert probe_fused(torch.device("cpu"), torch.float32) == "RuntimeError: no kernel for these inputs"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where CUDA cannot run the probe")
+def test_auto_on_a_device_the_probe_cannot_use_falls_back_to_eager_and_says_why(monkeypatch, caplog):
+    monkeypatch.setattr(prefix_attention, "_PROBED", {})
+    with caplog.at_level("WARNING"):
+        assert resolve_kernel("auto", torch.device("cuda"), torch.bfloat16) == "eager"
+    assert "fused kernel unavailable on cuda torch.bfloat16" in caplog.text
