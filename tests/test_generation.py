@@ -30,9 +30,11 @@ def _one_by_one(model, tokenizer, prompt, max_new_tokens):
     return tokens, out.scores
 
 
-def test_engine_matches_one_by_one_generate(smollm2, smollm2_tokenizer):
+@pytest.mark.parametrize("attention", ["eager", "fused"])
+def test_engine_matches_one_by_one_generate(smollm2, smollm2_tokenizer, attention):
     prompts = _prompts(smollm2_tokenizer, 5)
-    engine = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=24, batch_size=3)  # 6 prompts: refills
+    engine = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=24, batch_size=3,  # 6 prompts: refills
+                                 attention=attention)
     results, stats = engine.generate(prompts)
     for prompt, result in zip(prompts, results):
         expected, scores = _one_by_one(smollm2, smollm2_tokenizer, prompt, 24)
@@ -46,6 +48,31 @@ def test_engine_matches_one_by_one_generate(smollm2, smollm2_tokenizer):
     assert stats.decode_wasted == 0 and stats.prompts == 6
     assert stats.prefix_tokens == common_prefix_length(prompts) > 0
     assert stats.prefill_tokens_per_prompt() < sum(map(len, prompts)) / len(prompts)
+
+
+def test_decode_blocks_give_the_same_results_and_count_what_they_waste(smollm2, smollm2_tokenizer, monkeypatch):
+    prompts = _prompts(smollm2_tokenizer, 5)
+    stop = "apples"  # ends most answers mid-block, on a token the host must find inside the block
+    stepwise, stepwise_stats = PrefixSharingEngine(smollm2, smollm2_tokenizer, 24, 3,
+                                                   stop_strings=(stop,)).generate(prompts)
+    engine = PrefixSharingEngine(smollm2, smollm2_tokenizer, 24, 3, stop_strings=(stop,), steps_per_sync=5)
+    calls = {"_decode_block": 0, "_decode_step": 0}
+    for name in calls:
+        original = getattr(engine, name)
+
+        def counted(*args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(*args)
+        monkeypatch.setattr(engine, name, counted)
+
+    blocked, stats = engine.generate(prompts)
+
+    assert [(r.token_ids, r.text, r.stop_reason) for r in blocked] == [
+        (r.token_ids, r.text, r.stop_reason) for r in stepwise]
+    assert {r.stop_reason for r in blocked} >= {"stop_string"}
+    assert calls["_decode_step"] >= 3 * calls["_decode_block"]  # host reads once per block, not per step
+    assert stepwise_stats.decode_wasted == 0 < stats.decode_wasted
+    assert stats.decode_positions - stats.decode_wasted == stepwise_stats.decode_positions
 
 
 def test_stop_strings_end_a_sequence_and_cut_the_text(smollm2, smollm2_tokenizer):
