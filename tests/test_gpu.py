@@ -1,4 +1,5 @@
-"""On CUDA only (`pytest -m gpu`; skipped elsewhere): the engine against one-by-one `generate` in bf16.
+"""On CUDA only (`pytest -m gpu`; skipped elsewhere): the engine against one-by-one `generate` in bf16,
+with each attention kernel, and the host waiting for the device once per block of decode steps.
 
 In bf16 a batched run and a single-sequence run round differently, so tokens may part where the
 top two logits are within a few bf16 steps of each other. The checks: parsed answers equal on at
@@ -6,12 +7,14 @@ least 97% of the prompts, and every first divergence at such a near-tie.
 """
 
 import math
+import warnings
 
 import pytest
 import torch
 
 from conftest import make_problems
 from lib.generation import PrefixSharingEngine
+from lib.prefix_attention import probe_fused
 from lib.gsm8k import strict_answer
 from lib.prompts import gsm8k_messages
 
@@ -31,8 +34,8 @@ def _prompts(tokenizer, count: int) -> list[list[int]]:
             for p in make_problems(count)]
 
 
-def _engine_against_generate(model, tokenizer, prompts, max_new_tokens: int = 48):
-    engine = PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size=16)
+def _engine_against_generate(model, tokenizer, prompts, max_new_tokens: int = 48, attention: str = "auto"):
+    engine = PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size=16, attention=attention)
     results, _ = engine.generate(prompts)
     agree, unexplained = 0, []
     for number, (prompt, result) in enumerate(zip(prompts, results)):
@@ -54,13 +57,45 @@ def _engine_against_generate(model, tokenizer, prompts, max_new_tokens: int = 48
     return agree, unexplained
 
 
-def test_engine_matches_generate_in_bf16_on_the_embedded_model(smollm2_dir, smollm2_tokenizer):
+@pytest.fixture(scope="module")
+def smollm2_bf16(smollm2_dir):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.bfloat16).cuda().eval()
+    return AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.bfloat16).cuda().eval()
+
+
+def test_fused_kernel_runs_on_cuda_and_agrees_with_the_eager_one():
+    assert probe_fused(torch.device("cuda"), torch.bfloat16) is None
+    assert probe_fused(torch.device("cuda"), torch.float32) is None
+
+
+@pytest.mark.parametrize("attention", ["eager", "fused"])
+def test_engine_matches_generate_in_bf16_on_the_embedded_model(smollm2_bf16, smollm2_tokenizer, attention):
     prompts = _prompts(smollm2_tokenizer, 64)
-    agree, unexplained = _engine_against_generate(model, smollm2_tokenizer, prompts)
+    agree, unexplained = _engine_against_generate(smollm2_bf16, smollm2_tokenizer, prompts, attention=attention)
     assert agree >= 0.97 * len(prompts) and not unexplained, (agree, unexplained)
+
+
+def _host_waits(engine, prompts) -> tuple[int, int]:
+    """(synchronizing CUDA calls, decode steps) of one engine run."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, stats = engine.generate(prompts)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    waits = sum("synchronizing" in str(w.message).lower() for w in caught)
+    return waits, stats.decode_positions // max(stats.prompts, 1)
+
+
+def test_the_host_waits_for_the_device_per_block_not_per_step(smollm2_bf16, smollm2_tokenizer):
+    prompts = _prompts(smollm2_tokenizer, 16)
+    stepwise = _host_waits(PrefixSharingEngine(smollm2_bf16, smollm2_tokenizer, 48, 16, steps_per_sync=1), prompts)
+    blocked = _host_waits(PrefixSharingEngine(smollm2_bf16, smollm2_tokenizer, 48, 16, steps_per_sync=8), prompts)
+    assert stepwise[0] > 0, "the sync debug mode reported nothing: the check would prove nothing"
+    # Waits per decode step: at least 4x fewer with blocks of 8 (prefills still read their first tokens).
+    assert blocked[0] / blocked[1] <= stepwise[0] / stepwise[1] / 4, (stepwise, blocked)
 
 
 def test_engine_matches_generate_in_bf16_on_a_tiny_random_qwen3(smollm2_tokenizer):

@@ -5,9 +5,10 @@
 
 The same k-shot GSM8K prompts (real test questions and a pool drawn from the real train split
 when ../shared/data/gsm8k exists, else the demo set), the embedded SmolLM2-135M-Instruct on CPU (fp32
-unless --dtype bfloat16), greedy decoding. Prints generated tokens/s of both, their ratio, whether the parsed
-answers agree, prefill positions computed per question, and the share of computed positions
-wasted on padding or on sequences that had already stopped.
+unless --dtype bfloat16), greedy decoding, the engine with each shared-prefix attention kernel
+(eager matmul; fused calls merged by log-sum-exp). Prints generated tokens/s of each, their
+ratio to one-by-one generate, whether the parsed answers agree, prefill positions computed per
+question, and the share of computed positions wasted on padding or on sequences that had already stopped.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64], help="engine batch sizes to measure")
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--attention", nargs="+", choices=["eager", "fused"], default=["eager", "fused"],
+                        help="shared-prefix attention kernels to measure")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="model dtype for both (bf16 is fast on CPUs with AMX, but not bit-exact)")
     parser.add_argument("--baseline-questions", type=int, default=None,
@@ -62,9 +65,10 @@ def main() -> None:
 
     runs = {}
     for batch in options.batch:
-        engine = PrefixSharingEngine(model, tokenizer, options.max_new_tokens, batch)
-        with tqdm(total=len(prompts), desc=f"engine, batch {batch}") as bar:
-            runs[batch] = engine.generate(prompts, progress=bar)
+        for attention in options.attention:
+            engine = PrefixSharingEngine(model, tokenizer, options.max_new_tokens, batch, attention=attention)
+            with tqdm(total=len(prompts), desc=f"engine, batch {batch}, {attention}") as bar:
+                runs[batch, attention] = engine.generate(prompts, progress=bar)
 
     count = options.baseline_questions or len(prompts)
     baseline_tokens, baseline_answers, start = 0, [], time.perf_counter()
@@ -86,14 +90,19 @@ def main() -> None:
           f" prompts of {prompt_len:.0f} tokens on average, SmolLM2-135M {options.dtype} on CPU,"
           f" max_new_tokens {options.max_new_tokens} ({looped} answers hit it)")
     print(f"one-by-one generate:  {baseline_tps:7.1f} generated tokens/s ({count} questions)")
-    for batch, (results, stats) in runs.items():
+    for (batch, attention), (results, stats) in runs.items():
         engine_tps = stats.generated_tokens / stats.seconds
         agree = sum(a == strict_answer(r.text) for a, r in zip(baseline_answers, results))
-        print(f"engine, batch {batch:<3}    {engine_tps:7.1f} generated tokens/s -> x{engine_tps / baseline_tps:.2f}"
+        print(f"engine, batch {batch:<3} {attention:<5} {engine_tps:7.1f} generated tokens/s -> x{engine_tps / baseline_tps:.2f}"
               f" (goal >= 6); parsed answers identical {agree}/{count};"
               f" prefill positions per question {stats.prefill_tokens_per_prompt():.0f} (one-by-one {prompt_len:.0f},"
               f" shared prefix of {stats.prefix_tokens} counted once); wasted positions {stats.wasted_share():.1%}"
               f" (padding {stats.prefill_padding}, after stop {stats.decode_wasted}; goal <= 20%)")
+    for batch in options.batch:
+        if ("eager", "fused") == tuple(options.attention[:2]):
+            eager, fused = runs[batch, "eager"][0], runs[batch, "fused"][0]
+            same = sum(e.token_ids == f.token_ids for e, f in zip(eager, fused))
+            print(f"batch {batch}: fused kernel's tokens identical to the eager kernel's on {same}/{len(eager)} questions")
 
 
 if __name__ == "__main__":
