@@ -204,7 +204,7 @@ def _attention_with_lse(query, key, value, bias, scale) -> tuple[torch.Tensor, t
     bias additive [N, 1, M, S] or None."""
     if bias is not None:
         bias = bias.expand(query.shape[0], query.shape[1], *bias.shape[2:])
-    if query.device.type == "cuda":
+    if query.device.type in ("cuda", "meta"):  # meta: the CUDA op's shapes, checkable without a GPU
         if bias is not None:
             bias = _aligned_bias(bias)
         output, lse = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, True,

@@ -93,3 +93,14 @@ def test_auto_on_a_device_the_probe_cannot_use_falls_back_to_eager_and_says_why(
     with caplog.at_level("WARNING"):
         assert resolve_kernel("auto", torch.device("cuda"), torch.bfloat16) == "eager"
     assert "fused kernel unavailable on cuda torch.bfloat16" in caplog.text
+
+
+def test_the_cuda_branch_of_the_fused_kernel_has_the_right_shapes_on_meta_tensors():
+    # The meta device runs the CUDA op's shape function (lse padded to 32 queries): no values, no GPU.
+    batch, query_heads, kv_heads, length, dim = 3, 8, 2, 5, 64
+    query = torch.empty(batch, query_heads, length, dim, device="meta", dtype=torch.bfloat16)
+    keys = values = torch.empty(batch, kv_heads, 37, dim, device="meta", dtype=torch.bfloat16)
+    prefix = (torch.empty(1, kv_heads, 50, dim, device="meta", dtype=torch.bfloat16),) * 2
+    mask = torch.ones(batch, 1, length, 37, dtype=torch.bool, device="meta")
+    output = prefix_attention._fused_attention(query, keys, values, mask, prefix, dim ** -0.5)
+    assert output.shape == (batch, query_heads, length, dim) and output.dtype == torch.bfloat16
