@@ -38,8 +38,8 @@ def shared_prefix(model, prefix_kv, kernel: str = "auto"):
     on the CPU the eager kernel is the one the engine's equality tests hold to)."""
     _register_attention()
     modules = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "k_proj")]
-    device = next(model.parameters()).device
-    chosen = resolve_kernel(kernel, device, next(model.parameters()).dtype)
+    parameter = next(model.parameters())
+    chosen = resolve_kernel(kernel, parameter.device, parameter.dtype, attention_heads(model.config))
     previous = model.config._attn_implementation
     model.set_attn_implementation(ATTENTION_NAME)
     for module in modules:
@@ -54,35 +54,45 @@ def shared_prefix(model, prefix_kv, kernel: str = "auto"):
         model.set_attn_implementation(previous)
 
 
-_PROBED: dict[tuple[str, torch.dtype], str | None] = {}  # (device type, dtype) -> why fused failed, None if it works
+_PROBED: dict[tuple, str | None] = {}  # (device type, dtype, heads) -> why fused failed, None if it works
+PROBE_HEADS = (4, 2, 64)
 
 
-def resolve_kernel(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The kernel to run: an explicit choice as given; "auto" = fused on CUDA if its probe passes."""
+def attention_heads(config) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head dim) of a decoder config."""
+    query_heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // query_heads
+    return query_heads, getattr(config, "num_key_value_heads", None) or query_heads, head_dim
+
+
+def resolve_kernel(kernel: str, device: torch.device, dtype: torch.dtype,
+                   heads: tuple[int, int, int] = PROBE_HEADS) -> str:
+    """The kernel to run: an explicit choice as given; "auto" = fused on CUDA if its probe passes
+    (at the model's head counts and head dim, which decide which kernels the op can use)."""
     if kernel not in KERNELS:
         raise ValueError(f"attention kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
     if kernel != "auto":
         return kernel
     if device.type != "cuda":
         return "eager"
-    key = (device.type, dtype)
+    key = (device.type, dtype, heads)
     if key not in _PROBED:
-        _PROBED[key] = probe_fused(device, dtype)
+        _PROBED[key] = probe_fused(device, dtype, heads)
         if _PROBED[key] is not None:
             log.warning("shared-prefix attention: fused kernel unavailable on %s %s (%s); using the eager one",
                         device.type, dtype, _PROBED[key])
     return "eager" if _PROBED[key] else "fused"
 
 
-def probe_fused(device: torch.device, dtype: torch.dtype) -> str | None:
-    """Run both kernels on a small random case (GQA, left-masked rows, a fully masked query);
-    None when the fused one runs and agrees, else why not."""
+def probe_fused(device: torch.device, dtype: torch.dtype, heads: tuple[int, int, int] = PROBE_HEADS) -> str | None:
+    """Run both kernels on a small random case with these heads (left-masked rows, a fully masked
+    query); None when the fused one runs and agrees, else why not."""
     generator = torch.Generator().manual_seed(0)
 
     def rand(*shape):
         return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
 
-    batch, query_heads, kv_heads, length, dim, prefix_len, own_len = 3, 4, 2, 2, 64, 37, 21
+    (query_heads, kv_heads, dim), batch, length, prefix_len, own_len = heads, 3, 2, 37, 21
     try:
         query, keys, values = rand(batch, query_heads, length, dim), rand(batch, kv_heads, own_len, dim), rand(
             batch, kv_heads, own_len, dim)

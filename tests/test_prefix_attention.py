@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lib import prefix_attention
-from lib.prefix_attention import prefix_shared_attention, probe_fused, resolve_kernel
+from lib.prefix_attention import attention_heads, prefix_shared_attention, probe_fused, resolve_kernel
 
 
 def _reference(query, prefix_keys, prefix_values, keys, values, own_mask, scale):
@@ -77,6 +77,15 @@ def test_auto_kernel_is_eager_on_the_cpu_and_names_are_checked():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_kernel_probe_passes_where_its_op_exists(dtype):
     assert probe_fused(torch.device("cpu"), dtype) is None
+    assert probe_fused(torch.device("cpu"), dtype, (32, 8, 128)) is None  # Qwen3-4B's heads
+
+
+def test_the_probe_uses_the_models_own_heads():
+    from transformers import LlamaConfig, Qwen3Config
+
+    assert attention_heads(Qwen3Config(hidden_size=2560, num_attention_heads=32, num_key_value_heads=8,
+                                       head_dim=128)) == (32, 8, 128)  # head_dim is not hidden / heads here
+    assert attention_heads(LlamaConfig(hidden_size=576, num_attention_heads=9, num_key_value_heads=3)) == (9, 3, 64)
 
 
 def test_probe_reports_why_the_fused_kernel_cannot_run(monkeypatch):
