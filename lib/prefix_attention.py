@@ -10,8 +10,9 @@ Two kernels compute the same thing:
 - "fused": two fused attention calls, all rows' queries against the prefix as one sequence and each
   row against its own keys, merged with their log-sum-exps (softmax over a union of key sets).
   PyTorch's public `scaled_dot_product_attention` does not return the log-sum-exp, so this calls
-  the ATen op behind it (memory-efficient attention on CUDA, the flash kernel on CPU). Where that op
-  is missing or disagrees with the eager kernel on a probe, "auto" keeps the eager one.
+  the ATen op behind it (memory-efficient attention on CUDA, the flash kernel on CPU). "auto" uses
+  it wherever a probe at the model's head shape runs and agrees with the eager kernel (on the CPU
+  too: same tokens as eager on 64/64 real GSM8K questions, ~6-9% faster), else the eager one.
 One call over [prefix ; own keys] would need the prefix copied into every row (a view cannot join
 two tensors along the key axis): that is plain `generate`'s layout, the baseline the benchmarks use.
 """
@@ -34,8 +35,7 @@ def shared_prefix(model, prefix_kv, kernel: str = "auto"):
     """Run `model` with attention to `prefix_kv` (per-layer keys/values of batch 1) in front of
     every row's own cache; restores the model's attention implementation afterwards.
 
-    kernel: "eager", "fused", or "auto" (fused on CUDA when its probe passes, eager elsewhere:
-    on the CPU the eager kernel is the one the engine's equality tests hold to)."""
+    kernel: "eager", "fused", or "auto" (fused when its probe passes on this device, else eager)."""
     _register_attention()
     modules = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "k_proj")]
     parameter = next(model.parameters())
@@ -67,14 +67,12 @@ def attention_heads(config) -> tuple[int, int, int]:
 
 def resolve_kernel(kernel: str, device: torch.device, dtype: torch.dtype,
                    heads: tuple[int, int, int] = PROBE_HEADS) -> str:
-    """The kernel to run: an explicit choice as given; "auto" = fused on CUDA if its probe passes
-    (at the model's head counts and head dim, which decide which kernels the op can use)."""
+    """The kernel to run: an explicit choice as given; "auto" = fused if its probe passes on this
+    device (at the model's head counts and head dim, which decide which kernels the op can use)."""
     if kernel not in KERNELS:
         raise ValueError(f"attention kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
     if kernel != "auto":
         return kernel
-    if device.type != "cuda":
-        return "eager"
     key = (device.type, dtype, heads)
     if key not in _PROBED:
         _PROBED[key] = probe_fused(device, dtype, heads)

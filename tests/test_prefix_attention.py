@@ -67,9 +67,9 @@ def test_prefix_shared_attention_without_a_prefix_is_plain_sdpa():
     torch.testing.assert_close(output, expected)
 
 
-def test_auto_kernel_is_eager_on_the_cpu_and_names_are_checked():
-    assert resolve_kernel("auto", torch.device("cpu"), torch.float32) == "eager"
-    assert resolve_kernel("fused", torch.device("cpu"), torch.float32) == "fused"
+def test_auto_kernel_is_fused_where_its_probe_passes_and_names_are_checked():
+    assert resolve_kernel("auto", torch.device("cpu"), torch.float32) == "fused"
+    assert resolve_kernel("eager", torch.device("cpu"), torch.float32) == "eager"
     with pytest.raises(ValueError, match="expected one of auto, eager, fused"):
         resolve_kernel("flash", torch.device("cpu"), torch.float32)
 
