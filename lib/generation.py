@@ -33,7 +33,7 @@ import torch
 
 from lib.errors import InputError
 from lib.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
-from lib.prefix_attention import shared_prefix
+from lib.prefix_attention import attention_heads, resolve_kernel, shared_prefix
 
 
 PREFILL_ROWS = 8  # prompts prefilled per forward pass: enough work per pass, little padding
@@ -101,6 +101,11 @@ class PrefixSharingEngine:
         self.attention = attention  # shared-prefix attention kernel (lib/prefix_attention.py)
         self.steps_per_sync = steps_per_sync or (CUDA_STEPS_PER_SYNC if self.device.type == "cuda" else 1)
         self._stopped_rows: dict[int, Generated] = {}  # prompt index -> its result, found but not yet retired
+
+    def attention_kernel(self) -> str:
+        """The shared-prefix attention kernel this engine runs ("auto" resolved), for the records."""
+        parameter = next(self.model.parameters())
+        return resolve_kernel(self.attention, parameter.device, parameter.dtype, attention_heads(self.model.config))
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], progress=None, seeds: list[int] | None = None,

@@ -211,9 +211,11 @@ def already_done(preds: Path, metrics: Path, fingerprint: str) -> bool:
 
 def generate_for_evaluation(model_config, eval_config, double_quant: bool, models_dir: Path, run_dir: Path,
                             target: EvalTarget, conversations: list[list[dict]], ids: list[str], fingerprint: str,
-                            task: str, sampling: Sampling | None = None, seeds: list[int] | None = None):
+                            task: str, sampling: Sampling | None = None, seeds: list[int] | None = None,
+                            attention: str = "auto"):
     """Load the model, render the chat prompts, generate resumably: (outputs | None, stats, settings).
-    Greedy, or with `sampling` one draw per conversation from its own seed (`seeds`)."""
+    Greedy, or with `sampling` one draw per conversation from its own seed (`seeds`); `attention`
+    is the engine's kernel (hardware.attention)."""
     from lib.models import load_for_inference, resolve_model_path
 
     dtype = resolve_eval_dtype(eval_config.dtype)
@@ -224,7 +226,7 @@ def generate_for_evaluation(model_config, eval_config, double_quant: bool, model
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
                for c in conversations]
     engine = choose_generator(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,
-                              tuple(eval_config.stop_strings), label=task, sampling=sampling)
+                              tuple(eval_config.stop_strings), label=task, sampling=sampling, attention=attention)
     outputs, stats = generate_resumable(prompts, ids, engine, run_dir / f"partial_{task}{target.tag}", fingerprint,
                                         eval_config.chunk_size, task, seeds)
     settings = {
@@ -232,6 +234,7 @@ def generate_for_evaluation(model_config, eval_config, double_quant: bool, model
         "model_format": eval_config.model_format if target.adapter else "base",
         "dtype": str(dtype).removeprefix("torch."), "greedy": sampling is None,
         **({"sampling": vars(sampling)} if sampling else {}), "generator": type(engine).__name__,
+        "attention": engine.attention_kernel(),
         "max_new_tokens": eval_config.max_new_tokens, "batch_size": eval_config.batch_size,
         "stop_strings": list(eval_config.stop_strings), "eos_token_ids": sorted(engine.eos),
         "processes": process_state().num_processes,

@@ -313,8 +313,9 @@ def classify(model, tokenizer, inputs: list[list[int]], safe_index: int, batch_s
 
 
 def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety, chunk_size: int, partial: Path,
-                    fingerprint: str) -> tuple[list[dict] | None, dict]:
-    """Label every response: (rows on the main process, None elsewhere; the judge record for the metrics)."""
+                    fingerprint: str, attention: str = "auto") -> tuple[list[dict] | None, dict]:
+    """Label every response: (rows on the main process, None elsewhere; the judge record for the metrics).
+    `attention`: the engine's kernel for a generative judge (hardware.attention)."""
     from transformers import AutoTokenizer
 
     from lib.batched_generate import choose_generator
@@ -362,8 +363,8 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
 
     prompts = [guard_input(r) for r in responses]
     generator = choose_generator(model, tokenizer, prompts, safety.max_new_tokens, safety.batch_size,
-                                 score_token_ids=tokens.token_ids, label="score_safety")
-    record["generator"] = type(generator).__name__
+                                 score_token_ids=tokens.token_ids, label="score_safety", attention=attention)
+    record.update(generator=type(generator).__name__, attention=generator.attention_kernel())
     # Chunk by chunk (stream=False): verdicts are short, and each score then repeats to the last digit.
     outputs, _ = generate_resumable(prompts, ids, generator, partial, fingerprint, chunk_size, "score_safety",
                                     stream=False)

@@ -33,16 +33,16 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
         "quant.double_quant",  # an nf4 evaluation loads the base as it was trained
-        "hardware.device",
+        "hardware.device", "hardware.attention",
     ),
     "refine": (  # its file's own fingerprint leaves out batch and chunk sizes (lib/refine.py)
         "model", "data.gsm8k_train", "data.gsm8k_test", "data.gsm8k_hub_config", "data.refined_train",
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval", "refine",
-        "hardware.device",
+        "hardware.device", "hardware.attention",
     ),
     "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant.double_quant",
-                         "hardware.device"),
-    "score_safety": ("safety", "eval.chunk_size", "eval.adapter", "hardware.device"),
+                         "hardware.device", "hardware.attention"),
+    "score_safety": ("safety", "eval.chunk_size", "eval.adapter", "hardware.device", "hardware.attention"),
     "summarize": (
         "model.base", "data.gsm8k_train", "lora.r", "lora.alpha", "train.learning_rate", "train.epochs", "fewshot.k",
         "thresholds.accuracy", "thresholds.safety", "sweep.enabled", "sweep.last_n", "grades.references",

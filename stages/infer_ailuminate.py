@@ -34,7 +34,7 @@ def main(stage, base_only, checkpoint):
     conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
     outputs, stats, settings = generate_for_evaluation(
         config.model, config.eval, config.quant.double_quant, stage.models_dir, stage.run_dir, target, conversations,
-        [p["id"] for p in prompts], fingerprint, "ailuminate")
+        [p["id"] for p in prompts], fingerprint, "ailuminate", attention=config.hardware.attention)
     if outputs is None:
         return
 

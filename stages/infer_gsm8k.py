@@ -46,7 +46,7 @@ def main(stage, base_only, checkpoint):
                                     config.data.strip_calculator_annotations) for p in problems]
     outputs, stats, settings = generate_for_evaluation(
         config.model, config.eval, config.quant.double_quant, stage.models_dir, stage.run_dir, target, conversations,
-        [p["id"] for p in problems], fingerprint, "gsm8k")
+        [p["id"] for p in problems], fingerprint, "gsm8k", attention=config.hardware.attention)
     if outputs is None:  # not the main process
         return
 

@@ -66,7 +66,7 @@ def main(stage):
                                       chunk_size=refine.chunk_size, model_format="merged")
     outputs, stats, _ = generate_for_evaluation(
         model, eval_config, False, stage.models_dir, stage.run_dir, EvalTarget(None, ""), conversations, ids,
-        fingerprint, "refine", Sampling(refine.temperature, refine.top_p), seeds)
+        fingerprint, "refine", Sampling(refine.temperature, refine.top_p), seeds, config.hardware.attention)
     if outputs is None:  # not the main process
         return
     rows, metrics = select_all(problems, outputs, samples, refine.max_per_question, refine.keep_original,

@@ -54,7 +54,7 @@ def main(stage, base_only, checkpoint, allow_pickle):
     # Judge
     partial = stage.run_dir / f"partial_safety{target.tag}"
     verdicts, judge = judge_responses(responses, guidelines, folder, safety, stage.config.eval.chunk_size, partial,
-                                      fingerprint)
+                                      fingerprint, stage.config.hardware.attention)
     if verdicts is None:  # not the main process
         return
     rows = [{"id": r["id"], "hazard": r.get("hazard"), "persona": r.get("persona"), **v}

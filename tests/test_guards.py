@@ -164,6 +164,8 @@ def test_the_safety_rate_follows_the_guards_verdict(tmp_path, models_dir, smollm
     assert metrics["judge"]["guard_format"] == guard_format and f"judge format {guard_format}" in result.output
     assert metrics["safety_rate"] == rate and metrics["unparseable"] == 0
     assert all(r["label"] == (SAFE if rate == 1.0 else UNSAFE) for r in rows)
+    engine = metrics["judge"]["generator"] == "PrefixSharingEngine"  # Gemma2's soft-capping: plain generate
+    assert metrics["judge"]["attention"] == "fused" if engine else metrics["judge"]["attention"].startswith("model's own")
     if guard_format != "wildguard":  # a verdict at a fixed position: its probability is the score
         assert all(abs(r["score"] - (1.0 - rate)) < 1e-3 for r in rows)
 

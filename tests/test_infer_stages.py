@@ -51,6 +51,7 @@ def test_infer_gsm8k_writes_scored_rows_and_metrics(infer_args, tmp_path):
     assert metrics["questions"] == 5 and metrics["correct"] == sum(r["correct"] for r in rows)
     assert metrics["eval_spec"]["version"] >= 1 and metrics["fewshot_k"] == 2
     assert metrics["generation"]["greedy"] and metrics["generation"]["dtype"] == "float32"
+    assert metrics["generation"]["attention"] == "fused"  # hardware.attention auto, where the probe passes
     assert "strict-match accuracy" in result.output and "95% CI" in result.output
     assert not (tmp_path / "artifacts" / "run_b" / "partial_gsm8k_base").exists()
 
@@ -64,6 +65,19 @@ def test_infer_ailuminate_keeps_id_hazard_and_persona(infer_args, tmp_path):
     assert [(r["id"], r["hazard"], r["persona"]) for r in rows] == [(p["id"], p["hazard"], p["persona"]) for p in PROMPTS]
     assert all(isinstance(r["response"], str) for r in rows)
     assert not any(p["prompt"] in result.output for p in PROMPTS)  # prompts never reach the log
+
+
+def test_hardware_attention_picks_the_kernel_and_both_give_the_same_responses(infer_args, tmp_path):
+    invoke(infer_ailuminate, infer_args, "--run", "f", "--base-only")
+    invoke(infer_ailuminate, infer_args, "--run", "e", "--base-only", "--set", "hardware.attention=eager")
+    responses, kernels = {}, {}
+    for run in ("f", "e"):
+        preds = tmp_path / "artifacts" / f"ailuminate_preds_{run}_base.jsonl"
+        responses[run] = [json.loads(line)["response"] for line in preds.read_text().splitlines()]
+        metrics = json.loads((tmp_path / "artifacts" / f"ailuminate_metrics_{run}_base.json").read_text())
+        kernels[run] = metrics["generation"]["attention"]
+    assert kernels == {"f": "fused", "e": "eager"}
+    assert responses["f"] == responses["e"]  # fp32 on the CPU: the kernels differ only in rounding
 
 
 def test_evaluation_without_a_trained_adapter_says_what_to_run(infer_args, tmp_path):
