@@ -3,6 +3,7 @@
     make bench                                   # runs this only where CUDA is usable
     .venv/bin/python tests/bench/bench_gpu.py [--card h100|h200|a100] [--batches 64 128]
     .venv/bin/python tests/bench/bench_gpu.py --tiny     # the same code paths on a 2-layer model (CPU too)
+    .venv/bin/python tests/bench/bench_gpu.py --attention-only   # (c) alone, at the real shapes (CPU too)
 
 Qwen3-4B-Instruct-2507's architecture from its config values written below (no download: random
 weights, the real shapes), bf16, saved once as safetensors to a temporary folder so the 4-bit
@@ -16,6 +17,9 @@ loader quantizes it as it would the real checkpoint.
     with log-sum-exp merge) and the host reading tokens every step or every 8, against plain
     left-padded batched `generate` on the same prompts (its attention: SDPA over the prefix copied
     into every row); and the floor set by reading the bf16 weights once per step (bytes / HBM bandwidth).
+(c) The attention kernels alone, one layer's decode step at Qwen3-4B's heads (32 query, 8 key/value,
+    dim 128) with an 800-token prefix and 300 own tokens a row, bf16: eager, fused, and one public
+    SDPA call over [prefix ; own keys], which needs the prefix copied into every row each step.
 Prints ratios; the README keeps the figures of a real card.
 """
 
@@ -130,16 +134,79 @@ def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, s
     return results
 
 
+def bench_attention(batches: list[int], heads: tuple[int, int, int], prefix: int, own: int, repeats: int) -> dict:
+    """Milliseconds per call of each kernel for one layer's decode step, and the largest difference from eager."""
+    import torch
+    import torch.nn.functional as F
+
+    from lib.devices import process_state
+    from lib.prefix_attention import _eager_attention, _fused_attention
+
+    device = process_state().device
+    query_heads, kv_heads, dim = heads
+    generator = torch.Generator().manual_seed(2)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator).to(device=device, dtype=torch.bfloat16)
+
+    def one_call(query, keys, values, mask, prefix_kv, scale):
+        copied_keys = torch.cat([prefix_kv[0].expand(len(keys), -1, -1, -1), keys], dim=2)
+        copied_values = torch.cat([prefix_kv[1].expand(len(values), -1, -1, -1), values], dim=2)
+        full_mask = torch.cat([mask.new_ones(*mask.shape[:-1], prefix_kv[0].shape[2]), mask], dim=-1)
+        return F.scaled_dot_product_attention(query, copied_keys, copied_values, attn_mask=full_mask, scale=scale,
+                                              enable_gqa=True)
+
+    results = {}
+    for batch in batches:
+        query, keys, values = rand(batch, query_heads, 1, dim), rand(batch, kv_heads, own, dim), rand(
+            batch, kv_heads, own, dim)
+        prefix_kv = (rand(1, kv_heads, prefix, dim), rand(1, kv_heads, prefix, dim))
+        mask = torch.ones(batch, 1, 1, own, dtype=torch.bool, device=device)
+        mask[::2, ..., : own // 3] = False  # rows of different lengths
+        kernels = {"eager": _eager_attention, "fused": _fused_attention, "one SDPA call": one_call}
+        outputs, times = {}, {}
+        for name, kernel in kernels.items():
+            outputs[name] = kernel(query, keys, values, mask, prefix_kv, dim ** -0.5)  # warm-up
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                kernel(query, keys, values, mask, prefix_kv, dim ** -0.5)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name] = (time.perf_counter() - start) / repeats * 1e3
+        worst = {name: float((out.float() - outputs["eager"].float()).abs().max()) for name, out in outputs.items()}
+        results[batch] = {"ms": times, "max_diff": worst}
+    return results
+
+
+def print_attention(results: dict, prefix: int, own: int) -> None:
+    for batch, result in results.items():
+        eager = result["ms"]["eager"]
+        line = ", ".join(f"{name} {ms:.3f} ms (x{eager / ms:.2f} of eager, max diff {result['max_diff'][name]:.1e})"
+                         for name, ms in result["ms"].items())
+        print(f"attention, one layer's decode step, batch {batch}, prefix {prefix} + {own} own tokens: {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--card", choices=sorted(CARDS), default="h100", help="for the peak FLOP/s and bandwidth")
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind (checks the code paths)")
+    parser.add_argument("--attention-only", action="store_true",
+                        help="only (c), the attention kernels at the real shapes (runs on the CPU too)")
     options = parser.parse_args()
 
     import torch
 
+    heads = (QWEN3_4B["num_attention_heads"], QWEN3_4B["num_key_value_heads"], QWEN3_4B["head_dim"])
+    if options.attention_only:
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+        print(f"attention kernels on {device}, bf16, Qwen3-4B heads {heads}")
+        print_attention(bench_attention(options.batches, heads, 800, 300, 50 if torch.cuda.is_available() else 5),
+                        800, 300)
+        return
     if not torch.cuda.is_available() and not options.tiny:
         print("bench_gpu: no CUDA device; nothing measured (use --tiny to check the code paths on the CPU)")
         return
@@ -153,6 +220,9 @@ def main() -> None:
         decoding = bench_decoding(folder, shape, [4] if options.tiny else options.batches,
                                   prefix=32 if options.tiny else 800, suffix=8 if options.tiny else 40,
                                   new_tokens=new_tokens)
+        kernels = bench_attention([4] if options.tiny else options.batches,
+                                    (4, 2, 32) if options.tiny else heads, 32 if options.tiny else 800,
+                                    16 if options.tiny else 300, 5 if options.tiny else 50)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     utilisation = 6 * parameters * training["tokens_per_s"] / flops
     print(f"GPU benchmark on {device} ({'tiny shape' if options.tiny else 'Qwen3-4B shape'}, {parameters / 1e9:.2f}B"
@@ -169,6 +239,7 @@ def main() -> None:
         for (attention, steps_per_sync), tps in result["engine_tps"].items():
             print(f"  engine, {attention} attention, host reads every {steps_per_sync} step(s): {tps:.0f} tokens/s"
                   f" -> x{tps / result['generate_tps']:.2f} of generate, {tps / ceiling:.0%} of the ceiling")
+    print_attention(kernels, 32 if options.tiny else 800, 16 if options.tiny else 300)
 
 
 if __name__ == "__main__":
