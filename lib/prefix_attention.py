@@ -194,9 +194,7 @@ def _fused_attention(query, key, value, attention_mask, prefix, scale) -> torch.
     from_prefix, prefix_lse = _unstacked(from_prefix[0], batch), _unstacked(prefix_lse[0], batch)
     bias, has_keys = None, None
     if attention_mask is not None:
-        allowed = _grouped_mask(attention_mask, query_heads // kv_heads)
-        bias = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device).masked_fill(~allowed, float("-inf"))
-        has_keys = allowed.any(-1)  # [B, 1, M]; a padded query position may see no own key
+        bias, has_keys = _own_bias(attention_mask, query_heads // kv_heads, kv_heads, query.dtype)
     from_own, own_lse = _attention_with_lse(grouped, key, value, bias, scale)
     if has_keys is not None:  # the kernels report such a row with lse 0: it must weigh nothing
         own_lse = own_lse.masked_fill(~has_keys, float("-inf"))
@@ -207,14 +205,30 @@ def _fused_attention(query, key, value, attention_mask, prefix, scale) -> torch.
     return merged.to(query.dtype).reshape(batch, query_heads, length, dim)
 
 
+# Every layer of a forward pass gets the same mask object: its bias is made once, for the first layer.
+_BIAS_MADE: list = [None, None]  # [the mask it was made from, (shape key, bias, has_keys)]
+
+
+def _own_bias(attention_mask: torch.Tensor, groups: int, kv_heads: int, dtype: torch.dtype):
+    """(additive bias [B, Hkv, groups*q, S] as the device's op takes it, has_keys [B, 1, groups*q])
+    from a boolean [B, 1, q, S] mask; has_keys is False where a padded query sees no own key."""
+    made_from, made = _BIAS_MADE
+    key = (groups, kv_heads, dtype)
+    if made_from is attention_mask and made[0] == key:
+        return made[1], made[2]
+    allowed = _grouped_mask(attention_mask, groups)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))
+    bias = bias.expand(bias.shape[0], kv_heads, *bias.shape[2:])
+    if bias.device.type in ("cuda", "meta"):
+        bias = _aligned_bias(bias)
+    _BIAS_MADE[:] = [attention_mask, (key, bias, allowed.any(-1))]
+    return bias, _BIAS_MADE[1][2]
+
+
 def _attention_with_lse(query, key, value, bias, scale) -> tuple[torch.Tensor, torch.Tensor]:
     """(softmax(q k^T * scale + bias) v, log-sum-exp of the scores in fp32) for [N, H, M, D] inputs;
-    bias additive [N, 1, M, S] or None."""
-    if bias is not None:
-        bias = bias.expand(query.shape[0], query.shape[1], *bias.shape[2:])
+    bias additive [N, H, M, S] (from _own_bias) or None."""
     if query.device.type in ("cuda", "meta"):  # meta: the CUDA op's shapes, checkable without a GPU
-        if bias is not None:
-            bias = _aligned_bias(bias)
         output, lse = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, True,
                                                                              scale=scale)[:2]
         return output, lse[..., : query.shape[2]]  # the kernel pads lse's query axis

@@ -113,3 +113,19 @@ def test_the_cuda_branch_of_the_fused_kernel_has_the_right_shapes_on_meta_tensor
     mask = torch.ones(batch, 1, length, 37, dtype=torch.bool, device="meta")
     output = prefix_attention._fused_attention(query, keys, values, mask, prefix, dim ** -0.5)
     assert output.shape == (batch, query_heads, length, dim) and output.dtype == torch.bfloat16
+
+
+def test_the_bias_made_for_one_mask_is_not_served_for_another():
+    # Layers of one step share the mask object (its bias is made once); the next step's mask is new.
+    generator = torch.Generator().manual_seed(3)
+    query, keys, values = (torch.randn(2, 4, 1, 8, generator=generator), torch.randn(2, 2, 6, 8, generator=generator),
+                           torch.randn(2, 2, 6, 8, generator=generator))
+    prefix = (torch.randn(1, 2, 3, 8, generator=generator), torch.randn(1, 2, 3, 8, generator=generator))
+    first = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    second = first.clone()
+    second[0, ..., :4] = False
+    module = SimpleNamespace(shared_prefix_kv=prefix, shared_prefix_kernel="fused")
+    prefix_shared_attention(module, query, keys, values, first, scaling=0.3)
+    with_second, _ = prefix_shared_attention(module, query, keys, values, second, scaling=0.3)
+    expected = _reference(query, *prefix, keys, values, second, 0.3)
+    torch.testing.assert_close(with_second, expected)
