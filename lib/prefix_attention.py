@@ -51,6 +51,7 @@ def shared_prefix(model, prefix_kv, kernel: str = "auto"):
         for module in modules:
             module.shared_prefix_kv = None
             module.shared_prefix_kernel = None
+        _BIAS_MADE[:] = [None, None]  # let the last step's mask and bias go
         model.set_attn_implementation(previous)
 
 
