@@ -26,6 +26,9 @@ import torch
 
 ATTENTION_NAME = "prefix_shared"
 KERNELS = ("auto", "eager", "fused")
+# Where the fused kernel calls memory-efficient attention (meta: the CUDA op's shapes, checkable
+# without a GPU); elsewhere the CPU flash kernel.
+EFFICIENT_OP_DEVICES = ("cuda", "meta")
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +223,17 @@ def _own_bias(attention_mask: torch.Tensor, groups: int, kv_heads: int, dtype: t
     allowed = _grouped_mask(attention_mask, groups)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))
     bias = bias.expand(bias.shape[0], kv_heads, *bias.shape[2:])
-    if bias.device.type in ("cuda", "meta"):
+    if bias.device.type in EFFICIENT_OP_DEVICES:
         bias = _aligned_bias(bias)
-    _BIAS_MADE[:] = [attention_mask, (key, bias, allowed.any(-1))]
-    return bias, _BIAS_MADE[1][2]
+    has_keys = allowed.any(-1)
+    _BIAS_MADE[:] = [attention_mask, (key, bias, has_keys)]
+    return bias, has_keys
 
 
 def _attention_with_lse(query, key, value, bias, scale) -> tuple[torch.Tensor, torch.Tensor]:
     """(softmax(q k^T * scale + bias) v, log-sum-exp of the scores in fp32) for [N, H, M, D] inputs;
     bias additive [N, H, M, S] (from _own_bias) or None."""
-    if query.device.type in ("cuda", "meta"):  # meta: the CUDA op's shapes, checkable without a GPU
+    if query.device.type in EFFICIENT_OP_DEVICES:
         output, lse = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, True,
                                                                              scale=scale)[:2]
         return output, lse[..., : query.shape[2]]  # the kernel pads lse's query axis
