@@ -33,7 +33,7 @@ import torch
 
 from lib.errors import InputError
 from lib.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
-from lib.prefix_attention import attention_heads, resolve_kernel, shared_prefix
+from lib.prefix_attention import model_kernel, shared_prefix
 
 
 PREFILL_ROWS = 8  # prompts prefilled per forward pass: enough work per pass, little padding
@@ -104,8 +104,7 @@ class PrefixSharingEngine:
 
     def attention_kernel(self) -> str:
         """The shared-prefix attention kernel this engine runs ("auto" resolved), for the records."""
-        parameter = next(self.model.parameters())
-        return resolve_kernel(self.attention, parameter.device, parameter.dtype, attention_heads(self.model.config))
+        return model_kernel(self.model, self.attention)
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], progress=None, seeds: list[int] | None = None,

@@ -41,8 +41,7 @@ def shared_prefix(model, prefix_kv, kernel: str = "auto"):
     kernel: "eager", "fused", or "auto" (fused when its probe passes on this device, else eager)."""
     _register_attention()
     modules = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "k_proj")]
-    parameter = next(model.parameters())
-    chosen = resolve_kernel(kernel, parameter.device, parameter.dtype, attention_heads(model.config))
+    chosen = model_kernel(model, kernel)
     previous = model.config._attn_implementation
     model.set_attn_implementation(ATTENTION_NAME)
     for module in modules:
@@ -67,6 +66,12 @@ def attention_heads(config) -> tuple[int, int, int]:
     query_heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // query_heads
     return query_heads, getattr(config, "num_key_value_heads", None) or query_heads, head_dim
+
+
+def model_kernel(model, kernel: str) -> str:
+    """The kernel `model` runs with for this choice: resolve_kernel at its device, dtype and heads."""
+    parameter = next(model.parameters())
+    return resolve_kernel(kernel, parameter.device, parameter.dtype, attention_heads(model.config))
 
 
 def resolve_kernel(kernel: str, device: torch.device, dtype: torch.dtype,
