@@ -14,14 +14,9 @@ question, and the share of computed positions wasted on padding or on sequences 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "data" / "gsm8k"
-MODELS_DIR = REPO / "artifacts" / "models"
+from common import embedded_model_path, gsm8k_file
 
 
 def main() -> None:
@@ -46,17 +41,16 @@ def main() -> None:
     from lib.fewshot import draw_pool
     from lib.generation import PrefixSharingEngine
     from lib.gsm8k import strict_answer
-    from lib.models import resolve_model_path
     from lib.prompts import gsm8k_messages
 
     torch.manual_seed(0)
-    real = (SHARED / "test.jsonl").is_file()
-    train = load_gsm8k(str(SHARED / "train.jsonl" if real else REPO / "data/demo/gsm8k_train.jsonl"), "train")
-    test = load_gsm8k(str(SHARED / "test.jsonl" if real else REPO / "data/demo/gsm8k_test.jsonl"), "test")
+    test_file, real = gsm8k_file("test")
+    train = load_gsm8k(str(gsm8k_file("train")[0]), "train")
+    test = load_gsm8k(str(test_file), "test")
     questions = [test[i % len(test)] for i in range(options.questions)]
     exemplars = draw_pool(train, 8, seed=42)[: options.k]
 
-    path = resolve_model_path("embedded:smollm2-135m-instruct", MODELS_DIR)
+    path = embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, options.dtype)).eval()
     prompts = [tokenizer.apply_chat_template(gsm8k_messages(q["question"], exemplars, None, True),

@@ -13,14 +13,9 @@ The one-by-one baseline runs on the first --baseline-samples samples only (it is
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "data" / "gsm8k"
-MODELS_DIR = REPO / "artifacts" / "models"
+from common import embedded_model_path, gsm8k_file
 
 
 def main() -> None:
@@ -41,17 +36,16 @@ def main() -> None:
     from lib.data import load_gsm8k
     from lib.fewshot import draw_pool, remove_pool
     from lib.generation import PrefixSharingEngine, Sampling
-    from lib.models import resolve_model_path
     from lib.prompts import gsm8k_messages
     from lib.refine import sample_seed, select_all
 
-    real = (SHARED / "train.jsonl").is_file()
-    train = load_gsm8k(str(SHARED / "train.jsonl" if real else REPO / "data/demo/gsm8k_train.jsonl"), "train")
+    train_file, real = gsm8k_file("train")
+    train = load_gsm8k(str(train_file), "train")
     pool = draw_pool(train, 8, seed=42)
     problems = remove_pool(train, pool)[0][: options.questions]
     exemplars = pool[: options.k]
 
-    path = resolve_model_path("embedded:smollm2-135m-instruct", MODELS_DIR)
+    path = embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     prompt_of = {p["id"]: tokenizer.apply_chat_template(gsm8k_messages(p["question"], exemplars, None, True),

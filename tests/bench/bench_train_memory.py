@@ -26,10 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_padding import MODELS_DIR, examples  # noqa: E402  (same data and model as the padding bench)
+from bench_train_padding import examples  # the same examples as the padding bench
+from common import REPO, embedded_model_path
 
 MODES = {"padded": ("padded", "all"), "padded+labelled": ("padded", "labelled"),
          "padding_free": ("padding_free", "all"), "padding_free+labelled": ("padding_free", "labelled")}
@@ -41,14 +39,13 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
 
     from lib.chat import IGNORE_INDEX
     from lib.config import TrainConfig
-    from lib.models import resolve_model_path
     from lib.sft_data import tokenize_problems
     from lib.models import load_base_for_training
     from lib.training import LOSS_CHUNK_ROWS, LabelledLogitsLoss, attach_lora, make_collator, training_arguments
 
     set_seed(0)
     packing, logits = MODES[mode]
-    path = resolve_model_path("embedded:smollm2-135m-instruct", MODELS_DIR)
+    path = embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     problems, source = examples(count)
     rows, _ = tokenize_problems(tokenizer, problems, max_seq_len=max_len, system_prompt=None, strip_annotations=True)

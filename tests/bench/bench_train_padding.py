@@ -22,18 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-SHARED_TRAIN = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
-DEMO_TRAIN = REPO / "data" / "demo" / "gsm8k_train.jsonl"
-MODELS_DIR = REPO / "artifacts" / "models"
+from common import REPO, embedded_model_path, gsm8k_file
 
 
 def examples(count: int) -> tuple[list[dict], str]:
     """The first `count` GSM8K train problems (real data when ../shared has it, else the demo set cycled)."""
     from lib.data import load_gsm8k
 
-    source = SHARED_TRAIN if SHARED_TRAIN.is_file() else DEMO_TRAIN
+    source, _ = gsm8k_file("train")
     problems = load_gsm8k(str(source), "train")
     return [problems[i % len(problems)] for i in range(count)], str(source)
 
@@ -43,14 +39,13 @@ def run_mode(mode: str, count: int, batch: int) -> dict:
 
     import datasets
     from lib.config import TrainConfig
-    from lib.models import resolve_model_path
     from lib.sft_data import tokenize_problems
     from lib.devices import resolve_compute_dtype
     from lib.models import load_base_for_training
     from lib.training import attach_lora, training_arguments
 
     set_seed(0)
-    path = resolve_model_path("embedded:smollm2-135m-instruct", MODELS_DIR)
+    path = embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     problems, source = examples(count)
     rows, _ = tokenize_problems(tokenizer, problems, max_seq_len=1024, system_prompt=None, strip_annotations=True)
