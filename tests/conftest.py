@@ -11,10 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # One compute thread per worker (and its subprocesses): two workers with two threads each on
-    # two cores spin against each other and run 4x slower than one worker (measured).
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-
+    # One compute thread per worker (and its subprocesses) unless asked otherwise: two workers with
+    # two threads each on two cores spin against each other and run 4x slower than one worker
+    # (measured). `OMP_NUM_THREADS=4 make test` still runs the suite with 4 threads per worker.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
 
 def pytest_collection_modifyitems(items):
