@@ -20,6 +20,10 @@ import click
 
 from lib.errors import InputError
 
+IDENTITY_FILE = "run.json"  # in run_<run>/: preset, overrides, smoke (what the run is; lib/run.py)
+RECORD_FILE = "config_resolved.json"  # in run_<run>/: the resolved config and its provenance
+PARAMS_FOLDER = "params"  # in run_<run>/: each stage's keys (lib/run.py)
+RUN_RECORDS = (IDENTITY_FILE, RECORD_FILE, PARAMS_FOLDER)  # written before any stage works
 CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's run_<run>/checkpoints/checkpoint-<step>/
 COMPLETE_FILE = "training_complete.json"  # written last into run_<run>/adapter/: training finished
 TAG_PATTERN = r"_base|_checkpoint-[0-9]+"
@@ -96,6 +100,14 @@ def run_files(artifacts: str | Path, run: str) -> list[Path]:
     files = sorted(p for p in root.glob("*") if p.is_file() and belongs_to(p.name, run)) if root.is_dir() else []
     folder = run_dir(root, run)
     return ([folder] if folder.exists() else []) + files
+
+
+def produced_nothing(artifacts: str | Path, run: str) -> bool:
+    """Whether no stage of `run` has written anything yet: only the run's own records exist."""
+    root, folder = Path(artifacts), run_dir(artifacts, run)
+    root_files = [p for p in root.glob("*") if p.is_file() and belongs_to(p.name, run)] if root.is_dir() else []
+    made = [p for p in folder.iterdir() if p.name not in RUN_RECORDS] if folder.is_dir() else []
+    return not root_files and not made
 
 
 def supersede(run_folder: Path, paths: list[Path], why: str) -> Path | None:

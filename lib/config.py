@@ -127,6 +127,9 @@ class HardwareConfig:
     # The engine's shared-prefix attention (lib/prefix_attention.py): auto = fused where its probe
     # against eager passes; eager forces the matmul kernel (e.g. if the fused op misbehaves on a card).
     attention: Literal["auto", "eager", "fused"] = "auto"
+    # How long a process of a multi-process launch waits for the others (given to the process group
+    # and the Trainer): a rank whose share of a resumed evaluation is done waits for the slowest one.
+    distributed_timeout_minutes: int = 360
 
 
 @dataclass
@@ -371,6 +374,7 @@ RANGES: dict[str, Range] = {
     "train.save_total_limit": AT_LEAST_1,  # and >= sweep.last_n
     "train.max_grad_norm": POSITIVE,
     "eval.max_new_tokens": AT_LEAST_1,
+    "hardware.distributed_timeout_minutes": AT_LEAST_1,
     "eval.batch_size": AT_LEAST_1,
     "eval.chunk_size": AT_LEAST_1,
     "refine.samples_per_question": AT_LEAST_1,

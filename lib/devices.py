@@ -2,63 +2,80 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+
 import torch
 
 from lib.errors import InputError
 
+DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES = 360  # hardware.distributed_timeout_minutes' default (lib/config.py)
+_CPU_ONLY = "GSM8K_TOOLKIT_CPU_ONLY"  # set by `hardware.device: cpu`; read by process_state (and subprocesses)
 
-def resolve_compute_dtype(name: str) -> torch.dtype:
-    """`auto`: bf16 where the device runs it natively, else fp32."""
+
+def resolve_compute_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
+    """`auto`: bf16 where the process's device runs it natively, else fp32."""
     if name != "auto":
         return getattr(torch, name)
-    if torch.cuda.is_available():
+    device = device or process_state().device
+    if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     cpu_has_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     return torch.bfloat16 if cpu_has_bf16 else torch.float32
 
 
-def process_state():
-    """accelerate's view of this process (rank, count, device: cuda:<local rank> or the CPU).
-
-    Without CUDA it must be asked for the CPU explicitly, or a `--multi_gpu` launch on a CPU
-    machine would look like one process until the Trainer sets up gloo.
-    """
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def resolve_eval_dtype(name: str) -> torch.dtype:
+def resolve_eval_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
     """`auto`: bf16 on GPUs that support it; fp32 on the CPU, where batched greedy output then
     equals one-by-one decoding."""
     if name != "auto":
         return getattr(torch, name)
-    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    device = device or process_state().device
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def process_state(timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES):
+    """accelerate's view of this process (rank, count, device: cuda:<local rank> or the CPU).
+
+    The first call in a process creates it, and with it the process group of a multi-process
+    launch: `timeout_minutes` is how long a rank waits for the others (NCCL's and gloo's default,
+    10-30 minutes, kills a rank that finished its share of a resumed evaluation while another
+    still works). Without CUDA, or under `hardware.device: cpu`, it is asked for the CPU
+    explicitly, or a `--multi_gpu` launch on a CPU machine would look like one process.
+    """
+    from accelerate import PartialState
+
+    cpu = os.environ.get(_CPU_ONLY) == "1" or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu, timeout=dt.timedelta(minutes=timeout_minutes))
+    if state.num_processes == 1 and (state.device.type == "cpu") != cpu:
+        # One process whose policy changed since its state was made (a test process running stages
+        # with different devices): no process group to keep, so the state is made again.
+        PartialState._reset_state()
+        state = PartialState(cpu=cpu, timeout=dt.timedelta(minutes=timeout_minutes))
+    return state
 
 
 CPU_PARAMETER_LIMIT = 1_000_000_000  # above this a model runs on the CPU only when asked (hours per stage)
 
 
-def require_device(device: str, model: str, stage: str) -> None:
-    """The device policy (`hardware.device`), checked before a stage loads `model`.
+def require_device(device: str, model: str, stage: str,
+                   timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES) -> None:
+    """The device policy (`hardware.device`), checked before a stage loads `model`; then this
+    process's state (and process group) is made with the distributed timeout.
 
-    cuda: CUDA must be usable. cpu: computation stays on the CPU (CUDA hidden from this process).
-    auto: CUDA when usable; otherwise only the embedded model and local folders of small models
-    (config below 1B parameters) may run on the CPU, so a 4B run never starts there unnoticed.
+    cuda: CUDA must be usable. cpu: computation stays on the CPU (CUDA hidden from this process
+    and its children). auto: CUDA when usable; otherwise only the embedded model and local folders
+    of small models (config below 1B parameters) may run on the CPU, so a 4B run never starts
+    there unnoticed. A single process uses one device either way (cuda:0 of the visible ones).
     """
-    import os
-
+    os.environ[_CPU_ONLY] = "1" if device == "cpu" else "0"
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything initialises CUDA in this process
-        return
-    if torch.cuda.is_available():
-        return
-    if device == "auto" and _small_enough_for_cpu(model):
-        return
-    raise InputError(
-        f"{stage}: no usable CUDA device for {model} ({cuda_report()});"
-        f" {'hardware.device is cuda' if device == 'cuda' else 'it is too large to run on the CPU unasked'}:"
-        " fix the driver or container, or SET=\"hardware.device=cpu\" to run on the CPU anyway")
+    elif not torch.cuda.is_available() and not (device == "auto" and _small_enough_for_cpu(model)):
+        raise InputError(
+            f"{stage}: no usable CUDA device for {model} ({cuda_report()});"
+            f" {'hardware.device is cuda' if device == 'cuda' else 'it is too large to run on the CPU unasked'}:"
+            " fix the driver or container, or SET=\"hardware.device=cpu\" to run on the CPU anyway")
+    process_state(timeout_minutes)
 
 
 def cuda_report() -> str:

@@ -28,14 +28,12 @@ from pathlib import Path
 
 import click
 
-from lib.artifacts import run_dir
+from lib.artifacts import IDENTITY_FILE, PARAMS_FOLDER, RECORD_FILE, produced_nothing, run_dir
 from lib.config import Config, load_config
 from lib.errors import InputError
-from lib.stage_inputs import STAGE_KEYS
+from lib.stage_inputs import RUNTIME_KEYS, STAGE_KEYS
 from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
 
-IDENTITY_FILE = "run.json"  # preset, overrides, smoke: what the run is
-RECORD_FILE = "config_resolved.json"
 MAKE_VARS_FILE = "make.mk"  # in params/
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
 
@@ -78,7 +76,8 @@ def resolve_run(run: str | None, preset: str | None, overrides=(), smoke: bool |
         identity = Identity(str(preset or recorded.preset), _merge_overrides(recorded.overrides, overrides),
                             recorded.smoke if smoke is None else smoke)
     config = load_config(identity.preset, identity.overrides, smoke=identity.smoke)
-    if recorded is not None and not reconfigure:
+    # A run no stage has worked for yet (its first call failed, say offline) takes new settings as given.
+    if recorded is not None and not reconfigure and not produced_nothing(artifacts, run):
         changes = config_changes(_recorded_config(folder), config.to_dict())
         if changes:
             raise InputError(_conflict(run, changes))
@@ -105,10 +104,13 @@ def _merge_overrides(old: list[str], new) -> list[str]:
 
 
 def config_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
-    """(section.key, old, new) for every key whose value differs; keys the record predates are skipped."""
+    """(section.key, old, new) for every key whose value differs; keys the record predates, and the
+    runtime keys that change no output, are skipped."""
     changes = []
     for section, values in new.items():
         for key, value in values.items():
+            if f"{section}.{key}" in RUNTIME_KEYS:
+                continue
             if section in old and key in old[section] and old[section][key] != value:
                 changes.append((f"{section}.{key}", old[section][key], value))
     return changes
@@ -134,7 +136,7 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, identity: 
     """Record the identity (first call, or reconfigure), the resolved config and the per-stage
     parameter files; returns the run folder."""
     folder = run_dir(artifacts, run)
-    if reconfigure or not (folder / IDENTITY_FILE).is_file():
+    if reconfigure or not (folder / IDENTITY_FILE).is_file() or produced_nothing(artifacts, run):
         atomic_write_json(folder / IDENTITY_FILE, dataclasses.asdict(identity))
     values = config.to_dict()
     inputs = _local_inputs(config)
@@ -142,11 +144,11 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, identity: 
         slice_ = {key: _lookup(values, key) for key in keys}
         files = {key: file_sha256(path) for key, path in inputs.items()
                  if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
-        write_if_changed(folder / "params" / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
+        write_if_changed(folder / PARAMS_FOLDER / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
     # What Make needs to know of the run before it runs anything (the Makefile includes this file):
     # the refined training file that tokenize waits for (built by refine when absent), and whether
     # the run evaluates the base model alone (then no evaluation waits for an adapter).
-    write_if_changed(folder / "params" / MAKE_VARS_FILE,
+    write_if_changed(folder / PARAMS_FOLDER / MAKE_VARS_FILE,
                      f"REFINED_TRAIN := {config.data.refined_train or ''}\n"
                      f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n")
     record = {

@@ -51,6 +51,11 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Keys a stage reads that never change what it writes (how long a process waits for the others):
+# they are not in params/<stage>.json and need no RECONFIGURE, so changing one reruns nothing.
+RUNTIME_KEYS: tuple[str, ...] = ("hardware.distributed_timeout_minutes",)
+
+
 def stage_names() -> list[str]:
     return sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__")
 

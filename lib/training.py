@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
 from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
 from lib.chat import IGNORE_INDEX
-from lib.devices import process_state, resolve_compute_dtype
+from lib.devices import DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES, process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.io import atomic_write_json, made_from, mark_made_from, read_jsonl
 from lib.models import load_base_for_training
@@ -184,12 +184,24 @@ class LabelledLogitsLoss:
         return torch.nn.functional.cross_entropy(self.lm_head(rows).float(), targets, reduction="sum")
 
 
-def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_gpu: bool):
+class OneDevicePerProcess(TrainingArguments):
+    """TrainingArguments whose process uses one device.
+
+    A single process on a machine with several GPUs gets n_gpu = torch.cuda.device_count() from
+    transformers, which multiplies its batch by that count for DataParallel, and the Trainer never
+    wraps a 4-bit model in DataParallel: an 8-GPU node would train on 8x the configured batch with
+    8x fewer steps. Several GPUs are used by several processes (accelerate launch), one each."""
+
+    @property
+    def n_gpu(self) -> int:
+        return min(super().n_gpu, 1)
+
+
+def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_gpu: bool,
+                       timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES):
     """TrainingArguments from the preset's train section. Examples per optimizer step =
     per_device_batch_size x gradient_accumulation_steps x processes (e.g. 8 x 4 x 1 = 32)."""
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
+    return OneDevicePerProcess(
         output_dir=str(output_dir),
         seed=train.seed,
         data_seed=train.seed,
@@ -212,14 +224,18 @@ def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_g
         include_num_input_tokens_seen="all" if train.packing == "padding_free" else "non_padding",
         report_to="none",  # TensorBoard is attached explicitly, with our log folder
         ddp_find_unused_parameters=False,
+        ddp_timeout=timeout_minutes * 60,  # the same wait as the process group lib/devices.py made
         dataloader_num_workers=0,
     )
+
+
 
 
 def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: str, *, quantization: str,
                   double_quant: bool, compute_dtype: str, lora_r: int, lora_alpha: int, lora_dropout: float,
                   lora_targets: list[str] | None, train, revision: str | None = None,
-                  trust_remote_code: bool = False, stop_after: int | None = None, force: bool = False) -> dict | None:
+                  trust_remote_code: bool = False, stop_after: int | None = None, force: bool = False,
+                  timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES) -> dict | None:
     """Train (or resume) and write run_dir/adapter with training_complete.json last.
 
     Returns the completion record, or None when stopped early by `stop_after`.
@@ -228,7 +244,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     from transformers import AutoTokenizer, Trainer
     from transformers.integrations import TensorBoardCallback
 
-    state = process_state()
+    state = process_state(timeout_minutes)
     checkpoints, adapter, staging = run_dir / "checkpoints", run_dir / "adapter", run_dir / ".adapter.partial"
     if state.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)  # a half-saved copy of weights a checkpoint holds
@@ -240,7 +256,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     # Data and model
     dataset = load_tokenized(data_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
-    dtype = resolve_compute_dtype(compute_dtype)
+    dtype = resolve_compute_dtype(compute_dtype, state.device)
     model = load_base_for_training(model_path, quantization, double_quant, dtype, train.gradient_checkpointing,
                                    revision, trust_remote_code)
     model, targets = attach_lora(model, lora_r, lora_alpha, lora_dropout, lora_targets)
@@ -260,7 +276,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     if stop_after:
         callbacks.append(StopAfterSteps(stop_after))
     collator = make_collator(tokenizer, train.packing, train.logits)
-    args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda")
+    args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda", timeout_minutes=timeout_minutes)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks,
                       compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()) if train.logits == "labelled"
                       else None)
@@ -278,7 +294,9 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
         "epochs": train.epochs,
         "train_loss": output.training_loss,
         "num_processes": state.num_processes,
-        "global_batch_size": train.per_device_batch_size * train.gradient_accumulation_steps * state.num_processes,
+        # What the Trainer used: its per-process batch x accumulation x processes.
+        "global_batch_size": trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
+        * state.num_processes,
         "lora_targets": targets,
         "quantization": quantization,
         "compute_dtype": str(dtype).removeprefix("torch."),

@@ -21,7 +21,8 @@ from lib.inference import eval_target, generate_for_evaluation, prepare_evaluati
 @eval_target_options
 def main(stage, base_only, checkpoint):
     config = stage.config
-    require_device(config.hardware.device, config.model.base, "infer_ailuminate")
+    require_device(config.hardware.device, config.model.base, "infer_ailuminate",
+                   config.hardware.distributed_timeout_minutes)
 
     prompts = apply_limit(load_ailuminate(config.data.ailuminate), config.data.ailuminate_limit)
     target = eval_target(stage.run_dir, base_only, checkpoint, base_run=config.eval.adapter == "none")

@@ -28,7 +28,8 @@ from lib.prompts import gsm8k_messages
 @eval_target_options
 def main(stage, base_only, checkpoint):
     config = stage.config
-    require_device(config.hardware.device, config.model.base, "infer_gsm8k")
+    require_device(config.hardware.device, config.model.base, "infer_gsm8k",
+                   config.hardware.distributed_timeout_minutes)
 
     # Inputs: test questions, the first k exemplars of the run's pool, the weights to evaluate
     problems = apply_limit(load_gsm8k(config.data.gsm8k_test, "test", config.data.gsm8k_hub_config),

@@ -37,7 +37,7 @@ def main(stage):
     config, refine = stage.config, stage.config.refine
     output, pool_file = refined_output(config.data.refined_train, stage.run_dir), stage.run_dir / RUN_POOL_FILE
     model = dataclasses.replace(config.model, base=refine.model, revision=None) if refine.model else config.model
-    require_device(config.hardware.device, model.base, "refine")
+    require_device(config.hardware.device, model.base, "refine", config.hardware.distributed_timeout_minutes)
     settings = {"model": vars(model), "train": config.data.gsm8k_train, "test": config.data.gsm8k_test,
                 "k": config.fewshot.k, "system_prompt": config.tokenize.system_prompt, "dtype": config.eval.dtype,
                 "strip": config.data.strip_calculator_annotations, "stop_strings": config.eval.stop_strings,

@@ -32,7 +32,8 @@ from lib.safety import check_parseable, check_template, judge_responses, read_gu
 @click.option("--allow-pickle", is_flag=True, help="Also load .bin/.pt (pickle) judge weights: only for a folder you trust.")
 def main(stage, base_only, checkpoint, allow_pickle):
     safety = stage.config.safety
-    require_device(stage.config.hardware.device, safety.safeguard_model, "score_safety")
+    require_device(stage.config.hardware.device, safety.safeguard_model, "score_safety",
+                   stage.config.hardware.distributed_timeout_minutes)
     safety.allow_pickle = safety.allow_pickle or allow_pickle
 
     # Inputs, checked before any work: responses, guidelines, template, judge folder

@@ -32,7 +32,7 @@ def main(stage, stop_after, force):
     from transformers import set_seed  # here, not at the top: lib/ first quiets bitsandbytes' import-time warning
 
     config = stage.config
-    require_device(config.hardware.device, config.model.base, "train")
+    require_device(config.hardware.device, config.model.base, "train", config.hardware.distributed_timeout_minutes)
     set_seed(config.train.seed)
     if config.eval.adapter == "none":
         raise click.ClickException(f"run {stage.run!r} evaluates the base model (eval.adapter: none): it trains nothing")
@@ -59,6 +59,7 @@ def main(stage, stop_after, force):
         compute_dtype=config.quant.compute_dtype, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout, lora_targets=config.lora.target_modules, train=config.train,
         revision=config.model.revision, trust_remote_code=config.model.trust_remote_code, stop_after=stop_after, force=force,
+        timeout_minutes=config.hardware.distributed_timeout_minutes,
     )
     if not process_state().is_main_process:
         return

@@ -53,3 +53,46 @@ def test_a_qwen_preset_stage_stops_before_any_work(tmp_path):
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert "infer_ailuminate: no usable CUDA device for Qwen/Qwen3-4B-Instruct-2507" in result.output
     assert not list((tmp_path / "artifacts").glob("ailuminate_*"))
+
+
+def test_device_cpu_gives_the_process_a_cpu_state_and_fp32_evaluation():
+    from lib.devices import process_state, resolve_eval_dtype
+
+    require_device("cpu", "embedded:smollm2-135m-instruct", "infer_gsm8k")
+    assert process_state().device.type == "cpu"  # also where CUDA was initialised before the stage ran
+    assert resolve_eval_dtype("auto") == torch.float32
+
+
+def test_the_distributed_timeout_reaches_the_process_group(monkeypatch):
+    """Rank 0 of a 2-process launch as its environment says; the process group it asks for is
+    recorded, then made for this one process (nothing else joins it)."""
+    import datetime as dt
+
+    from accelerate import PartialState
+
+    made, init = {}, torch.distributed.init_process_group
+
+    def record_and_make_alone(backend, **kwargs):
+        made.update(kwargs)
+        init(backend, init_method="tcp://127.0.0.1:29555", world_size=1, rank=0, timeout=kwargs["timeout"])
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", record_and_make_alone)
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}.items():
+        monkeypatch.setenv(name, value)
+    PartialState._reset_state()
+    try:
+        require_device("cpu", "embedded:smollm2-135m-instruct", "infer_gsm8k", timeout_minutes=123)
+    finally:
+        PartialState._reset_state()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    assert made["timeout"] == dt.timedelta(minutes=123)
+
+
+def test_the_trainer_waits_as_long_as_the_process_group(tmp_path):
+    from lib.config import TrainConfig
+    from lib.training import training_arguments
+
+    args = training_arguments(tmp_path, TrainConfig(), torch.float32, on_gpu=False, timeout_minutes=123)
+    assert args.ddp_timeout == 123 * 60

@@ -201,3 +201,17 @@ def test_padding_free_and_labelled_logits_give_the_padded_batch_loss_and_gradien
             scale = float(reference_grads[name].abs().max())
             torch.testing.assert_close(grad, reference_grads[name], rtol=FP32_SUM_RTOL, atol=FP32_SUM_RTOL * scale,
                                        msg=f"{packing}/{logits} {name}")
+
+
+def test_one_process_on_a_simulated_4_gpu_machine_trains_with_the_configured_global_batch(train_run, monkeypatch):
+    """transformers gives a single process n_gpu = torch.cuda.device_count() and multiplies its batch
+    by it; simulated here by that count (4) on the CPU. 12 examples, 2 per step, 2 epochs -> 12 steps;
+    a 4x batch would take 4."""
+    from transformers import TrainingArguments
+
+    monkeypatch.setattr(TrainingArguments, "n_gpu", property(lambda self: 4))
+    run_dir = train_run.prepared("four")
+    result = train_run(train, "four", "--set", "train.per_device_batch_size=2", "--reconfigure")
+    record = json.loads((run_dir / "adapter" / "training_complete.json").read_text())
+    assert record["global_step"] == 12 and record["global_batch_size"] == 2
+    assert "global batch 2" in result.output
