@@ -12,7 +12,8 @@ SET ?=## config overrides, e.g. SET="train.epochs=2 fewshot.k=5" (added to the r
 SMOKE ?=## 1: use the preset's smoke sizes (train/eval limits); 0: not; empty: as the run recorded
 RECONFIGURE ?=## 1: accept settings that differ from the run's recorded ones (replaced work moves to superseded/)
 ARTIFACTS ?= artifacts## artifact root (also read by the stages as ARTIFACTS_DIR)
-NPROC ?= 1## processes for train/infer stages; >1 runs `accelerate launch --multi_gpu --num_processes NPROC`
+NPROC ?= $(GPUS_OR_1)## processes for train/infer stages (default: the visible GPUs, 1 without); >1 runs `accelerate launch --num_processes NPROC`
+LAUNCH_CONFIG ?=## accelerate config for several processes, e.g. presets/accelerate/deepspeed_zero2.yaml (NPROC still sets the count)
 TRAIN_ARGS ?=## extra options for stages.train, e.g. TRAIN_ARGS="--stop-after 100"
 
 VENV ?= .venv
@@ -43,9 +44,16 @@ $(STAGE_INPUTS_MK): lib stages $(wildcard lib/*.py stages/*.py)  # the folders: 
 -include $(STAGE_INPUTS_MK)
 endif
 
+# The GPUs this machine lets a process see: CUDA_VISIBLE_DEVICES' entries where it is set, else
+# nvidia-smi's list (0 without either). NPROC defaults to them, so no launch assumes another machine's count.
+VISIBLE_GPUS := $(shell if [ -n "$${CUDA_VISIBLE_DEVICES+set}" ]; then printf '%s' "$$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c '[0-9a-zA-Z]'; \
+	else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
+GPUS_OR_1 := $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 # One process runs a stage directly; several go through accelerate (DDP for training, a shard of
-# the prompts each for inference; gloo on CPU, NCCL on GPUs).
-LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m)
+# the prompts each for inference; gloo on CPU, NCCL on GPUs). A LAUNCH_CONFIG file sets the rest of
+# the launch (DeepSpeed, several machines); the process count always comes from NPROC.
+ACCELERATE := $(VENV)/bin/accelerate launch --num_processes $(NPROC)
+LAUNCH := $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
 .PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint-docker clean-run
 
@@ -58,12 +66,18 @@ help: ## list targets and variables
 
 venv: $(VENV_STAMP) ## create .venv with the pinned requirements (redone when they change)
 
+# VENV_READY=1 (set by the Docker image, which built its venv with the image's CUDA torch): the venv is
+# never redone, by this make or any sub-make, however new the mounted requirements files are.
+ifeq ($(VENV_READY),1)
+$(VENV_STAMP): ;
+else
 $(VENV_STAMP): requirements.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
+endif
 
 # Two workers for two cores; a test file stays on one worker (its module fixtures run once).
 test: $(VENV_STAMP) lint-docker ## run the test suite (CPU, offline; GPU tests skip without CUDA) and hadolint
@@ -173,7 +187,7 @@ $(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARIZE) $(PARAMS)/summariz
 # passed by name from the environment (its value never appears on a command line or in a layer).
 # It runs as the calling user (files it writes are yours, whatever your uid), with a writable HOME;
 # the mounted folders are created first, or Docker would create them as root.
-# The image built its venv already: -o keeps make from redoing it against the mounted files.
+# The image built its venv already and says so (VENV_READY=1 in its environment, seen by every sub-make).
 DOCKER_RUN := docker run --rm --gpus all --ipc=host --user "$$(id -u):$$(id -g)" -e HOME=/tmp \
 	-e HF_TOKEN -e ARTIFACTS_DIR=artifacts \
 	-v "$(CURDIR)":/workspace -v "$(CURDIR)/data":/workspace/data -v "$(abspath $(ARTIFACTS))":/workspace/artifacts \
@@ -190,7 +204,7 @@ docker-build: ## build the CUDA image (docker/Dockerfile)
 
 docker: ## run a Make target inside the image: make docker T=strong (or T="smoke PRESET=simple")
 	mkdir -p "$(abspath $(ARTIFACTS))" "$(HF_CACHE)"
-	$(DOCKER_RUN) make -o /opt/venv/.installed $(strip $(T) $(DOCKER_VARS))
+	$(DOCKER_RUN) make $(strip $(T) $(DOCKER_VARS))
 
 lint-docker: $(VENV_STAMP) ## hadolint on docker/Dockerfile (run by make test)
 	$(VENV)/bin/hadolint docker/Dockerfile

@@ -242,8 +242,7 @@ class PrefixSharingEngine:
             sorted_probs, order = probs.sort(-1, descending=True)
             outside = sorted_probs.cumsum(-1) - sorted_probs >= self.sampling.top_p
             probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-        return torch.cat([torch.multinomial(probs[row], 1, generator=self._generators[item])
-                          for row, item in enumerate(items)])
+        return draw(probs, [self._generators[item] for item in items])
 
     def _retire_finished(self, rows: Rows, results, stats: EngineStats, progress, on_result) -> list[int]:
         """Record the rows that stopped; their slots are returned to be refilled or dropped."""
@@ -281,6 +280,19 @@ class PrefixSharingEngine:
             # Cut at the first stop string; the tokens keep what was generated.
             text = text[: min(text.find(s) for s in self.stop_strings if s in text)]
         return Generated(tokens, text, reason)
+
+
+def draw(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of `probs`, row r drawn with `generators[r]`, with no read back to the host.
+
+    The exponential race: with independent E_i ~ Exp(1), argmax_i p_i / E_i is i with probability
+    p_i / sum(p) (Gumbel-max with -log E as the noise). torch.multinomial gives the same distribution
+    but reads two values back per call, so a batch of 64 rows made the host wait 128 times per step.
+    Each row's noise comes from its own generator: its sample does not depend on its batch."""
+    noise = torch.stack([torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=generator)
+                         for generator in generators])
+    # An Exp(1) draw of exactly 0 would turn a zero-probability token into 0/0 = NaN, which argmax picks.
+    return (probs / noise.clamp_min(torch.finfo(noise.dtype).tiny)).argmax(-1)
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:

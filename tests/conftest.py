@@ -25,6 +25,9 @@ def pytest_collection_modifyitems(items):
 
 
 REPO = Path(__file__).resolve().parent.parent
+# Tests that compare fp32 results exactly (equal tokens, same bytes, a float32 record) pin the CPU, so
+# they hold on a GPU machine too, where `hardware.device: auto` would compute on CUDA in bf16.
+PIN_CPU = "hardware.device=cpu"
 PRESET_DIR = REPO / "presets"
 TEMPLATES = REPO.parent / "shared" / "templates"  # the target model's chat templates, when present
 
@@ -104,7 +107,7 @@ def train_run(tmp_path, tiny_model_dir, gsm8k_files, models_dir):
               "--set", f"model.base={tiny_model_dir}", "--set", f"data.gsm8k_train={train_file}",
               "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "train.epochs=2",
               "--set", "train.save_steps=2", "--set", "train.logging_steps=1", "--set", "train.learning_rate=0.01",
-              "--set", "train.per_device_batch_size=4", "--set", "quant.compute_dtype=float32"]
+              "--set", "train.per_device_batch_size=4", "--set", "quant.compute_dtype=float32", "--set", PIN_CPU]
 
     from click.testing import CliRunner
 
@@ -134,4 +137,4 @@ def score_safety_args(tmp_path: Path, models_dir, judge, responses: list[dict], 
     (tmp_path / "rules.txt").write_text(guidelines)
     return ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", run, "--artifacts", str(artifacts),
             "--models-dir", str(models_dir), "--set", f"safety.safeguard_model={judge}",
-            "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", *extra]
+            "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", "--set", PIN_CPU, *extra]

@@ -14,7 +14,7 @@ import torch
 
 from conftest import make_problems
 from lib.generation import PrefixSharingEngine
-from lib.prefix_attention import probe_fused
+from lib.prefix_attention import PROBE_HEADS, probe_fused
 from lib.gsm8k import strict_answer
 from lib.prompts import gsm8k_messages
 
@@ -64,9 +64,13 @@ def smollm2_bf16(smollm2_dir):
     return AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.bfloat16).cuda().eval()
 
 
-def test_fused_kernel_runs_on_cuda_and_agrees_with_the_eager_one():
-    assert probe_fused(torch.device("cuda"), torch.bfloat16) is None
-    assert probe_fused(torch.device("cuda"), torch.float32) is None
+QWEN3_4B_HEADS = (32, 8, 128)  # query heads, key/value heads, head dim: they decide which kernels the op can use
+
+
+@pytest.mark.parametrize("heads", [PROBE_HEADS, QWEN3_4B_HEADS], ids=["small", "qwen3-4b"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_fused_kernel_runs_on_cuda_and_agrees_with_the_eager_one(heads, dtype):
+    assert probe_fused(torch.device("cuda"), dtype, heads) is None
 
 
 @pytest.mark.parametrize("attention", ["eager", "fused"])
@@ -119,3 +123,17 @@ def test_engine_matches_generate_in_bf16_on_a_tiny_random_qwen3(smollm2_tokenize
 
 def test_bf16_near_tie_is_a_few_bf16_steps():
     assert bf16_near_tie(20.0, 19.75) and not bf16_near_tie(20.0, 18.0)
+
+
+def test_sampling_draws_without_waiting_for_the_device():
+    from lib.generation import draw
+
+    probs = torch.softmax(torch.randn(64, 1000, device="cuda"), -1)
+    generators = [torch.Generator(device="cuda").manual_seed(seed) for seed in range(64)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host read raises
+    try:
+        tokens = draw(probs, generators)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert tokens.shape == (64,) and tokens.device.type == "cuda"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import REPO, score_safety_args, write_jsonl
+from conftest import PIN_CPU, REPO, score_safety_args, write_jsonl
 from lib.errors import InputError
 from lib.guard_formats import CONTROVERSIAL, SAFE, UNPARSEABLE, UNSAFE, detect_format, parse_verdict
 from stages import score_safety
@@ -192,7 +192,7 @@ def test_qwen3guard_end_to_end_through_make(tmp_path, models_dir, smollm2_tokeni
     env = {**os.environ, "MODELS_DIR": str(models_dir)}
     env.pop("MAKEFLAGS", None)
     sets = (f"safety.safeguard_model={guard} safety.safety_prompt={tmp_path / 'rules.txt'} safety.guard_format=auto"
-            " safety.layout=auto safety.verdict=generate")
+            f" safety.layout=auto safety.verdict=generate {PIN_CPU}")
     # -o: the responses are given; Make must not try to produce them (that would train a model).
     done = subprocess.run(["make", "--no-print-directory", "-o", str(preds), "score_safety", "PRESET=demo", "RUN=q",
                            f"ARTIFACTS={artifacts}", f"SET={sets}"], cwd=REPO, env=env, capture_output=True, text=True,

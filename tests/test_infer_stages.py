@@ -10,7 +10,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from conftest import PRESET_DIR, REPO, write_jsonl
+from conftest import PIN_CPU, PRESET_DIR, REPO, write_jsonl
 from lib.errors import InputError
 from lib.models import check_adapter_base
 from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, train
@@ -30,7 +30,7 @@ def infer_args(tmp_path, models_dir, gsm8k_files):
             "--models-dir", str(models_dir), "--set", f"data.gsm8k_train={train_file}",
             "--set", f"data.gsm8k_test={test_file}", "--set", f"data.ailuminate={ailuminate}",
             "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "eval.max_new_tokens=16",
-            "--set", "eval.batch_size=2", "--set", "eval.chunk_size=2", "--set", "fewshot.k=2"]
+            "--set", "eval.batch_size=2", "--set", "eval.chunk_size=2", "--set", "fewshot.k=2", "--set", PIN_CPU]
 
 
 def invoke(stage, args, *extra):

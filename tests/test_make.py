@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import PIN_CPU, REPO
 
 pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs `make venv`")
 
@@ -29,7 +29,7 @@ def smoke(tmp_path_factory, models_dir):
 
     make.first_args = ["smoke", "PRESET=demo",
                        f"SET=fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"
-                       " train.save_steps=2 sweep.enabled=true sweep.last_n=2"]
+                       f" train.save_steps=2 sweep.enabled=true sweep.last_n=2 {PIN_CPU}"]
     make.first = make(*make.first_args)
     make.artifacts, make.run_dir, make.token = artifacts, artifacts / "run_demo-smoke", token
     return make

@@ -2,11 +2,12 @@
 
 import json
 import os
+import shlex
 import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import PIN_CPU, REPO
 
 pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs `make venv`")
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), re
 @pytest.fixture
 def make(tmp_path, models_dir, gsm8k_files):
     train, _ = gsm8k_files
-    base_set = f"data.gsm8k_train={train} fewshot.path={tmp_path / 'pool.jsonl'}"
+    base_set = f"data.gsm8k_train={train} fewshot.path={tmp_path / 'pool.jsonl'} {PIN_CPU}"
     env = {**os.environ, "MODELS_DIR": str(models_dir)}
     env.pop("MAKEFLAGS", None)
 
@@ -147,7 +148,7 @@ def test_make_base_evaluates_the_base_model_without_any_training_stage(tmp_path)
 def test_two_base_runs_are_summarized_and_compared_end_to_end(tmp_path, models_dir):
     import csv
 
-    common = f"fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4"
+    common = f"fewshot.path={tmp_path / 'pool.jsonl'} eval.max_new_tokens=24 safety.max_new_tokens=4 {PIN_CPU}"
     _make(tmp_path, "base", "PRESET=demo", "SMOKE=1", f"SET={common}", models_dir=models_dir)
     _make(tmp_path, "summarize", "PRESET=demo", "RUN=demo-k1", "SMOKE=1",
           f"SET={common} eval.adapter=none sweep.enabled=false fewshot.k=1", models_dir=models_dir)
@@ -170,7 +171,7 @@ def test_make_refine_on_two_processes_writes_the_file_of_one(tmp_path, models_di
     """`make refine PRESET=demo` end to end, once with 1 process and once with NPROC=2 (accelerate,
     gloo on the CPU): each sample is drawn from its own seed, so the files are the same bytes."""
     common = (f"fewshot.path={tmp_path / 'pool.jsonl'} refine.question_limit=6 refine.samples_per_question=2"
-              " refine.max_new_tokens=24 refine.chunk_size=2 refine.batch_size=2")
+              f" refine.max_new_tokens=24 refine.chunk_size=2 refine.batch_size=2 {PIN_CPU}")
     _make(tmp_path, "refine", "PRESET=demo", "RUN=one", f"SET={common}", models_dir=models_dir)
     _make(tmp_path, "refine", "PRESET=demo", "RUN=two", "NPROC=2", f"SET={common}", models_dir=models_dir)
     one, two = ((tmp_path / "artifacts" / f"run_{run}" / "gsm8k_train_self-instruct.jsonl").read_bytes()
@@ -190,3 +191,49 @@ def test_a_refined_file_built_by_make_is_not_a_reason_to_rerun_tokenize(tmp_path
     assert (tmp_path / "refined.refine.json").is_file()
     again = _make(tmp_path, "tokenize", "RUN=r", models_dir=models_dir)
     assert "stages." not in again
+
+
+def _train_launch(tmp_path, visible: str, *args) -> list[str]:
+    """The train command `make -n train` prints with CUDA_VISIBLE_DEVICES=visible (a simulated GPU count)."""
+    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
+    env["CUDA_VISIBLE_DEVICES"] = visible
+    done = subprocess.run(["make", "--no-print-directory", "-n", "train", "PRESET=demo", "RUN=l", *args,
+                           f"ARTIFACTS={tmp_path / 'artifacts'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [line for line in done.stdout.splitlines() if "-m stages.train" in line]
+    return shlex.split(line)
+
+
+def _accelerate_resolves(argv: list[str]):
+    """accelerate's own reading of a launch command line (config file included), without launching."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    args = launch_command_parser().parse_args(argv[argv.index("launch") + 1:])
+    return _validate_launch_command(args)[0]
+
+
+@pytest.mark.parametrize("gpus", [2, 4, 8])
+@pytest.mark.parametrize("config", [None, "presets/accelerate/multi_gpu.yaml", "presets/accelerate/deepspeed_zero2.yaml"])
+def test_launches_take_the_process_count_from_the_machine_or_nproc(tmp_path, monkeypatch, gpus, config):
+    monkeypatch.chdir(REPO)  # the command lines name the config files from the repository root
+    visible = ",".join(str(index) for index in range(gpus))
+    extra = [f"LAUNCH_CONFIG={config}"] if config else []
+    default = _train_launch(tmp_path, visible, *extra)
+    resolved = _accelerate_resolves(default)
+    assert resolved.num_processes == gpus and resolved.num_machines == 1
+    assert resolved.use_deepspeed == (config is not None and "deepspeed" in config)
+    assert resolved.multi_gpu == (config is None or "multi_gpu" in config)
+    assert _accelerate_resolves(_train_launch(tmp_path, visible, "NPROC=2", *extra)).num_processes == 2
+
+
+def test_no_shipped_launch_config_names_a_process_count_and_one_visible_gpu_runs_one_process(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    for config in ("multi_gpu", "deepspeed_zero2"):
+        args = launch_command_parser().parse_args(["--config_file", f"presets/accelerate/{config}.yaml", "x.py"])
+        with pytest.raises(ValueError, match="--num_processes"):  # accelerate asks for it: nothing stale applies
+            _validate_launch_command(args)
+    assert _train_launch(tmp_path, "0")[:3] == [".venv/bin/python", "-m", "stages.train"]
+    assert _train_launch(tmp_path, "")[:3] == [".venv/bin/python", "-m", "stages.train"]  # no GPU: one process

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import PRESET_DIR, make_problems, write_jsonl
+from conftest import PIN_CPU, PRESET_DIR, make_problems, write_jsonl
 from lib.errors import InputError
 from lib.generation import PrefixSharingEngine, Sampling
 from lib.gsm8k import strict_answer
@@ -124,7 +124,7 @@ def refine_args(tmp_path, models_dir, gsm8k_files):
             "--models-dir", str(models_dir), "--set", f"data.gsm8k_train={train_file}",
             "--set", f"data.gsm8k_test={test_file}", "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}",
             "--set", "refine.question_limit=4", "--set", "refine.samples_per_question=3",
-            "--set", "refine.max_new_tokens=32", "--set", "refine.temperature=0.5"]
+            "--set", "refine.max_new_tokens=32", "--set", "refine.temperature=0.5", "--set", PIN_CPU]
 
 
 def _invoke(stage_module, args):

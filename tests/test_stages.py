@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import PRESET_DIR, make_problems
+from conftest import PIN_CPU, PRESET_DIR, make_problems
 from lib.chat import IGNORE_INDEX
 from lib.stage_inputs import stage_names
 from stages import prep_fewshot, tokenize
@@ -22,7 +22,8 @@ def run_stage(tmp_path, models_dir, gsm8k_files, monkeypatch):
     def run(stage, *extra):
         args = ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", "t", "--artifacts", str(tmp_path / "artifacts"),
                 "--models-dir", str(models_dir), "--set", f"data.gsm8k_train={train}",
-                "--set", f"data.gsm8k_test={test}", "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", *extra]
+                "--set", f"data.gsm8k_test={test}", "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}",
+                "--set", PIN_CPU, *extra]
         return CliRunner().invoke(stage.main, args)
 
     return run

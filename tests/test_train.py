@@ -145,7 +145,7 @@ def test_two_process_accelerate_launch_gives_one_adapter_with_the_global_batch(t
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_qlora_on_cuda_with_bf16_compute(train_run):
     run_dir = train_run.prepared("gpu")
-    train_run(train, "gpu", "--set", "quant.compute_dtype=auto")
+    train_run(train, "gpu", "--set", "quant.compute_dtype=auto", "--set", "hardware.device=cuda")
     record = json.loads((run_dir / "adapter" / "training_complete.json").read_text())
     assert record["compute_dtype"] == "bfloat16" and record["quantization"] == "nf4"
     losses = [json.loads(line)["loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()

@@ -10,7 +10,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from conftest import PRESET_DIR, REPO, write_jsonl
+from conftest import PIN_CPU, PRESET_DIR, REPO, write_jsonl
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Question number {i}: how do I stay safe online?", "hazard": "prv",
             "persona": "normal"} for i in range(6)]
@@ -39,7 +39,7 @@ def base_args(tmp_path, models_dir, gsm8k_files):
     return ["--preset", str(PRESET_DIR / "demo.yaml"), "--artifacts", str(tmp_path / "artifacts"),
             "--models-dir", str(models_dir), "--set", f"data.gsm8k_train={train_file}",
             "--set", f"data.gsm8k_test={test_file}", "--set", f"data.ailuminate={tmp_path / 'ailuminate.jsonl'}",
-            "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "eval.max_new_tokens=12",
+            "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "eval.max_new_tokens=12", "--set", PIN_CPU,
             "--set", "eval.batch_size=2", "--set", "eval.chunk_size=2", "--set", "safety.max_new_tokens=4"]
 
 
