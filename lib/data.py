@@ -59,7 +59,8 @@ def _load_hub_gsm8k(dataset_id: str, hub_config: str, split: str) -> list[dict]:
     except Exception as err:  # the hub raises many types; all mean "could not get it"
         raise InputError(
             f"{dataset_id} ({hub_config}, {split}): could not load from the hub ({type(err).__name__}); "
-            "set data.gsm8k_train/gsm8k_test to local JSONL files to work offline"
+            "run `make download PRESET=<preset>` where there is internet, or set data.gsm8k_train/gsm8k_test to"
+            " local JSONL files"
         ) from None
     return [{"question": r["question"], "answer": r["answer"]} for r in dataset]
 

@@ -94,17 +94,17 @@ def cuda_report() -> str:
 
 def _small_enough_for_cpu(model: str) -> bool:
     import json
-    import re
     from pathlib import Path
+
+    from lib.hub import is_hub_id
 
     if model.startswith("embedded:"):
         return True
     config_file = Path(model) / "config.json"
     if not config_file.is_file():
-        # A hub id (owner/name, not on disk) is the preset's real model; a local path without a
-        # config is the loader's to report, with its own message.
-        hub_id = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", model) and not Path(model.split("/")[0]).is_dir()
-        return not hub_id
+        # A hub id is the preset's real model; a local path without a config is the loader's to
+        # report, with its own message.
+        return not is_hub_id(model)
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config = config.get("text_config", config)
     hidden, layers = config.get("hidden_size", 0), config.get("num_hidden_layers", 0)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from lib.devices import process_state
+from lib.hub import hub_errors
 from lib.errors import InputError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -109,7 +110,8 @@ def load_tokenizer(base: str, models_dir: str | Path, revision: str | None = Non
     from transformers import AutoTokenizer
 
     path = resolve_model_path(base, models_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    with hub_errors(path, "model.base", revision):
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.chat_template is None:
         raise InputError(f"model {base!r}: tokenizer has no chat template (an instruct model is expected)")
     return tokenizer
@@ -122,10 +124,11 @@ def load_base_for_training(path: str, quantization: str, double_quant: bool, com
     from transformers import AutoModelForCausalLM
 
     quant_config = nf4_config(double_quant, compute_dtype) if quantization == "nf4" else None
-    model = AutoModelForCausalLM.from_pretrained(
-        path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
-        quantization_config=quant_config, dtype=compute_dtype, device_map={"": process_state().device},
-    )
+    with hub_errors(path, "model.base", revision):
+        model = AutoModelForCausalLM.from_pretrained(
+            path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
+            quantization_config=quant_config, dtype=compute_dtype, device_map={"": process_state().device},
+        )
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
     # Non-reentrant checkpointing works with frozen inputs and with DDP.
     checkpointing_kwargs = {"use_reentrant": False}
@@ -148,17 +151,20 @@ def load_for_inference(base_path: str, adapter: Path | None, model_format: str, 
     if adapter is not None:
         check_adapter_base(adapter, base_path)
     quant_config = nf4_config(double_quant, dtype) if model_format == "nf4" else None
-    model = AutoModelForCausalLM.from_pretrained(
-        base_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
-        quantization_config=quant_config, dtype=dtype, device_map={"": process_state().device},
-    )
+    with hub_errors(base_path, "model", revision):
+        model = AutoModelForCausalLM.from_pretrained(
+            base_path, revision=revision, trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True, quantization_config=quant_config, dtype=dtype,
+            device_map={"": process_state().device},
+        )
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
         if model_format == "merged":
             model = model.merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(base_path, revision=revision, trust_remote_code=trust_remote_code)
+    with hub_errors(base_path, "model", revision):
+        tokenizer = AutoTokenizer.from_pretrained(base_path, revision=revision, trust_remote_code=trust_remote_code)
     return model.eval(), tokenizer
 
 

@@ -21,6 +21,7 @@ from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, ch
 from lib.chat import IGNORE_INDEX
 from lib.devices import DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES, process_state, resolve_compute_dtype
 from lib.errors import InputError
+from lib.hub import hub_errors
 from lib.io import atomic_write_json, made_from, mark_made_from, read_jsonl
 from lib.models import load_base_for_training
 
@@ -255,7 +256,8 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
 
     # Data and model
     dataset = load_tokenized(data_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
+    with hub_errors(model_path, "model.base", revision):
+        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
     dtype = resolve_compute_dtype(compute_dtype, state.device)
     model = load_base_for_training(model_path, quantization, double_quant, dtype, train.gradient_checkpointing,
                                    revision, trust_remote_code)
