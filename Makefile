@@ -55,7 +55,7 @@ GPUS_OR_1 := $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE := $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH := $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint-docker clean-run download
+.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint-docker clean-run download gpu-check
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -205,6 +205,16 @@ docker-build: ## build the CUDA image (docker/Dockerfile)
 docker: ## run a Make target inside the image: make docker T=strong (or T="smoke PRESET=simple")
 	mkdir -p "$(abspath $(ARTIFACTS))" "$(HF_CACHE)"
 	$(DOCKER_RUN) make $(strip $(T) $(DOCKER_VARS))
+
+CARD ?= h100## the card gpu-check and bench_gpu.py set their figures against (h100, h200, a100)
+GPU_CHECK := $(ARTIFACTS)/gpu_check
+gpu-check: $(VENV_STAMP) ## on a lent GPU: pytest -m gpu, bench_gpu.py at Qwen3-4B's shapes, the whole chain; one table (also $$OUT/gpu_check.md)
+	@$(PY) tests/bench/gpu_check.py require
+	@mkdir -p $(GPU_CHECK)
+	$(PY) -m pytest -m gpu 2>&1 | tee $(GPU_CHECK)/pytest.txt
+	$(PY) tests/bench/bench_gpu.py --card $(CARD) 2>&1 | tee $(GPU_CHECK)/bench.txt
+	$(PY) tests/bench/gpu_check.py chain --work $(GPU_CHECK) 2>&1 | tee $(GPU_CHECK)/chain.txt
+	$(PY) tests/bench/gpu_check.py table --work $(GPU_CHECK)
 
 download: $(VENV_STAMP) ## fetch what PRESET needs from the hub into the HF cache (a login node) and check data/; then run offline
 	$(PY) -m lib.hub download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))

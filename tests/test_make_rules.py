@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import sys
 import subprocess
 
 import pytest
@@ -237,3 +238,34 @@ def test_no_shipped_launch_config_names_a_process_count_and_one_visible_gpu_runs
             _validate_launch_command(args)
     assert _train_launch(tmp_path, "0")[:3] == [".venv/bin/python", "-m", "stages.train"]
     assert _train_launch(tmp_path, "")[:3] == [".venv/bin/python", "-m", "stages.train"]  # no GPU: one process
+
+
+def test_gpu_check_runs_three_parts_and_stops_in_one_line_without_cuda(tmp_path):
+    import torch
+
+    dry = subprocess.run(["make", "-n", "gpu-check", f"ARTIFACTS={tmp_path}"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert "-m pytest -m gpu" in dry and "tests/bench/bench_gpu.py --card h100" in dry
+    assert "gpu_check.py chain" in dry and "gpu_check.py table" in dry
+    if torch.cuda.is_available():
+        return
+    done = subprocess.run(["make", "--no-print-directory", "gpu-check", f"ARTIFACTS={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and not (tmp_path / "gpu_check").exists()
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert line.startswith("Error: gpu-check needs CUDA: torch.cuda.is_available() is False")
+
+
+@pytest.mark.slow
+def test_gpu_checks_chain_runs_end_to_end_on_a_tiny_model_of_the_same_kind(tmp_path):
+    """The GPU session's chain, wired the same way on a 2-layer model on the CPU, then its table row."""
+    done = subprocess.run([sys.executable, "tests/bench/gpu_check.py", "chain", "--work", str(tmp_path), "--tiny"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((tmp_path / "chain.json").read_text())
+    assert record["summary"] and record["gsm8k_questions"] == 64
+    table = subprocess.run([sys.executable, "tests/bench/gpu_check.py", "table", "--work", str(tmp_path)], cwd=REPO,
+                           capture_output=True, text=True, env={**os.environ, "OUT": str(tmp_path)})
+    assert "| whole chain, make smoke PRESET=simple (random Qwen3-4B shape) | PASS |" in table.stdout
+    assert table.returncode == 1 and "| pytest -m gpu | FAIL |" in table.stdout  # no pytest output here
+    assert (tmp_path / "gpu_check.md").read_text() == table.stdout.rstrip("\n") + "\n"

@@ -52,44 +52,52 @@ def build_model(shape: dict, folder: Path):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(Qwen3Config(**shape)).to(torch.bfloat16)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # random init of 4B: seconds on a card
+        model = Qwen3ForCausalLM(Qwen3Config(**shape)).to(torch.bfloat16)
     model.save_pretrained(folder, safe_serialization=True)
     return sum(p.numel() for p in model.parameters())
 
 
 def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: int) -> dict:
+    """The train stage's own path: lib.training's TrainingArguments, collator and loss in transformers'
+    Trainer (train mode, LoRA dropout, gradient checkpointing, bf16 autocast), timed per optimizer step
+    by a callback; the first step (kernel selection, allocator growth) is a warm-up left out."""
+    import datasets
     import torch
+    from transformers import Trainer, TrainerCallback
 
-    from lib.devices import process_state
+    from lib.chat import IGNORE_INDEX
+    from lib.config import TrainConfig
     from lib.models import load_base_for_training
-    from lib.training import IGNORE_INDEX, LabelledLogitsLoss, attach_lora, make_collator
+    from lib.training import LabelledLogitsLoss, attach_lora, make_collator, training_arguments
 
-    device = process_state().device
     model = load_base_for_training(str(folder), "nf4", True, torch.bfloat16, gradient_checkpointing=True)
     model, _ = attach_lora(model, r=16, alpha=32, dropout=0.05, target_modules=None)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    collate = make_collator(None, "padding_free", "labelled")
-    loss_of = LabelledLogitsLoss(model.get_output_embeddings())
     generator = torch.Generator().manual_seed(0)
-    features = [{"input_ids": torch.randint(3, shape["vocab_size"], (length,), generator=generator).tolist()}
-                for _ in range(batch)]
-    for row in features:  # loss on the second half: the assistant turn
-        row["labels"] = [IGNORE_INDEX] * (length // 2) + row["input_ids"][length // 2:]
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    timings = []
-    for _ in range(steps + 1):  # the first step warms up
-        start = time.perf_counter()
-        inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in collate(features).items()}
-        labels = inputs.pop("labels")
-        loss = loss_of(model(**inputs), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    rows = [torch.randint(3, shape["vocab_size"], (length,), generator=generator).tolist()
+            for _ in range(batch * (steps + 1))]
+    data = datasets.Dataset.from_dict({  # loss on the second half of each row: the assistant turn
+        "input_ids": rows, "labels": [[IGNORE_INDEX] * (length // 2) + row[length // 2:] for row in rows]})
+    settings = TrainConfig(epochs=1, per_device_batch_size=batch, gradient_accumulation_steps=1, warmup_ratio=0.0,
+                           logging_steps=10**6, save_steps=10**6)
+    step_ends = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            step_ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as output:
+        args = training_arguments(Path(output), settings, torch.bfloat16, on_gpu=torch.cuda.is_available())
+        args.save_strategy = "no"
+        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=make_collator(None, "padding_free",
+                          "labelled"), compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()),
+                          callbacks=[StepClock()])
         if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
-    seconds = sum(timings[1:]) / steps
+            torch.cuda.reset_peak_memory_stats()
+        trainer.train()
+    seconds = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     return {"tokens_per_s": batch * length / seconds, "seconds_per_step": seconds, "peak_gib": peak}
 
@@ -117,18 +125,21 @@ def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, s
                    for _ in range(batch)]
         engine_tps = {}
         for attention, steps_per_sync in ENGINE_VARIANTS:
-            # No EOS: every row decodes all new_tokens, the same work for all.
-            engine = PrefixSharingEngine(model, Tokens(), new_tokens, batch, eos_token_ids=(-1,), attention=attention,
-                                         steps_per_sync=steps_per_sync)
-            _, stats = engine.generate(prompts)
+            # No EOS: every row decodes all new_tokens, the same work for all. A short run of the same
+            # variant first, so no timed variant pays for kernel selection or allocator growth.
+            for tokens in (8, new_tokens):
+                engine = PrefixSharingEngine(model, Tokens(), tokens, batch, eos_token_ids=(-1,),
+                                             attention=attention, steps_per_sync=steps_per_sync)
+                _, stats = engine.generate(prompts)
             engine_tps[attention, steps_per_sync] = stats.generated_tokens / stats.seconds
         ids = torch.tensor(prompts, device=model.device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        for tokens in (8, new_tokens):  # warm-up, then timed
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                     min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
         plain_tps = (out.shape[1] - ids.shape[1]) * batch / (time.perf_counter() - start)
         results[batch] = {"engine_tps": engine_tps, "generate_tps": plain_tps}
     return results
@@ -138,7 +149,7 @@ def bench_attention(batches: list[int], heads: tuple[int, int, int], prefix: int
     """Milliseconds per call of each kernel for one layer's decode step, and each one's largest
     difference from the eager kernel in fp32 on the same (bf16-valued) inputs."""
     import torch
-    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from lib.devices import process_state
     from lib.prefix_attention import _eager_attention, _fused_attention
@@ -150,12 +161,17 @@ def bench_attention(batches: list[int], heads: tuple[int, int, int], prefix: int
     def rand(*shape):
         return torch.randn(*shape, generator=generator).to(device=device, dtype=torch.bfloat16)
 
+    class Layer(torch.nn.Module):  # what transformers' SDPA path reads of an attention module
+        is_causal, num_key_value_groups, training = True, query_heads // kv_heads, False
+
     def one_call(query, keys, values, mask, prefix_kv, scale):
+        """transformers' own SDPA attention (its GQA handling and mask path) over [prefix ; own keys],
+        the prefix copied into every row as plain `generate`'s cache holds it."""
         copied_keys = torch.cat([prefix_kv[0].expand(len(keys), -1, -1, -1), keys], dim=2)
         copied_values = torch.cat([prefix_kv[1].expand(len(values), -1, -1, -1), values], dim=2)
         full_mask = torch.cat([mask.new_ones(*mask.shape[:-1], prefix_kv[0].shape[2]), mask], dim=-1)
-        return F.scaled_dot_product_attention(query, copied_keys, copied_values, attn_mask=full_mask, scale=scale,
-                                              enable_gqa=True)
+        output, _ = sdpa_attention_forward(Layer(), query, copied_keys, copied_values, full_mask, scaling=scale)
+        return output.transpose(1, 2)  # transformers returns [batch, length, heads, dim]
 
     results = {}
     for batch in batches:
@@ -164,7 +180,7 @@ def bench_attention(batches: list[int], heads: tuple[int, int, int], prefix: int
         prefix_kv = (rand(1, kv_heads, prefix, dim), rand(1, kv_heads, prefix, dim))
         mask = torch.ones(batch, 1, 1, own, dtype=torch.bool, device=device)
         mask[::2, ..., : own // 3] = False  # rows of different lengths
-        kernels = {"eager": _eager_attention, "fused": _fused_attention, "one SDPA call": one_call}
+        kernels = {"eager": _eager_attention, "fused": _fused_attention, "transformers SDPA, prefix copied": one_call}
         outputs, times = {}, {}
         for name, kernel in kernels.items():
             outputs[name] = kernel(query, keys, values, mask, prefix_kv, dim ** -0.5)  # warm-up
