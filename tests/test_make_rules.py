@@ -259,8 +259,9 @@ def test_gpu_check_runs_three_parts_and_stops_in_one_line_without_cuda(tmp_path)
 @pytest.mark.slow
 def test_gpu_checks_chain_runs_end_to_end_on_a_tiny_model_of_the_same_kind(tmp_path):
     """The GPU session's chain, wired the same way on a 2-layer model on the CPU, then its table row."""
+    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
     done = subprocess.run([sys.executable, "tests/bench/gpu_check.py", "chain", "--work", str(tmp_path), "--tiny"],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads((tmp_path / "chain.json").read_text())
     assert record["summary"] and record["gsm8k_questions"] == 64

@@ -87,7 +87,6 @@ def chain(work: Path, tiny: bool):
             " safety.guard_format=safe_unsafe safety.layout=user_turn safety.verdict=constrained"
             f" eval.max_new_tokens={16 if tiny else 256} safety.max_new_tokens=4 train.save_steps=1000")
     env = {**os.environ, "MODELS_DIR": str(models)}
-    env.pop("MAKEFLAGS", None)
     start = time.perf_counter()
     done = subprocess.run(["make", "--no-print-directory", "smoke", "PRESET=simple", "NPROC=1",
                            f"ARTIFACTS={work / 'artifacts'}", f"SET={sets}"], cwd=REPO, env=env, text=True,
