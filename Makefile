@@ -208,7 +208,7 @@ docker: ## run a Make target inside the image: make docker T=strong (or T="smoke
 
 CARD ?= h100## the card gpu-check and bench_gpu.py set their figures against (h100, h200, a100)
 GPU_CHECK := $(ARTIFACTS)/gpu_check
-gpu-check: $(VENV_STAMP) ## on a lent GPU: pytest -m gpu, bench_gpu.py at Qwen3-4B's shapes, the whole chain; one table (also $$OUT/gpu_check.md)
+gpu-check: $(VENV_STAMP) ## on a lent GPU: pytest -m gpu, bench_gpu.py at Qwen3-4B's shapes, the whole chain; one table (also $OUT/gpu_check.md)
 	@$(PY) tests/bench/gpu_check.py require
 	@mkdir -p $(GPU_CHECK)
 	$(PY) -m pytest -m gpu 2>&1 | tee $(GPU_CHECK)/pytest.txt
