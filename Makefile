@@ -46,14 +46,16 @@ endif
 
 # The GPUs this machine lets a process see: CUDA_VISIBLE_DEVICES' entries where it is set, else
 # nvidia-smi's list (0 without either). NPROC defaults to them, so no launch assumes another machine's count.
-VISIBLE_GPUS := $(shell if [ -n "$${CUDA_VISIBLE_DEVICES+set}" ]; then printf '%s' "$$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c '[0-9a-zA-Z]'; \
-	else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
-GPUS_OR_1 := $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
+# Counted on first use (then kept), so only when a stage's launch line needs the default NPROC, not
+# at every make and sub-make start.
+VISIBLE_GPUS = $(eval VISIBLE_GPUS := $(shell if [ -n "$${CUDA_VISIBLE_DEVICES+set}" ]; then printf '%s' "$$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c '[0-9a-zA-Z]'; \
+	else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi))$(VISIBLE_GPUS)
+GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 # One process runs a stage directly; several go through accelerate (DDP for training, a shard of
 # the prompts each for inference; gloo on CPU, NCCL on GPUs). A LAUNCH_CONFIG file sets the rest of
 # the launch (DeepSpeed, several machines); the process count always comes from NPROC.
-ACCELERATE := $(VENV)/bin/accelerate launch --num_processes $(NPROC)
-LAUNCH := $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
+ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
+LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
 .PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint-docker clean-run download gpu-check
 
@@ -196,7 +198,7 @@ DOCKER_RUN := docker run --rm --gpus all --ipc=host --user "$$(id -u):$$(id -g)"
 # The variables a user named on this command line, passed on unchanged (a run remembers the rest).
 DOCKER_VARS := $(if $(filter-out file,$(origin PRESET)),PRESET=$(PRESET)) $(if $(filter-out file,$(origin RUN)),RUN=$(RUN)) \
 	$(if $(SET),SET="$(SET)") $(if $(SMOKE),SMOKE=$(SMOKE)) $(if $(RECONFIGURE),RECONFIGURE=$(RECONFIGURE)) \
-	$(if $(filter-out 1,$(NPROC)),NPROC=$(NPROC))
+	$(if $(filter-out file,$(origin NPROC)),NPROC=$(NPROC))
 
 DOCKER_BUILD_ARGS ?=## extra `docker build` options, e.g. "--build-arg BASE_IMAGE=pytorch/pytorch:<tag>"
 docker-build: ## build the CUDA image (docker/Dockerfile)
