@@ -7,9 +7,11 @@ import os
 
 import torch
 
+from lib.config import HardwareConfig
 from lib.errors import InputError
 
-DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES = 360  # hardware.distributed_timeout_minutes' default (lib/config.py)
+# For library callers outside a stage (tests, benchmarks); a stage passes its config's value.
+DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES = HardwareConfig.distributed_timeout_minutes
 _CPU_ONLY = "GSM8K_TOOLKIT_CPU_ONLY"  # set by `hardware.device: cpu`; read by process_state (and subprocesses)
 
 
@@ -44,13 +46,14 @@ def process_state(timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES):
     """
     from accelerate import PartialState
 
-    cpu = os.environ.get(_CPU_ONLY) == "1" or not torch.cuda.is_available()
-    state = PartialState(cpu=cpu, timeout=dt.timedelta(minutes=timeout_minutes))
-    if state.num_processes == 1 and (state.device.type == "cpu") != cpu:
+    settings = {"cpu": os.environ.get(_CPU_ONLY) == "1" or not torch.cuda.is_available(),
+                "timeout": dt.timedelta(minutes=timeout_minutes)}
+    state = PartialState(**settings)
+    if state.num_processes == 1 and (state.device.type == "cpu") != settings["cpu"]:
         # One process whose policy changed since its state was made (a test process running stages
         # with different devices): no process group to keep, so the state is made again.
         PartialState._reset_state()
-        state = PartialState(cpu=cpu, timeout=dt.timedelta(minutes=timeout_minutes))
+        state = PartialState(**settings)
     return state
 
 

@@ -100,9 +100,10 @@ def check_provided(config) -> list[str]:
 
     lines = [f"data.ailuminate {config.data.ailuminate}: {len(load_ailuminate(config.data.ailuminate))} prompts"]
     prompt = Path(config.safety.safety_prompt)
-    if not prompt.is_file() or not prompt.read_text(encoding="utf-8").strip():
+    guidelines = prompt.read_text(encoding="utf-8") if prompt.is_file() else ""
+    if not guidelines.strip():
         raise InputError(f"safety.safety_prompt {prompt}: missing or empty (the Safety Guidelines prompt you provide)")
-    lines.append(f"safety.safety_prompt {prompt}: {len(prompt.read_text(encoding='utf-8'))} characters")
+    lines.append(f"safety.safety_prompt {prompt}: {len(guidelines)} characters")
     guard = Path(config.safety.safeguard_model)
     if config.safety.safeguard_model.startswith("embedded:"):
         lines.append(f"safety.safeguard_model {guard}: embedded (converted on first use)")

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import click
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "bench")]
+from common import REPO  # this folder is on sys.path when run as a script; common puts the repository there
 
 
 @click.group()
