@@ -6,13 +6,16 @@ and per hazard. Each difference is "run minus reference" with Newcombe's paired 
 the exact McNemar test (lib/stats.py); `fixed`/`broken` count the questions the run gets right
 that the reference got wrong and the reverse, `turned_safe`/`turned_unsafe` the same for
 responses. Flipped items are listed by id (GSM8K with both parsed answers; AILuminate by id and
-hazard only, never the prompt text).
+hazard only, never the prompt text). When one run evaluates the base's original weights and the
+other an adapter on the nf4-quantized base it was trained on, the comparison says that the
+difference includes the quantization.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from lib.artifacts import evaluation_file
@@ -36,7 +39,31 @@ def read_run(artifacts: Path, run: str) -> dict:
             producer = "infer_gsm8k" if task == "gsm8k" else "score_safety"
             raise InputError(f"{path}: not found (run `make {producer} RUN={run}` first)")
         rows[task] = {row["id"]: row for row in read_jsonl(path, required=required, flags=flags)}
+    rows["base_precision"] = evaluated_base_precision(artifacts, run)
     return rows
+
+
+def evaluated_base_precision(artifacts: Path, run: str) -> str | None:
+    """The base weights the run's GSM8K evaluation ran on (lib/models.base_precision), from its
+    metrics; None without them. Metrics from before it was recorded: `merged` then meant the
+    original weights."""
+    path = evaluation_file(artifacts, "infer_gsm8k", "metrics", run)
+    if not path.is_file():
+        return None
+    generation = json.loads(path.read_text(encoding="utf-8")).get("generation", {})
+    return generation.get("base_precision") or ("nf4" if generation.get("model_format") == "nf4" else "original")
+
+
+def quantization_note(reference: str, run: str, reference_precision: str | None,
+                      run_precision: str | None) -> str | None:
+    """A sentence when one run ran on the original weights and the other on the 4-bit base."""
+    if None in (reference_precision, run_precision):
+        return None
+    if (reference_precision == "original") == (run_precision == "original"):
+        return None
+    plain, quantized = (reference, run) if reference_precision == "original" else (run, reference)
+    return (f"{plain} ran on the base's original weights, {quantized} on the nf4-quantized base its adapter was"
+            " trained on: the difference includes that quantization, not only the training")
 
 
 def matched_ids(reference: str, run: str, task: str, reference_rows: dict, run_rows: dict) -> list:
@@ -56,7 +83,9 @@ def _flipped(ids: list, first: list[bool], second: list[bool], describe) -> dict
 
 def compare_pair(reference: str, run: str, reference_rows: dict, run_rows: dict) -> dict:
     """Paired GSM8K and safety differences of `run` against `reference`."""
-    result = {"reference": reference, "run": run, "gsm8k": {}, "safety": {}}
+    result = {"reference": reference, "run": run, "gsm8k": {}, "safety": {},
+              "note": quantization_note(reference, run, reference_rows.get("base_precision"),
+                                        run_rows.get("base_precision"))}
     a, b = reference_rows["gsm8k"], run_rows["gsm8k"]
     ids = matched_ids(reference, run, "GSM8K", a, b)
     for metric, field in (("strict", "correct"), ("flexible", "flexible_correct")):
@@ -115,7 +144,8 @@ def markdown(name: str, pairs: list[dict], plot: str | None) -> str:
              " difference these items can show.", ""]
     for pair in pairs:
         ref, run = pair["reference"], pair["run"]
-        lines += [f"## {run} vs {ref}", "", "| measure | n | reference | run | difference (95% CI) | gained | lost |"
+        lines += [f"## {run} vs {ref}", ""] + ([f"Note: {pair['note']}.", ""] if pair.get("note") else [])
+        lines += ["| measure | n | reference | run | difference (95% CI) | gained | lost |"
                   " McNemar p | reading |", "|---|---|---|---|---|---|---|---|---|"]
         for _, _, label, value in measures(pair):
             low, high = value["ci95"]
@@ -180,6 +210,8 @@ def write_comparison(artifacts: Path, name: str, pairs: list[dict]) -> list[Path
 def console_lines(pairs: list[dict]) -> list[str]:
     lines = []
     for pair in pairs:
+        if pair.get("note"):
+            lines.append(f"compare: note: {pair['note']}")
         for label, value in (("GSM8K strict", pair["gsm8k"]["strict"]), ("safety", pair["safety"]["overall"])):
             low, high = value["ci95"]
             lines.append(f"compare: {pair['run']} vs {pair['reference']}: {label} {value['difference']:+.3f}"

@@ -96,7 +96,10 @@ class EvalConfig:
     max_new_tokens: int = 512
     batch_size: int = 16  # sequences decoding together; a finished one hands its slot to the next
     stop_strings: list[str] = field(default_factory=list)  # extra stops besides the model's EOS
-    model_format: Literal["merged", "nf4"] = "merged"  # adapter merged into an unquantized base, or 4-bit as trained
+    # merged: the adapter merged into the base as training quantized it (nf4, dequantized): the trained
+    # model at full speed; nf4: the adapter beside the 4-bit base (slower); merged_original: merged into
+    # the checkpoint's own weights, NOT the model that was trained (lib/models.py MODEL_FORMATS).
+    model_format: Literal["merged", "merged_original", "nf4"] = "merged"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPUs, fp32 on CPU
     chunk_size: int = 64  # prompts per resumable chunk: a rerun after a kill redoes at most one
     adapter: Literal["trained", "none"] = "trained"  # none: the run evaluates the base model alone (`make base`)

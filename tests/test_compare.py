@@ -107,3 +107,31 @@ def test_runs_evaluated_on_different_items_stop_with_the_counts(tmp_path):
     assert result.output.strip() == ("Error: compare: GSM8K items differ: base has 10, smoke has 5, 5 in common"
                                      " (evaluate both on the same data and limits)")
     assert not list(artifacts.glob("compare_*"))
+
+
+def _write_metrics(artifacts, run, generation: dict):
+    (artifacts / f"gsm8k_metrics_{run}.json").write_text(json.dumps({"generation": generation}))
+
+
+def test_a_base_run_beside_a_finetuned_one_is_said_to_include_quantization(tmp_path):
+    from stages import compare
+
+    artifacts = tmp_path / "artifacts"
+    for run in ("base", "tuned", "tuned4bit"):
+        _write_run(artifacts, run, [True] * 4, [True] * 4)
+    _write_metrics(artifacts, "base", {"model_format": "base", "base_precision": "original"})
+    _write_metrics(artifacts, "tuned", {"model_format": "merged", "base_precision": "nf4-dequantized"})
+    _write_metrics(artifacts, "tuned4bit", {"model_format": "nf4", "base_precision": "nf4"})
+    result = CliRunner().invoke(compare.main, ["--runs", "base tuned tuned4bit", "--artifacts", str(artifacts)])
+    assert result.exit_code == 0, result.output
+    note = ("base ran on the base's original weights, tuned on the nf4-quantized base its adapter was trained on:"
+            " the difference includes that quantization, not only the training")
+    assert f"compare: note: {note}" in result.output
+    pairs = json.loads((artifacts / "compare_base_vs_tuned_vs_tuned4bit.json").read_text())["comparisons"]
+    assert pairs[0]["note"] == note and "tuned4bit on the nf4-quantized" in pairs[1]["note"]
+    assert f"Note: {note}." in (artifacts / "compare_base_vs_tuned_vs_tuned4bit.md").read_text()
+
+    # Two runs on the same kind of base: nothing to say.
+    result = CliRunner().invoke(compare.main, ["--runs", "tuned tuned4bit", "--artifacts", str(artifacts)])
+    assert result.exit_code == 0 and "note" not in result.output
+    assert json.loads((artifacts / "compare_tuned_vs_tuned4bit.json").read_text())["comparisons"][0]["note"] is None

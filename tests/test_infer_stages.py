@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import PIN_CPU, PRESET_DIR, REPO, write_jsonl
 from lib.errors import InputError
+from lib.io import read_jsonl
 from lib.models import check_adapter_base
 from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, train
 
@@ -96,17 +97,25 @@ def test_adapter_from_another_base_model_is_refused(tmp_path, tiny_model_dir, sm
     check_adapter_base(tmp_path, str(tiny_model_dir))  # the same base passes
 
 
-def test_trained_adapter_is_evaluated_merged_or_in_4bit(train_run, tmp_path):
+def test_trained_adapter_is_evaluated_in_each_format_and_the_metrics_name_the_base(train_run, tmp_path):
     train_run.prepared("t")
     train_run(train, "t")
-    for model_format in ("merged", "nf4"):  # one adapter, both formats: the run's eval settings change
+    outputs = {}
+    precisions = {"merged": "nf4-dequantized", "nf4": "nf4", "merged_original": "original"}
+    for model_format, precision in precisions.items():  # one adapter, each format: the eval settings change
         train_run(infer_gsm8k, "t", "--set", f"eval.model_format={model_format}", "--set", "eval.max_new_tokens=4",
                   "--reconfigure")
         metrics = json.loads((tmp_path / "artifacts" / "gsm8k_metrics_t.json").read_text())
         assert metrics["generation"]["model_format"] == model_format
+        assert metrics["generation"]["base_precision"] == precision
         assert metrics["generation"]["adapter"].endswith("adapter")
-    # The merged evaluation it replaced was moved aside, not deleted.
-    assert len(list((tmp_path / "artifacts" / "run_t" / "superseded").glob("*/gsm8k_metrics_t.json"))) == 1
+        outputs[model_format] = read_jsonl(tmp_path / "artifacts" / "gsm8k_preds_t.jsonl")
+    assert [r["output"] for r in outputs["merged"]] == [r["output"] for r in outputs["nf4"]]
+    # The evaluations each one replaced were moved aside, not deleted.
+    assert len(list((tmp_path / "artifacts" / "run_t" / "superseded").glob("*/gsm8k_metrics_t.json"))) == 2
+    train_run(infer_gsm8k, "t", "--base-only")
+    metrics = json.loads((tmp_path / "artifacts" / "gsm8k_metrics_t_base.json").read_text())
+    assert metrics["generation"]["base_precision"] == "original"
 
 
 def _stage_command(args, run):

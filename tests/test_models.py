@@ -3,8 +3,11 @@ import json
 import pytest
 import torch
 
+from conftest import REPO
+
 from lib.errors import InputError
 from lib.models import embedded_gguf_path, resolve_model_path
+
 
 
 def test_embedded_gguf_is_found_through_package_metadata():
@@ -45,3 +48,117 @@ def test_hub_ids_and_local_folders_pass_through(tmp_path):
 def test_unknown_embedded_name_is_refused(tmp_path):
     with pytest.raises(InputError, match="unknown embedded model"):
         resolve_model_path("embedded:llama-900b", tmp_path)
+
+
+# --- eval.model_format: which base an adapter is evaluated on --------------------------------------
+
+FP32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """The fp32 arithmetic below is the CPU's: pinned there on any machine (a GPU may use TF32)."""
+    monkeypatch.setenv("GSM8K_TOOLKIT_CPU_ONLY", "1")
+
+
+def random_adapter(model_dir, folder, b_scale: float, seed: int = 0):
+    """A LoRA adapter on every projection with random A and B (B scaled by `b_scale`): a trained
+    adapter's shape without training, so merging it changes the model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.mul_(b_scale)
+    model.save_pretrained(folder)
+    return folder
+
+
+def last_logits(model_dir, adapter, model_format, prompts):
+    from lib.models import TrainedBase, load_for_inference
+
+    trained = TrainedBase("nf4", double_quant=True, compute_dtype=torch.float32)
+    model, _, precision = load_for_inference(str(model_dir), adapter, model_format, torch.float32, trained)
+    with torch.no_grad():
+        return torch.stack([model(torch.tensor([ids])).logits[0, -1] for ids in prompts]), precision
+
+
+def merge_tolerance(config, logits: torch.Tensor) -> float:
+    """fp32 rounding between the two computations: nf4 computes x·Wq + s·B(A·x), merged x·(Wq + s·BA),
+    with Wq the same dequantized fp32 values (code x absmax) in both. Each chained matmul (about 4 a
+    layer, plus the head) adds at most K·u relative error (the fp32 dot-product bound, K its length),
+    and to first order these add up."""
+    length = max(config.hidden_size, config.intermediate_size)
+    matmuls = 4 * config.num_hidden_layers + 1
+    return float(logits.abs().max()) * matmuls * length * FP32_UNIT_ROUNDOFF
+
+
+def test_merged_is_the_trained_model_and_merged_original_is_not(on_cpu, tiny_model_dir, smollm2_tokenizer, tmp_path):
+    from transformers import AutoConfig
+
+    adapter = random_adapter(tiny_model_dir, tmp_path / "adapter", b_scale=1.0)
+    prompts = [smollm2_tokenizer(text)["input_ids"] for text in
+               ("Natalia sold clips to 48 friends.", "What is 7 times 8?", "A train leaves at noon.")]
+    trained, precision = last_logits(tiny_model_dir, adapter, "nf4", prompts)
+    assert precision == "nf4"
+    tolerance = merge_tolerance(AutoConfig.from_pretrained(tiny_model_dir), trained)
+
+    merged, precision = last_logits(tiny_model_dir, adapter, "merged", prompts)
+    assert precision == "nf4-dequantized"
+    assert (merged - trained).abs().max() <= tolerance
+    original, precision = last_logits(tiny_model_dir, adapter, "merged_original", prompts)
+    assert precision == "original"
+    assert (original - trained).abs().max() > 100 * tolerance  # the base's quantization error, lost
+
+
+def test_base_precision_names_the_weights_evaluated():
+    from lib.models import TrainedBase, base_precision
+
+    qlora, plain = (TrainedBase(q, True, torch.bfloat16) for q in ("nf4", "none"))
+    adapter = object()
+    assert base_precision("merged", adapter, qlora) == "nf4-dequantized"
+    assert base_precision("merged", adapter, plain) == "original"  # trained on the unquantized base
+    assert base_precision("merged_original", adapter, qlora) == "original"
+    assert base_precision("nf4", adapter, qlora) == "nf4"
+    assert base_precision("nf4", None, qlora) == "original"  # a base model alone
+
+
+def greedy(model, prompt: list[int], max_new_tokens: int) -> tuple[list[int], torch.Tensor]:
+    """Greedy tokens one by one with the logits each was chosen from."""
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False,
+                         output_scores=True, return_dict_in_generate=True, pad_token_id=0)
+    return out.sequences[0, len(prompt):].tolist(), torch.cat(out.scores)
+
+
+@pytest.mark.slow
+def test_merged_and_nf4_answer_the_demo_questions_alike(on_cpu, smollm2_dir, smollm2_tokenizer, tmp_path):
+    """Greedy answers to the demo's questions on the real SmolLM2: `merged` gives the tokens the
+    trained model (`nf4`) gives, except where the trained model's top two logits are within the
+    rounding tolerance (a near-tie that either may break); `merged_original` answers differently."""
+    from transformers import AutoConfig
+
+    from lib.models import TrainedBase, load_for_inference
+
+    adapter = random_adapter(smollm2_dir, tmp_path / "adapter", b_scale=0.05)
+    lines = (REPO / "data" / "demo" / "gsm8k_test.jsonl").read_text().splitlines()[:4]
+    prompts = [smollm2_tokenizer.apply_chat_template([{"role": "user", "content": json.loads(line)["question"]}],
+                                                     add_generation_prompt=True)["input_ids"] for line in lines]
+    trained = TrainedBase("nf4", double_quant=True, compute_dtype=torch.float32)
+    answers = {}
+    for model_format in ("nf4", "merged", "merged_original"):
+        model = load_for_inference(str(smollm2_dir), adapter, model_format, torch.float32, trained)[0]
+        with torch.no_grad():
+            answers[model_format] = [greedy(model, prompt, max_new_tokens=32) for prompt in prompts]
+
+    config = AutoConfig.from_pretrained(smollm2_dir)
+    for (tokens, scores), (merged_tokens, _) in zip(answers["nf4"], answers["merged"]):
+        if tokens == merged_tokens:
+            continue
+        first = next(i for i, (a, b) in enumerate(zip(tokens, merged_tokens)) if a != b)
+        top_two = scores[first].topk(2).values
+        assert top_two[0] - top_two[1] <= merge_tolerance(config, scores[first]), f"diverged at token {first}"
+    assert [t for t, _ in answers["merged_original"]] != [t for t, _ in answers["nf4"]]
