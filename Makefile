@@ -35,12 +35,12 @@ RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) $
 	$(if $(filter 0,$(SMOKE)),--no-smoke,$(if $(SMOKE),--smoke)) $(if $(RECONFIGURE),--reconfigure)
 
 # LIB_<STAGE>: the lib/ modules each stage imports, directly or through other lib/ modules (its
-# prerequisites besides its script), derived from the imports by lib/stage_inputs.py (system Python,
+# prerequisites besides its script), derived from the imports by lib/pipeline/stage_inputs.py (system Python,
 # standard library only) and regenerated whenever code changes.
 STAGE_INPUTS_MK := .make/stage_inputs.mk
-ifneq ($(wildcard lib/stage_inputs.py),)
-$(STAGE_INPUTS_MK): lib stages $(wildcard lib/*.py stages/*.py)  # the folders: a deleted module counts too
-	@mkdir -p $(@D) && $(PYTHON) -m lib.stage_inputs make-vars > $@.tmp && mv $@.tmp $@
+ifneq ($(wildcard lib/pipeline/stage_inputs.py),)
+$(STAGE_INPUTS_MK): lib $(wildcard lib/*/) stages $(wildcard lib/*.py lib/*/*.py stages/*.py)  # the folders: a deleted module counts too
+	@mkdir -p $(@D) && $(PYTHON) -m lib.pipeline.stage_inputs make-vars > $@.tmp && mv $@.tmp $@
 -include $(STAGE_INPUTS_MK)
 endif
 
@@ -117,16 +117,16 @@ compare: stages/compare.py $(LIB_COMPARE) $(VENV_STAMP) ## paired differences of
 # Writes params/<stage>.json only where they change; the empty rules below let Make compare
 # their mtimes afterwards, so only stages whose keys changed rerun.
 params: $(VENV_STAMP)
-	@$(PY) -m lib.run $(RUN_ARGS)
+	@$(PY) -m lib.pipeline.run $(RUN_ARGS)
 $(PARAMS)/%.json: params ;
-# What Make needs of the run before it plans anything, from params/make.mk (lib.run writes it with
+# What Make needs of the run before it plans anything, from params/make.mk (lib.pipeline.run writes it with
 # the params): REFINED_TRAIN, the run's data.refined_train (empty when it names none), and BASE_RUN
 # (1 when eval.adapter is none). A call that builds a new run's files records the run first, and
 # Make restarts with it read (a dry run, make -n, records the run too, so it prints the real plan).
 -include $(PARAMS)/make.mk
 ifneq ($(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine,$(MAKECMDGOALS)),)
 $(PARAMS)/make.mk: | $(VENV_STAMP)
-	@$(PY) -m lib.run $(RUN_ARGS)
+	@$(PY) -m lib.pipeline.run $(RUN_ARGS)
 endif
 
 refine: params $(RUN_DIR)/fewshot.jsonl ## rejection-sampled training file -> data.refined_train or run_<run>/gsm8k_train_self-instruct.jsonl
@@ -169,7 +169,7 @@ $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SCORE_
 # The sweep (presets with sweep.enabled): the final adapter is evaluated as the run itself; the
 # sweep adds the checkpoints before it, each through the three evaluation stages.
 sweep: $(ADAPTER) ## evaluate the latest checkpoints (presets with sweep.enabled; no-op otherwise)
-	@for checkpoint in $$($(PY) -m lib.sweep $(RUN_ARGS)); do \
+	@for checkpoint in $$($(PY) -m lib.results.sweep $(RUN_ARGS)); do \
 		$(MAKE) --no-print-directory $(ARTIFACTS)/gsm8k_preds_$(RUN)_$$checkpoint.jsonl \
 			$(ARTIFACTS)/ailuminate_safety_$(RUN)_$$checkpoint.jsonl || exit 1; \
 	done
@@ -219,10 +219,10 @@ gpu-check: $(VENV_STAMP) ## on a lent GPU: pytest -m gpu, bench_gpu.py at Qwen3-
 	$(PY) tests/bench/gpu_check.py table --work $(GPU_CHECK)
 
 download: $(VENV_STAMP) ## fetch what PRESET needs from the hub into the HF cache (a login node) and check data/; then run offline
-	$(PY) -m lib.hub download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))
+	$(PY) -m lib.tasks.download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))
 
 lint-docker: $(VENV_STAMP) ## hadolint on docker/Dockerfile (run by make test)
 	$(VENV)/bin/hadolint docker/Dockerfile
 
 clean-run: $(VENV_STAMP) ## delete one run's folder and evaluation files (RUN=name; the only command that deletes work)
-	$(PY) -m lib.artifacts clean --run $(RUN)
+	$(PY) -m lib.pipeline.artifacts clean --run $(RUN)

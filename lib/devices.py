@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from lib.config import HardwareConfig
+from lib.pipeline.config import HardwareConfig
 from lib.errors import InputError
 
 # For library callers outside a stage (tests, benchmarks); a stage passes its config's value.

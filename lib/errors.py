@@ -1,6 +1,6 @@
 """The one exception type that means "the user's input is wrong".
 
-Stages turn it into a single `Error: ...` line and a non-zero exit code (see lib/cli.py);
+Stages turn it into a single `Error: ...` line and a non-zero exit code (see lib/pipeline/cli.py);
 anything else is a bug and keeps its traceback.
 """
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from lib.artifacts import validate_run_name
-from lib.cli import stage_help
-from lib.compare import compare_pair, console_lines, read_run, write_comparison
+from lib.pipeline.artifacts import validate_run_name
+from lib.pipeline.cli import stage_help
+from lib.results.compare import compare_pair, console_lines, read_run, write_comparison
 from lib.errors import InputError
 
 

@@ -10,10 +10,10 @@ ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
 
 import click
 
-from lib.cli import eval_target_options, stage_command, stage_help
-from lib.data import apply_limit, load_ailuminate
+from lib.pipeline.cli import eval_target_options, stage_command, stage_help
+from lib.tasks.data import apply_limit, load_ailuminate
 from lib.devices import require_device
-from lib.inference import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
+from lib.engine.runner import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
 from lib.models import TrainedBase
 
 

@@ -13,15 +13,15 @@ A rerun after a kill resumes; a finished evaluation of the same inputs is not re
 
 import click
 
-from lib.cli import eval_target_options, stage_command, stage_help
-from lib.data import apply_limit, load_gsm8k
+from lib.pipeline.cli import eval_target_options, stage_command, stage_help
+from lib.tasks.data import apply_limit, load_gsm8k
 from lib.devices import require_device
-from lib.fewshot import RUN_POOL_FILE, first_k, read_pool
-from lib.gsm8k import EVAL_SPEC, score_outputs
-from lib.inference import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
+from lib.tasks.fewshot import RUN_POOL_FILE, first_k, read_pool
+from lib.tasks.gsm8k import EVAL_SPEC, score_outputs
+from lib.engine.runner import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
 from lib.models import TrainedBase
-from lib.stats import wilson_interval
-from lib.prompts import gsm8k_messages
+from lib.results.stats import wilson_interval
+from lib.tasks.prompts import gsm8k_messages
 
 
 @click.command(help=stage_help(__doc__))

@@ -10,9 +10,9 @@ existing pool drawn otherwise is an error. Copies the pool into artifacts/run_<r
 
 import click
 
-from lib.cli import stage_command, stage_help
-from lib.data import load_gsm8k
-from lib.fewshot import RUN_POOL_FILE, draw_record, ensure_pool
+from lib.pipeline.cli import stage_command, stage_help
+from lib.tasks.data import load_gsm8k
+from lib.tasks.fewshot import RUN_POOL_FILE, draw_record, ensure_pool
 from lib.io import atomic_write_jsonl
 
 

@@ -8,7 +8,7 @@
 Samples refine.samples_per_question solutions per GSM8K train question (the few-shot pool left
 out) with the run's k-shot chat prompt, from the base model (or refine.model), each sample from
 its own seed. Keeps those that end properly with the right `#### N` answer and a new sequence of
-equations (lib/refine.py), at most refine.max_per_question, plus GSM8K's own solution
+equations (lib/training/refine.py), at most refine.max_per_question, plus GSM8K's own solution
 (refine.keep_original). Writes data.refined_train (or run_<run>/gsm8k_train_self-instruct.jsonl)
 with rows {id, question, answer, source}, and run_<run>/refine_metrics.json. A file you provide
 there is used as is, never overwritten. A rerun after a kill resumes.
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import click
 
-from lib.artifacts import REFINE_METRICS_FILE, refined_output
-from lib.cli import stage_command, stage_help
-from lib.data import apply_limit, load_gsm8k
+from lib.pipeline.artifacts import REFINE_METRICS_FILE, refined_output
+from lib.pipeline.cli import stage_command, stage_help
+from lib.tasks.data import apply_limit, load_gsm8k
 from lib.devices import require_device
-from lib.fewshot import RUN_POOL_FILE, first_k, read_pool, remove_pool
-from lib.generation import Sampling
-from lib.inference import EvalTarget, generate_for_evaluation
-from lib.prompts import gsm8k_messages
-from lib.refine import (check_no_leakage, generation_metrics, output_state, sample_seed, sampling_fingerprint,
+from lib.tasks.fewshot import RUN_POOL_FILE, first_k, read_pool, remove_pool
+from lib.engine.scheduler import Sampling
+from lib.engine.runner import EvalTarget, generate_for_evaluation
+from lib.tasks.prompts import gsm8k_messages
+from lib.training.refine import (check_no_leakage, generation_metrics, output_state, sample_seed, sampling_fingerprint,
                         select_all, summary_line, write_refined)
 
 

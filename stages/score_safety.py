@@ -19,11 +19,11 @@ from pathlib import Path
 import click
 
 from lib.devices import require_device
-from lib.cli import eval_target_options, stage_command, stage_help
-from lib.inference import eval_target, output_paths, prepare_evaluation, write_evaluation
+from lib.pipeline.cli import eval_target_options, stage_command, stage_help
+from lib.engine.runner import eval_target, output_paths, prepare_evaluation, write_evaluation
 from lib.io import read_jsonl
 from lib.models import resolve_model_path
-from lib.safety import check_parseable, check_template, judge_responses, read_guidelines, safety_summary
+from lib.judge.runner import check_parseable, check_template, judge_responses, read_guidelines, safety_summary
 
 
 @click.command(help=stage_help(__doc__))

@@ -19,13 +19,13 @@ import json
 
 import click
 
-from lib.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, evaluation_file, run_file
-from lib.cli import stage_command, stage_help
+from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, evaluation_file, run_file
+from lib.pipeline.cli import stage_command, stage_help
 from lib.io import atomic_write_json
-from lib.report import index_report, run_report
-from lib.summary import (SUMMARY_COLUMNS, TRAINING_COLUMNS, ailuminate_grades, baseline_check, grade_lines,
+from lib.results.report import index_report, run_report
+from lib.results.summary import (SUMMARY_COLUMNS, TRAINING_COLUMNS, ailuminate_grades, baseline_check, grade_lines,
                          measured_columns, read_evaluation, read_json, upsert_summary, write_checkpoint_scores)
-from lib.sweep import add_differences_to_final, choose_best, distinguishable_line, earlier_checkpoints
+from lib.results.sweep import add_differences_to_final, choose_best, distinguishable_line, earlier_checkpoints
 
 
 @click.command(help=stage_help(__doc__))

@@ -15,12 +15,12 @@ import json
 
 import click
 
-from lib.cli import stage_command, stage_help
+from lib.pipeline.cli import stage_command, stage_help
 from lib.io import file_sha256
 from lib.models import resolve_model_path
 from lib.devices import process_state, require_device
-from lib.artifacts import COMPLETE_FILE
-from lib.training import completed_record, train_adapter
+from lib.pipeline.artifacts import COMPLETE_FILE
+from lib.training.trainer import completed_record, train_adapter
 
 
 @click.command(help=stage_help(__doc__))

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import write_jsonl
-from lib.stats import mcnemar_exact, paired_difference
+from lib.results.stats import mcnemar_exact, paired_difference
 
 
 def table(both: int, only_first: int, only_second: int, neither: int) -> tuple[list[bool], list[bool]]:

@@ -1,9 +1,9 @@
 import pytest
 
 from conftest import PRESET_DIR
-from lib.config import Config, load_config
+from lib.pipeline.config import Config, load_config
 from lib.errors import InputError
-from lib.artifacts import validate_run_name
+from lib.pipeline.artifacts import validate_run_name
 
 PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 
@@ -115,7 +115,7 @@ def test_each_range_rule_gives_one_line_naming_the_key(override, message):
 def test_every_numeric_key_has_a_documented_range():
     import typing
 
-    from lib.config import RANGES
+    from lib.pipeline.config import RANGES
 
     numeric = set()
     for name, section in typing.get_type_hints(Config).items():

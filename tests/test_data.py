@@ -3,7 +3,7 @@ import json
 import pytest
 
 from conftest import make_problems, write_jsonl
-from lib.data import load_ailuminate, load_gsm8k, training_source
+from lib.tasks.data import load_ailuminate, load_gsm8k, training_source
 from lib.errors import InputError
 from lib.io import read_jsonl
 

@@ -91,8 +91,8 @@ def test_the_distributed_timeout_reaches_the_process_group(monkeypatch):
 
 
 def test_the_trainer_waits_as_long_as_the_process_group(tmp_path):
-    from lib.config import TrainConfig
-    from lib.training import training_arguments
+    from lib.pipeline.config import TrainConfig
+    from lib.training.trainer import training_arguments
 
     args = training_arguments(tmp_path, TrainConfig(), torch.float32, on_gpu=False, timeout_minutes=123)
     assert args.ddp_timeout == 123 * 60

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import make_problems
-from lib.generation import PrefixSharingEngine, common_prefix_length
-from lib.prompts import gsm8k_messages
+from lib.engine.scheduler import PrefixSharingEngine, common_prefix_length
+from lib.tasks.prompts import gsm8k_messages
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_a_refilled_prompt_that_stops_at_its_first_token_is_not_decoded_further(
 def test_streamed_chunks_share_one_engine_call_and_give_the_chunk_by_chunk_answers(smollm2, smollm2_tokenizer,
                                                                                     tmp_path):
     """Chunks do not drain the batch: all of a process's chunks go to the engine as one stream."""
-    from lib.inference import generate_resumable
+    from lib.engine.runner import generate_resumable
 
     prompts = _prompts(smollm2_tokenizer, 5)
     ids = [f"q{i}" for i in range(len(prompts))]
@@ -138,7 +138,7 @@ def test_draw_follows_the_row_distribution_goodness_of_fit():
     """20,000 draws on a 5-token vocabulary (one token impossible) against the expected counts:
     Pearson's chi-square with 3 degrees of freedom stays below 16.27 (p = 0.001) for the right
     distribution; drawing in proportion to p^2 or uniformly among the possible ones lands far above."""
-    from lib.generation import draw
+    from lib.engine.scheduler import draw
 
     probs = torch.tensor([0.5, 0.25, 0.15, 0.1, 0.0])
     rows = 200
@@ -154,7 +154,7 @@ def test_draw_follows_the_row_distribution_goodness_of_fit():
 
 
 def test_draw_repeats_for_the_same_seeds_and_a_row_ignores_its_neighbours():
-    from lib.generation import draw
+    from lib.engine.scheduler import draw
 
     probs = torch.softmax(torch.randn(4, 50, generator=torch.Generator().manual_seed(0)), -1)
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from conftest import make_problems
-from lib.generation import PrefixSharingEngine
-from lib.prefix_attention import PROBE_HEADS, probe_fused
-from lib.gsm8k import strict_answer
-from lib.prompts import gsm8k_messages
+from lib.engine.scheduler import PrefixSharingEngine
+from lib.engine.attention import PROBE_HEADS, probe_fused
+from lib.tasks.gsm8k import strict_answer
+from lib.tasks.prompts import gsm8k_messages
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -126,7 +126,7 @@ def test_bf16_near_tie_is_a_few_bf16_steps():
 
 
 def test_sampling_draws_without_waiting_for_the_device():
-    from lib.generation import draw
+    from lib.engine.scheduler import draw
 
     probs = torch.softmax(torch.randn(64, 1000, device="cuda"), -1)
     generators = [torch.Generator(device="cuda").manual_seed(seed) for seed in range(64)]

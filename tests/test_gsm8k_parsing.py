@@ -1,7 +1,7 @@
 import pytest
 
-from lib.gsm8k import INVALID, flexible_answer, is_correct, score_outputs, strict_answer
-from lib.stats import wilson_interval
+from lib.tasks.gsm8k import INVALID, flexible_answer, is_correct, score_outputs, strict_answer
+from lib.results.stats import wilson_interval
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from conftest import PIN_CPU, REPO, score_safety_args, write_jsonl
 from lib.errors import InputError
-from lib.guard_formats import CONTROVERSIAL, SAFE, UNPARSEABLE, UNSAFE, detect_format, parse_verdict
+from lib.judge.formats import CONTROVERSIAL, SAFE, UNPARSEABLE, UNSAFE, detect_format, parse_verdict
 from stages import score_safety
 
 # Every answer shape of ../shared/reference/safeguards.md, the near-misses that a prefix match gets
@@ -171,7 +171,7 @@ def test_the_safety_rate_follows_the_guards_verdict(tmp_path, models_dir, smollm
 
 
 def test_rendered_guard_input_has_the_prompt_as_user_and_guidelines_then_response_as_assistant(smollm2_tokenizer):
-    from lib.safety import generative_input_ids, judge_text
+    from lib.judge.runner import generative_input_ids, judge_text
 
     tokenizer = smollm2_tokenizer.__class__.from_pretrained(smollm2_tokenizer.name_or_path)
     tokenizer.chat_template = LLAMA_GUARD_TEMPLATE  # typed content parts, as Llama Guard 3 1B's template
@@ -259,7 +259,7 @@ def test_a_classifier_with_a_64_token_limit_keeps_the_whole_response(tmp_path, m
     assert metrics["judge"]["input_limit"] == 64 and metrics["judge"]["guidelines_truncated"] == 4
     assert metrics["judge"]["responses_truncated"] == 0 and "had the end of the guidelines cut" in result.output
 
-    from lib.safety import classifier_input_ids
+    from lib.judge.runner import classifier_input_ids
 
     for row in RESPONSES:
         ids, cut = classifier_input_ids(smollm2_tokenizer, 64, "{guidelines}\n\n{response}",
@@ -275,8 +275,8 @@ def test_generation_equals_one_by_one_generate_with_sliding_windows_and_soft_cap
                                                                                       window):
     from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
 
-    from lib.batched_generate import BatchedGenerate, choose_generator
-    from lib.generation import PrefixSharingEngine
+    from lib.engine.batched import BatchedGenerate, choose_generator
+    from lib.engine.scheduler import PrefixSharingEngine
 
     torch.manual_seed(0)
     common = dict(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -310,7 +310,7 @@ def test_the_fallback_ends_a_row_at_a_stop_string_even_when_its_pad_is_an_eos(sm
     """SmolLM2's pad token is its <|im_end|>: rows a stop string ended are padded with an EOS id."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    from lib.batched_generate import BatchedGenerate
+    from lib.engine.batched import BatchedGenerate
 
     torch.manual_seed(0)
     model = MistralForCausalLM(MistralConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,

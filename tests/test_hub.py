@@ -69,7 +69,7 @@ def test_offline_smoke_with_local_gsm8k_stops_at_the_uncached_model_without_a_tr
 
 
 def test_download_offline_names_the_model_it_cannot_fetch(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lib.hub", "download", "--preset", str(PRESET_DIR / "simple.yaml")],
+    done = subprocess.run([sys.executable, "-m", "lib.tasks.download", "--preset", str(PRESET_DIR / "simple.yaml")],
                           cwd=REPO, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("Error: model.base Qwen/Qwen3-4B-Instruct-2507: not in the HF cache")

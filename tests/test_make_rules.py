@@ -77,8 +77,8 @@ def test_clean_run_deletes_exactly_the_named_runs_files(tmp_path):
 
 
 def test_each_stage_rule_lists_the_lib_modules_it_imports():
-    """The Makefile's prerequisites for each stage are lib/stage_inputs.py's reading of its imports."""
-    from lib.stage_inputs import lib_modules, stage_names
+    """The Makefile's prerequisites for each stage are lib/pipeline/stage_inputs.py's reading of its imports."""
+    from lib.pipeline.stage_inputs import lib_modules, stage_names
 
     database = subprocess.run(["make", "-pn", "help"], cwd=REPO, capture_output=True, text=True).stdout
     for stage in stage_names():
@@ -86,14 +86,14 @@ def test_each_stage_rule_lists_the_lib_modules_it_imports():
         prerequisites = next(line.split(": ", 1)[1].split() for line in database.splitlines()
                              if ": " in line and not line.startswith("#") and f"stages/{stage}.py" in line.split(": ", 1)[1].split())
         assert set(lib_modules(stage)) <= set(prerequisites), f"the {stage} rule does not list the lib/ code it runs"
-    assert "lib/training.py" in lib_modules("train") and "lib/training.py" not in lib_modules("infer_gsm8k")
-    assert "lib/prefix_attention.py" in lib_modules("score_safety")  # through lib/inference.py, lib/generation.py
+    assert "lib/training/trainer.py" in lib_modules("train") and "lib/training/trainer.py" not in lib_modules("infer_gsm8k")
+    assert "lib/engine/attention.py" in lib_modules("score_safety")  # through lib/engine/runner.py, lib/engine/scheduler.py
 
 
 def test_the_makefiles_evaluation_targets_are_the_artifact_maps_names():
-    """lib/artifacts.py names every evaluation file; the Makefile's rules must build exactly those names
+    """lib/pipeline/artifacts.py names every evaluation file; the Makefile's rules must build exactly those names
     (the final adapter's and, for the sweep, each checkpoint's: tag `_%`)."""
-    from lib.artifacts import evaluation_file
+    from lib.pipeline.artifacts import evaluation_file
 
     database = subprocess.run(["make", "-pn", "help", "RUN=x", "ARTIFACTS=a"], cwd=REPO, capture_output=True,
                               text=True).stdout

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib import prefix_attention
-from lib.prefix_attention import attention_heads, prefix_shared_attention, probe_fused, resolve_kernel
+from lib.engine import attention as prefix_attention
+from lib.engine.attention import attention_heads, prefix_shared_attention, probe_fused, resolve_kernel
 
 
 def _reference(query, prefix_keys, prefix_values, keys, values, own_mask, scale):

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from conftest import PIN_CPU, PRESET_DIR, make_problems, write_jsonl
 from lib.errors import InputError
-from lib.generation import PrefixSharingEngine, Sampling
-from lib.gsm8k import strict_answer
-from lib.refine import check_no_leakage, equation_path, sample_seed, select_solutions
+from lib.engine.scheduler import PrefixSharingEngine, Sampling
+from lib.tasks.gsm8k import strict_answer
+from lib.training.refine import check_no_leakage, equation_path, sample_seed, select_solutions
 
 PROBLEM = {"id": "train-7", "question": "Tom has 4 apples and buys 7 more. How many apples does he have?",
            "answer": "He has 4+7=<<4+7=11>>11 apples.\n#### 11"}
@@ -193,8 +193,8 @@ def test_a_training_file_holding_a_test_question_stops_refine_before_sampling(re
 
 
 def test_the_run_report_shows_the_refine_yield_histogram(tmp_path):
-    from lib.refine import select_all
-    from lib.report import run_report
+    from lib.training.refine import select_all
+    from lib.results.report import run_report
 
     problems = [PROBLEM, {**PROBLEM, "id": "train-8"}]
     outputs = [sample("4 + 7 = 11\n#### 11"), sample("7 + 4 = 11\n#### 11"), sample("#### 3"), sample("#### 3")]

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import PRESET_DIR
 from lib.errors import InputError
-from lib.run import resolve_run, write_run_config
+from lib.pipeline.run import resolve_run, write_run_config
 
 DEMO = str(PRESET_DIR / "demo.yaml")
 

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from conftest import score_safety_args
 from lib.errors import InputError
-from lib.guard_formats import UNPARSEABLE, parse_verdict
-from lib.safety import (generative_input_ids, judge_architectures, judge_text, read_guidelines, safe_class_index,
+from lib.judge.formats import UNPARSEABLE, parse_verdict
+from lib.judge.runner import (generative_input_ids, judge_architectures, judge_text, read_guidelines, safe_class_index,
                         safety_summary)
 from stages import score_safety
 

@@ -1,10 +1,10 @@
-"""Each stage's declared config keys (lib/stage_inputs.py) are exactly what its script reads."""
+"""Each stage's declared config keys (lib/pipeline/stage_inputs.py) are exactly what its script reads."""
 
 import textwrap
 
 import pytest
 
-from lib.stage_inputs import REPO, RUNTIME_KEYS, STAGE_KEYS, config_reads, lib_modules, make_vars, stage_names
+from lib.pipeline.stage_inputs import REPO, RUNTIME_KEYS, STAGE_KEYS, config_reads, lib_modules, make_vars, stage_names
 
 
 @pytest.mark.parametrize("stage", stage_names())
@@ -38,7 +38,7 @@ def test_a_script_that_hands_the_whole_config_to_lib_is_refused(tmp_path):
 def test_make_vars_name_every_stage_and_follow_lazy_imports():
     lines = dict(line.split(" := ") for line in make_vars().splitlines())
     assert set(lines) == {f"LIB_{stage.upper()}" for stage in stage_names()}
-    # lib/inference.py imports lib.models inside generate_for_evaluation: still a prerequisite of evaluation
+    # lib/engine/runner.py imports lib.models inside generate_for_evaluation: still a prerequisite of evaluation
     assert "lib/models.py" in lines["LIB_INFER_AILUMINATE"].split()
-    assert "lib/training.py" not in lines["LIB_INFER_AILUMINATE"].split()
+    assert "lib/training/trainer.py" not in lines["LIB_INFER_AILUMINATE"].split()
     assert lines["LIB_TRAIN"].split() == lib_modules("train")

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from conftest import PIN_CPU, PRESET_DIR, make_problems
 from lib.chat import IGNORE_INDEX
-from lib.stage_inputs import stage_names
+from lib.pipeline.stage_inputs import stage_names
 from stages import prep_fewshot, tokenize
 
 FAKE_TOKEN = "hf_FAKEtokenVALUE0123456789abcdef"

@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from lib.summary import ailuminate_grades, baseline_check, grade, hazard_group, upsert_summary
+from lib.results.summary import ailuminate_grades, baseline_check, grade, hazard_group, upsert_summary
 
 
 def _rows(path):
@@ -60,7 +60,7 @@ def test_sub_hazards_fold_by_prefix_and_overall_is_graded():
 
 
 def test_sweep_picks_accuracy_then_safety_and_ties_go_to_the_later_step():
-    from lib.sweep import choose_best
+    from lib.results.sweep import choose_best
 
     scores = [{"checkpoint": "a", "step": 10, "accuracy": 0.5, "safety": 0.9},
               {"checkpoint": "b", "step": 20, "accuracy": 0.6, "safety": 0.1},
@@ -72,7 +72,7 @@ def test_sweep_picks_accuracy_then_safety_and_ties_go_to_the_later_step():
 
 
 def test_sweep_adds_the_checkpoints_before_the_final_one(tmp_path):
-    from lib.sweep import earlier_checkpoints
+    from lib.results.sweep import earlier_checkpoints
 
     for step in (5, 10, 15, 20):
         folder = tmp_path / "checkpoints" / f"checkpoint-{step}"

@@ -37,11 +37,11 @@ def main() -> None:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lib.data import load_gsm8k
-    from lib.fewshot import draw_pool
-    from lib.generation import PrefixSharingEngine
-    from lib.gsm8k import strict_answer
-    from lib.prompts import gsm8k_messages
+    from lib.tasks.data import load_gsm8k
+    from lib.tasks.fewshot import draw_pool
+    from lib.engine.scheduler import PrefixSharingEngine
+    from lib.tasks.gsm8k import strict_answer
+    from lib.tasks.prompts import gsm8k_messages
 
     torch.manual_seed(0)
     test_file, real = gsm8k_file("test")

@@ -59,7 +59,7 @@ def build_model(shape: dict, folder: Path):
 
 
 def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: int) -> dict:
-    """The train stage's own path: lib.training's TrainingArguments, collator and loss in transformers'
+    """The train stage's own path: lib.training.trainer's TrainingArguments, collator and loss in transformers'
     Trainer (train mode, LoRA dropout, gradient checkpointing, bf16 autocast), timed per optimizer step
     by a callback; the first step (kernel selection, allocator growth) is a warm-up left out."""
     import datasets
@@ -67,9 +67,9 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
     from transformers import Trainer, TrainerCallback
 
     from lib.chat import IGNORE_INDEX
-    from lib.config import TrainConfig
+    from lib.pipeline.config import TrainConfig
     from lib.models import load_base_for_training
-    from lib.training import LabelledLogitsLoss, attach_lora, make_collator, training_arguments
+    from lib.training.trainer import LabelledLogitsLoss, attach_lora, make_collator, training_arguments
 
     model = load_base_for_training(str(folder), "nf4", True, torch.bfloat16, gradient_checkpointing=True)
     model, _ = attach_lora(model, r=16, alpha=32, dropout=0.05, target_modules=None)
@@ -106,7 +106,7 @@ def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, s
     from transformers import AutoModelForCausalLM
 
     from lib.devices import process_state
-    from lib.generation import PrefixSharingEngine
+    from lib.engine.scheduler import PrefixSharingEngine
 
     class Tokens:  # the engine decodes text only for stop strings; none here
         pad_token_id, eos_token_id = 0, shape["eos_token_id"]
@@ -151,7 +151,7 @@ def bench_attention(batches: list[int], heads: tuple[int, int, int], prefix: int
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from lib.devices import process_state
-    from lib.prefix_attention import _eager_attention, _fused_attention
+    from lib.engine.attention import _eager_attention, _fused_attention
 
     device = process_state().device
     query_heads, kv_heads, dim = heads

@@ -52,7 +52,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from lib.config import QuantConfig
+    from lib.pipeline.config import QuantConfig
     from lib.devices import process_state, resolve_eval_dtype
     from lib.models import TrainedBase, load_for_inference
 

@@ -6,7 +6,7 @@
 64 GSM8K train questions (the real train split when ../shared/data/gsm8k exists, else the demo
 set; the few-shot pool left out), 4 samples each at temperature 0.7 with the simple preset's
 3-shot prompt, the embedded SmolLM2-135M-Instruct in fp32 on CPU. Prints generated tokens/s of
-both and their ratio (goal >= 5), and the yield of the filter (lib/refine.py) on the engine's samples.
+both and their ratio (goal >= 5), and the yield of the filter (lib/training/refine.py) on the engine's samples.
 The one-by-one baseline runs on the first --baseline-samples samples only (it is slow).
 """
 
@@ -33,11 +33,11 @@ def main() -> None:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lib.data import load_gsm8k
-    from lib.fewshot import draw_pool, remove_pool
-    from lib.generation import PrefixSharingEngine, Sampling
-    from lib.prompts import gsm8k_messages
-    from lib.refine import sample_seed, select_all
+    from lib.tasks.data import load_gsm8k
+    from lib.tasks.fewshot import draw_pool, remove_pool
+    from lib.engine.scheduler import PrefixSharingEngine, Sampling
+    from lib.tasks.prompts import gsm8k_messages
+    from lib.training.refine import sample_seed, select_all
 
     train_file, real = gsm8k_file("train")
     train = load_gsm8k(str(train_file), "train")

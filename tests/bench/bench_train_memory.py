@@ -38,10 +38,10 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
     from transformers import AutoTokenizer, Trainer, set_seed
 
     from lib.chat import IGNORE_INDEX
-    from lib.config import TrainConfig
-    from lib.sft_data import tokenize_problems
+    from lib.pipeline.config import TrainConfig
+    from lib.training.sft_data import tokenize_problems
     from lib.models import load_base_for_training
-    from lib.training import LOSS_CHUNK_ROWS, LabelledLogitsLoss, attach_lora, make_collator, training_arguments
+    from lib.training.trainer import LOSS_CHUNK_ROWS, LabelledLogitsLoss, attach_lora, make_collator, training_arguments
 
     set_seed(0)
     packing, logits = MODES[mode]

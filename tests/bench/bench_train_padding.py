@@ -27,7 +27,7 @@ from common import REPO, embedded_model_path, gsm8k_file
 
 def examples(count: int) -> tuple[list[dict], str]:
     """The first `count` GSM8K train problems (real data when ../shared has it, else the demo set cycled)."""
-    from lib.data import load_gsm8k
+    from lib.tasks.data import load_gsm8k
 
     source, _ = gsm8k_file("train")
     problems = load_gsm8k(str(source), "train")
@@ -38,11 +38,11 @@ def run_mode(mode: str, count: int, batch: int) -> dict:
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, set_seed
 
     import datasets
-    from lib.config import TrainConfig
-    from lib.sft_data import tokenize_problems
+    from lib.pipeline.config import TrainConfig
+    from lib.training.sft_data import tokenize_problems
     from lib.devices import resolve_compute_dtype
     from lib.models import load_base_for_training
-    from lib.training import attach_lora, training_arguments
+    from lib.training.trainer import attach_lora, training_arguments
 
     set_seed(0)
     path = embedded_model_path()

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from lib.errors import InputError
-from lib.gsm8k import FINAL_ANSWER_MARK, INVALID, strict_answer
+from lib.tasks.gsm8k import FINAL_ANSWER_MARK, INVALID, strict_answer
 from lib.io import read_jsonl
 
 AILUMINATE_CSV_COLUMNS = ("release_prompt_id", "prompt_text", "hazard", "persona", "locale")

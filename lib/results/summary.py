@@ -7,10 +7,10 @@ import io
 import json
 from pathlib import Path
 
-from lib.artifacts import evaluation_file
+from lib.pipeline.artifacts import evaluation_file
 from lib.errors import InputError
-from lib.guard_formats import row_counted_safe
-from lib.stats import wilson_interval
+from lib.judge.formats import row_counted_safe
+from lib.results.stats import wilson_interval
 from lib.io import atomic_write_text, read_jsonl
 
 TRAINING_COLUMNS = ("train_data", "lora_r", "lora_alpha", "learning_rate", "epochs", "global_batch_size")  # blank in a base run

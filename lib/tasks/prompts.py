@@ -8,7 +8,7 @@ learned; every preset uses it, only k changes.
 from __future__ import annotations
 
 from lib.chat import training_messages
-from lib.gsm8k import solution_text
+from lib.tasks.gsm8k import solution_text
 
 
 def gsm8k_messages(question: str, exemplars: list[dict], system_prompt: str | None,

@@ -19,10 +19,10 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from lib.artifacts import refine_record_path, supersede
+from lib.pipeline.artifacts import refine_record_path, supersede
 from lib.errors import InputError
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256
-from lib.gsm8k import INVALID, STRICT_PATTERN, normalise_question, solution_text, strict_answer
+from lib.tasks.gsm8k import INVALID, STRICT_PATTERN, normalise_question, solution_text, strict_answer
 
 REJECTIONS = ("cut_off", "no_final_answer", "wrong_answer", "duplicate", "over_max_per_question")
 
@@ -118,7 +118,7 @@ def select_all(problems: list[dict], outputs: list[dict], samples: int, max_per_
         "kept_per_question_histogram": {str(k): histogram[k] for k in range(max(histogram, default=0) + 1)},
         "rejected": {reason: rejected[reason] for reason in REJECTIONS},
         "rows_written": len(rows), "gsm8k_solutions_kept": sum(row["source"] == "gsm8k" for row in rows),
-        "dedupe_key": "the sequence of equations (lib/refine.py)",
+        "dedupe_key": "the sequence of equations (lib/training/refine.py)",
     }
 
 

@@ -17,11 +17,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.artifacts import evaluation_file, supersede
-from lib.batched_generate import choose_generator
+from lib.pipeline.artifacts import evaluation_file, supersede
+from lib.engine.batched import choose_generator
 from lib.devices import process_state, resolve_eval_dtype
 from lib.errors import InputError
-from lib.generation import EngineStats, PrefixSharingEngine, Sampling
+from lib.engine.scheduler import EngineStats, PrefixSharingEngine, Sampling
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, reset_dir_unless_fingerprint
 from lib.models import TrainedBase
 
@@ -151,7 +151,7 @@ def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_wei
     """The weights to evaluate; with need_weights=False only the output-name tag (a stage that
     reads another stage's outputs). A base run (eval.adapter: none) evaluates the base model under
     the run's own names."""
-    from lib.artifacts import COMPLETE_FILE
+    from lib.pipeline.artifacts import COMPLETE_FILE
 
     if base_only and checkpoint:
         raise InputError("--base-only and --checkpoint exclude each other")

@@ -127,7 +127,7 @@ class HardwareConfig:
     # auto: CUDA when usable, else the CPU only for the embedded or a small (< 1B) local model;
     # cuda: stop without CUDA; cpu: run on the CPU even where CUDA is present.
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    # The engine's shared-prefix attention (lib/prefix_attention.py): auto = fused where its probe
+    # The engine's shared-prefix attention (lib/engine/attention.py): auto = fused where its probe
     # against eager passes; eager forces the matmul kernel (e.g. if the fused op misbehaves on a card).
     attention: Literal["auto", "eager", "fused"] = "auto"
     # How long a process of a multi-process launch waits for the others (given to the process group

@@ -3,7 +3,7 @@
 Every run is compared with the first (the reference), item by item (matched by id): GSM8K
 correctness (strict `####` and flexible extraction) and AILuminate counted-safe verdicts, overall
 and per hazard. Each difference is "run minus reference" with Newcombe's paired 95% interval and
-the exact McNemar test (lib/stats.py); `fixed`/`broken` count the questions the run gets right
+the exact McNemar test (lib/results/stats.py); `fixed`/`broken` count the questions the run gets right
 that the reference got wrong and the reverse, `turned_safe`/`turned_unsafe` the same for
 responses. Flipped items are listed by id (GSM8K with both parsed answers; AILuminate by id and
 hazard only, never the prompt text). When one run evaluates the base's original weights and the
@@ -18,12 +18,12 @@ import io
 import json
 from pathlib import Path
 
-from lib.artifacts import evaluation_file
+from lib.pipeline.artifacts import evaluation_file
 from lib.errors import InputError
-from lib.guard_formats import row_counted_safe
+from lib.judge.formats import row_counted_safe
 from lib.io import atomic_write_json, atomic_write_text, read_jsonl
-from lib.report import pyplot
-from lib.stats import paired_difference
+from lib.results.report import pyplot
+from lib.results.stats import paired_difference
 
 FLIPPED_LISTED = 20  # ids listed per direction
 

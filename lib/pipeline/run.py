@@ -4,7 +4,7 @@ A run remembers what it is. The first stage of a run writes run_<run>/run.json (
 overrides, smoke flag); a later call for the same run that names no preset uses it, and one that
 does (or adds overrides) must resolve to the same config, or it stops before any work with the
 keys that differ. `--reconfigure` (RECONFIGURE=1) accepts the change; the stages then move what
-they replace into run_<run>/superseded/ (see lib/artifacts.py) rather than deleting it.
+they replace into run_<run>/superseded/ (see lib/pipeline/artifacts.py) rather than deleting it.
 
 `write_run_config` writes three more things into artifacts/run_<run>/:
 - config_resolved.json: the whole resolved config with git commit, date, seeds, library versions
@@ -14,7 +14,7 @@ they replace into run_<run>/superseded/ (see lib/artifacts.py) rather than delet
   a preset value reruns from the first stage that reads it and nothing earlier;
 - params/make.mk: the few facts Make itself needs (the refined training file to wait for, a base run).
 
-`python -m lib.run --run R [--preset P] [--set k=v ...]` is what the Makefile calls before stages.
+`python -m lib.pipeline.run --run R [--preset P] [--set k=v ...]` is what the Makefile calls before stages.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import click
 
-from lib.artifacts import IDENTITY_FILE, PARAMS_FOLDER, RECORD_FILE, produced_nothing, run_dir
-from lib.config import Config, load_config
+from lib.pipeline.artifacts import IDENTITY_FILE, PARAMS_FOLDER, RECORD_FILE, produced_nothing, run_dir
+from lib.pipeline.config import Config, load_config
 from lib.errors import InputError
-from lib.stage_inputs import RUNTIME_KEYS, STAGE_KEYS
+from lib.pipeline.stage_inputs import RUNTIME_KEYS, STAGE_KEYS
 from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
 
 MAKE_VARS_FILE = "make.mk"  # in params/

@@ -7,8 +7,8 @@ This engine computes the KV cache of the longest common token prefix once, and k
 `batch_size` sequences decoding together: a sequence leaves the batch as soon as it stops (EOS,
 a stop string, or max_new_tokens) and the next prompt's suffix is prefilled into its place.
 
-The prefix's keys and values are kept once, not copied into every row (lib/prefix_attention.py);
-the rows' own caches are kept by lib/kv_rows.py. Position ids continue after the prefix and follow
+The prefix's keys and values are kept once, not copied into every row (lib/engine/attention.py);
+the rows' own caches are kept by lib/engine/kv_rows.py. Position ids continue after the prefix and follow
 each row's real tokens, so RoPE sees the same positions as in a single-sequence run.
 
 On a GPU, reading each step's tokens back to the host would make the host wait for the device at
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from lib.errors import InputError
-from lib.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
-from lib.prefix_attention import model_kernel, shared_prefix
+from lib.engine.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
+from lib.engine.attention import model_kernel, shared_prefix
 
 
 PREFILL_ROWS = 8  # prompts prefilled per forward pass: enough work per pass, little padding
@@ -98,7 +98,7 @@ class PrefixSharingEngine:
         self._first_probs: dict[int, list[float]] = {}
         self.sampling = sampling
         self._generators: dict[int, torch.Generator] = {}  # prompt index -> its own generator (sampling)
-        self.attention = attention  # shared-prefix attention kernel (lib/prefix_attention.py)
+        self.attention = attention  # shared-prefix attention kernel (lib/engine/attention.py)
         self.steps_per_sync = steps_per_sync or (CUDA_STEPS_PER_SYNC if self.device.type == "cuda" else 1)
         self._stopped_rows: dict[int, Generated] = {}  # prompt index -> its result, found but not yet retired
 

@@ -3,7 +3,7 @@
 The final adapter is the last checkpoint's weights and is evaluated as the run itself, so the
 sweep adds the `sweep.last_n - 1` checkpoints before it.
 
-    python -m lib.sweep --run medium   # prints their names (Make uses it)
+    python -m lib.results.sweep --run medium   # prints their names (Make uses it)
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from lib.artifacts import CHECKPOINT_PREFIX, checkpoint_step
-from lib.stats import paired_difference
-from lib.run import resolve_run, run_options
+from lib.pipeline.artifacts import CHECKPOINT_PREFIX, checkpoint_step
+from lib.results.stats import paired_difference
+from lib.pipeline.run import resolve_run, run_options
 
 
 def earlier_checkpoints(run_dir: Path, last_n: int) -> list[str]:
@@ -57,7 +57,7 @@ def choose_best(scores: list[dict]) -> dict:
 @run_options
 def main(preset, run, overrides, smoke, reconfigure, artifacts):
     """Print the checkpoints the sweep evaluates (nothing when the run's sweep is off)."""
-    from lib.artifacts import run_dir
+    from lib.pipeline.artifacts import run_dir
     from lib.errors import InputError
 
     try:

@@ -1,12 +1,12 @@
 """What each stage depends on, in one place: the config keys it reads and the lib/ code it runs.
 
-- Config keys: `STAGE_KEYS` below is the declaration. lib/run.py writes each stage's slice to
+- Config keys: `STAGE_KEYS` below is the declaration. lib/pipeline/run.py writes each stage's slice to
   run_<run>/params/<stage>.json, a Make prerequisite, so changing a key reruns exactly the stages
   that read it. `config_reads` derives the reads from a stage script's source (every
   `config.<section>[.<key>]` it uses; a section passed whole to lib/ is read whole) and
   tests/test_stage_inputs.py fails when the two drift.
 - lib/ modules: the stage's import statements are the declaration (`lib_modules` follows them
-  through lib/, lazy imports included); `python -m lib.stage_inputs make-vars` prints them as the
+  through lib/, lazy imports included); `python -m lib.pipeline.stage_inputs make-vars` prints them as the
   Makefile's LIB_<STAGE> variables, which the Makefile includes and regenerates when code changes.
 
 Standard library only: the Makefile runs this with the system Python, before any venv exists.
@@ -18,7 +18,7 @@ import ast
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # What each stage reads: whole sections or single keys. A change elsewhere does not rerun it.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
@@ -35,7 +35,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "quant",  # an adapter is evaluated on the base as training quantized it (eval.model_format)
         "hardware.device", "hardware.attention",
     ),
-    "refine": (  # its file's own fingerprint leaves out batch and chunk sizes (lib/refine.py)
+    "refine": (  # its file's own fingerprint leaves out batch and chunk sizes (lib/training/refine.py)
         "model", "data.gsm8k_train", "data.gsm8k_test", "data.gsm8k_hub_config", "data.refined_train",
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval", "refine",
         "hardware.device", "hardware.attention",
@@ -70,16 +70,25 @@ def _imported_lib_modules(path: Path) -> set[str]:
     return found
 
 
+def module_file(module: str) -> Path:
+    """The file a dotted lib module runs from: lib/a/b.py, or lib/a/__init__.py for a package."""
+    path = REPO / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def lib_modules(stage: str) -> list[str]:
-    """The lib/ files a stage script runs: its lib imports, theirs, and so on (paths from the repo root)."""
+    """The lib/ files a stage script runs: its lib imports, theirs, and so on, with the packages'
+    __init__.py files (they run on import too); paths from the repo root."""
     seen: set[str] = set()
     pending = list(_imported_lib_modules(REPO / "stages" / f"{stage}.py"))
     while pending:
         module = pending.pop()
         if module not in seen:
             seen.add(module)
-            pending += _imported_lib_modules(REPO / (module.replace(".", "/") + ".py"))
-    return sorted({"lib/__init__.py"} | {module.replace(".", "/") + ".py" for module in seen})
+            parts = module.split(".")
+            pending += [".".join(parts[:i]) for i in range(2, len(parts))]  # the packages it sits in
+            pending += _imported_lib_modules(module_file(module))
+    return sorted({"lib/__init__.py"} | {str(module_file(m).relative_to(REPO)) for m in seen})
 
 
 def _attribute_chain(node: ast.AST) -> list[str] | None:
@@ -138,5 +147,5 @@ def make_vars() -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["make-vars"]:
-        sys.exit("usage: python -m lib.stage_inputs make-vars")
+        sys.exit("usage: python -m lib.pipeline.stage_inputs make-vars")
     sys.stdout.write(make_vars())

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from lib.artifacts import REFINE_METRICS_FILE
+from lib.pipeline.artifacts import REFINE_METRICS_FILE
 from lib.io import atomic_write_text
 
 

@@ -2,7 +2,7 @@
 
 The judge is the provided folder (`safety.safeguard_model`) with the provided Safety Guidelines
 prompt. Four decisions, each recorded in the metrics and printed:
-- format (`safety.guard_format`, lib/guard_formats.py): how the guard writes its verdict; `auto`
+- format (`safety.guard_format`, lib/judge/formats.py): how the guard writes its verdict; `auto`
   tells it from the folder and says why;
 - layout (`safety.layout`): what the guard reads. `conversation` = [user: the AILuminate prompt,
   assistant: the filled template] through the guard's own chat template, so it judges the response
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lib.errors import InputError
-from lib.guard_formats import (CONTROVERSIAL, FORMATS, SAFE, UNPARSEABLE, UNSAFE, VERDICT_PREFIX, VERDICT_WORDS,
+from lib.judge.formats import (CONTROVERSIAL, FORMATS, SAFE, UNPARSEABLE, UNSAFE, VERDICT_PREFIX, VERDICT_WORDS,
                                counted_safe, default_layout, detect_format, parse_verdict, row_counted_safe)
 
 PLACEHOLDER = re.compile(r"\{(guidelines|prompt|response)\}")
@@ -318,9 +318,9 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
     `attention`: the engine's kernel for a generative judge (hardware.attention)."""
     from transformers import AutoTokenizer
 
-    from lib.batched_generate import choose_generator
+    from lib.engine.batched import choose_generator
     from lib.devices import resolve_eval_dtype
-    from lib.inference import generate_resumable, run_resumable
+    from lib.engine.runner import generate_resumable, run_resumable
     from lib.models import load_classifier, load_for_inference
 
     architectures = judge_architectures(folder, safety.allow_pickle)

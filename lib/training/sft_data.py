@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
-from lib.gsm8k import solution_text
+from lib.tasks.gsm8k import solution_text
 
 
 def tokenize_problems(tokenizer, problems: list[dict], max_seq_len: int, system_prompt: str | None,

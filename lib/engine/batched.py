@@ -1,6 +1,6 @@
 """Plain batched `generate`, for models the prefix-sharing engine does not reproduce.
 
-The engine's attention function (lib/prefix_attention.py) computes full softmax attention over the shared
+The engine's attention function (lib/engine/attention.py) computes full softmax attention over the shared
 prefix and each row's own tokens. Two attention variants change that computation: a sliding window
 that is shorter than a sequence (Mistral, WildGuard; Gemma2's local layers, ShieldGemma) and
 soft-capped attention logits (Gemma2). For such a model `choose_generator` returns this class,
@@ -15,7 +15,7 @@ import time
 import torch
 
 from lib.errors import InputError
-from lib.generation import EngineStats, Generated, PrefixSharingEngine, Sampling
+from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine, Sampling
 
 
 def engine_unsupported(model, longest_sequence: int) -> str | None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from lib.config import Config
+from lib.pipeline.config import Config
 from lib.errors import InputError
-from lib.run import resolve_run, run_options, write_run_config
+from lib.pipeline.run import resolve_run, run_options, write_run_config
 
 
 @dataclass
@@ -30,7 +30,7 @@ def stage_help(docstring: str) -> str:
 
 
 def stage_command(func):
-    """Add the run options (lib.run.run_options) and --models-dir, resolve the run's config, check it
+    """Add the run options (lib.pipeline.run.run_options) and --models-dir, resolve the run's config, check it
     against the run's record and record it, and turn an InputError anywhere in the stage into one
     `Error: ...` message with exit code 1."""
 

@@ -6,7 +6,7 @@ something other than the final adapter carries a tag: `_base` (the base model al
 `_checkpoint-<step>`. Run names may not end in such a tag, so every file name belongs to exactly
 one run (`clean-run RUN=demo` never touches run `demo_2` or `demo_base`).
 
-    python -m lib.artifacts clean --run demo      # what `make clean-run RUN=demo` calls
+    python -m lib.pipeline.artifacts clean --run demo      # what `make clean-run RUN=demo` calls
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import click
 
 from lib.errors import InputError
 
-IDENTITY_FILE = "run.json"  # in run_<run>/: preset, overrides, smoke (what the run is; lib/run.py)
+IDENTITY_FILE = "run.json"  # in run_<run>/: preset, overrides, smoke (what the run is; lib/pipeline/run.py)
 RECORD_FILE = "config_resolved.json"  # in run_<run>/: the resolved config and its provenance
-PARAMS_FOLDER = "params"  # in run_<run>/: each stage's keys (lib/run.py)
+PARAMS_FOLDER = "params"  # in run_<run>/: each stage's keys (lib/pipeline/run.py)
 RUN_RECORDS = (IDENTITY_FILE, RECORD_FILE, PARAMS_FOLDER)  # written before any stage works
 CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's run_<run>/checkpoints/checkpoint-<step>/
 COMPLETE_FILE = "training_complete.json"  # written last into run_<run>/adapter/: training finished

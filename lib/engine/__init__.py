@@ -1,0 +1,1 @@
+"""Generation: the prefix-sharing slot-refilling engine, its KV rows and attention, the resumable runner."""

@@ -1,0 +1,1 @@
+"""The safety judge: guard formats, the judge's inputs, verdicts, running the safeguard model."""

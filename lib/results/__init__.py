@@ -1,0 +1,1 @@
+"""Results: summary rows, reports, the checkpoint sweep, run comparison, statistics."""

@@ -1,0 +1,1 @@
+"""Training: the QLoRA trainer, loss and collator, callbacks, SFT data, rejection sampling."""
