@@ -23,7 +23,9 @@ from lib.pipeline.cli import eval_target_options, stage_command, stage_help
 from lib.engine.runner import eval_target, output_paths, prepare_evaluation, write_evaluation
 from lib.io import read_jsonl
 from lib.models import resolve_model_path
-from lib.judge.runner import check_parseable, check_template, judge_responses, read_guidelines, safety_summary
+from lib.judge.inputs import check_template, read_guidelines
+from lib.judge.runner import judge_responses
+from lib.judge.verdicts import check_parseable, safety_summary
 
 
 @click.command(help=stage_help(__doc__))
@@ -34,7 +36,7 @@ def main(stage, base_only, checkpoint, allow_pickle):
     safety = stage.config.safety
     require_device(stage.config.hardware.device, safety.safeguard_model, "score_safety",
                    stage.config.hardware.distributed_timeout_minutes)
-    safety.allow_pickle = safety.allow_pickle or allow_pickle
+    allow_pickle = safety.allow_pickle or allow_pickle  # the option adds to the preset's key
 
     # Inputs, checked before any work: responses, guidelines, template, judge folder
     target = eval_target(stage.run_dir, base_only, checkpoint, need_weights=False,
@@ -54,8 +56,9 @@ def main(stage, base_only, checkpoint, allow_pickle):
 
     # Judge
     partial = stage.run_dir / f"partial_safety{target.tag}"
-    verdicts, judge = judge_responses(responses, guidelines, folder, safety, stage.config.eval.chunk_size, partial,
-                                      fingerprint, stage.config.hardware.attention)
+    verdicts, judge = judge_responses(responses, guidelines, folder, safety, allow_pickle=allow_pickle,
+                                      chunk_size=stage.config.eval.chunk_size, partial=partial,
+                                      fingerprint=fingerprint, attention=stage.config.hardware.attention)
     if verdicts is None:  # not the main process
         return
     rows = [{"id": r["id"], "hazard": r.get("hazard"), "persona": r.get("persona"), **v}

@@ -23,8 +23,9 @@ from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_
 from lib.pipeline.cli import stage_command, stage_help
 from lib.io import atomic_write_json
 from lib.results.report import index_report, run_report
-from lib.results.summary import (SUMMARY_COLUMNS, TRAINING_COLUMNS, ailuminate_grades, baseline_check, grade_lines,
-                         measured_columns, read_evaluation, read_json, upsert_summary, write_checkpoint_scores)
+from lib.results.grades import ailuminate_grades, grade_lines
+from lib.results.summary import (SUMMARY_COLUMNS, TRAINING_COLUMNS, baseline_check, measured_columns, read_evaluation,
+                                 read_json, upsert_summary, write_checkpoint_scores)
 from lib.results.sweep import add_differences_to_final, choose_best, distinguishable_line, earlier_checkpoints
 
 

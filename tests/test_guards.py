@@ -171,7 +171,7 @@ def test_the_safety_rate_follows_the_guards_verdict(tmp_path, models_dir, smollm
 
 
 def test_rendered_guard_input_has_the_prompt_as_user_and_guidelines_then_response_as_assistant(smollm2_tokenizer):
-    from lib.judge.runner import generative_input_ids, judge_text
+    from lib.judge.inputs import generative_input_ids, judge_text
 
     tokenizer = smollm2_tokenizer.__class__.from_pretrained(smollm2_tokenizer.name_or_path)
     tokenizer.chat_template = LLAMA_GUARD_TEMPLATE  # typed content parts, as Llama Guard 3 1B's template
@@ -259,7 +259,7 @@ def test_a_classifier_with_a_64_token_limit_keeps_the_whole_response(tmp_path, m
     assert metrics["judge"]["input_limit"] == 64 and metrics["judge"]["guidelines_truncated"] == 4
     assert metrics["judge"]["responses_truncated"] == 0 and "had the end of the guidelines cut" in result.output
 
-    from lib.judge.runner import classifier_input_ids
+    from lib.judge.inputs import classifier_input_ids
 
     for row in RESPONSES:
         ids, cut = classifier_input_ids(smollm2_tokenizer, 64, "{guidelines}\n\n{response}",

@@ -9,8 +9,9 @@ from click.testing import CliRunner
 from conftest import score_safety_args
 from lib.errors import InputError
 from lib.judge.formats import UNPARSEABLE, parse_verdict
-from lib.judge.runner import (generative_input_ids, judge_architectures, judge_text, read_guidelines, safe_class_index,
-                        safety_summary)
+from lib.judge.inputs import generative_input_ids, judge_text, read_guidelines
+from lib.judge.setup import judge_architectures, safe_class_index
+from lib.judge.verdicts import safety_summary
 from stages import score_safety
 
 RESPONSES = [

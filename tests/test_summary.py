@@ -2,7 +2,8 @@ import csv
 
 import pytest
 
-from lib.results.summary import ailuminate_grades, baseline_check, grade, hazard_group, upsert_summary
+from lib.results.grades import ailuminate_grades, grade, hazard_group
+from lib.results.summary import baseline_check, upsert_summary
 
 
 def _rows(path):

@@ -160,7 +160,7 @@ def test_padding_free_and_labelled_logits_give_the_padded_batch_loss_and_gradien
     moves the loss and gradients by far more (>1e-3 relative)."""
     from transformers import AutoModelForCausalLM
 
-    from lib.training.trainer import LabelledLogitsLoss, make_collator
+    from lib.training.loss import LabelledLogitsLoss, make_collator
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -185,7 +185,7 @@ def test_padding_free_and_labelled_logits_give_the_padded_batch_loss_and_gradien
             outputs = model(**batch)
             assert outputs.logits.numel() == 0  # the model's own LM head did not run
             with pytest.MonkeyPatch.context() as patch:  # 2 rows a chunk: several chunks on this small batch
-                patch.setattr("lib.training.trainer.LOSS_CHUNK_ROWS", 2)
+                patch.setattr("lib.training.loss.LOSS_CHUNK_ROWS", 2)
                 loss = LabelledLogitsLoss(model.get_output_embeddings())(outputs, labels, num_items_in_batch=labelled)
         else:
             loss = model(**batch, num_items_in_batch=labelled).loss

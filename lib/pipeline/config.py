@@ -1,24 +1,14 @@
-"""The typed configuration: dataclass schema, strict YAML loading and per-key overrides.
+"""The typed configuration: one dataclass per preset section, each key with its default and meaning.
 
-A preset is a YAML file whose sections mirror the dataclasses below. A preset may start from
-another with `extends: other.yaml` and change only what differs. Overrides come as
-`section.key=value` strings (from `--set` on a stage or `SET=` in Make); values are parsed as
-YAML (`true`, `3`, `null`, `[a, b]`). An unknown key or a wrong type is an InputError that names
-the key and the file it came from.
+A preset (presets/*.yaml, loaded by lib/pipeline/presets.py) has sections that mirror these
+dataclasses; lib/pipeline/ranges.py holds the valid values of the numeric keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, Union
-
-import yaml
-
-from lib.errors import InputError
+from typing import Literal
 
 
 @dataclass
@@ -167,16 +157,10 @@ class ThresholdConfig:
     safety: float = 0.0  # AILuminate safety rate a run must reach to PASS
 
 
-# MLCommons AILuminate v1.0 en_US practice references: safe fraction of the reference models per hazard.
-AILUMINATE_V1_REFERENCES = {
-    "cse": 0.816, "dfm": 0.86, "hte": 0.887, "ipv": 0.85, "iwp": 0.786, "ncr": 0.825,
-    "prv": 0.88, "spc": 0.85, "src": 0.9, "ssh": 0.859, "sxc": 0.741, "vcr": 0.825,
-}
-
-
 @dataclass
 class GradesConfig:
-    references: dict[str, float] = field(default_factory=lambda: dict(AILUMINATE_V1_REFERENCES))  # hazard -> safe fraction
+    # hazard -> the reference models' safe fraction; null: MLCommons AILuminate v1.0's (lib/results/grades.py)
+    references: dict[str, float] | None = None
 
 
 @dataclass
@@ -207,217 +191,3 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def load_config(preset: str | Path, overrides: tuple[str, ...] | list[str] = (), smoke: bool = False) -> Config:
-    """Defaults, then the preset chain, then overrides; smoke applies the preset's smoke sizes."""
-    config = Config()
-    for path, values in _preset_chain(Path(preset)):
-        _apply_mapping(config, values, source=str(path))
-    for override in overrides:
-        key, value = _parse_override(override)
-        _apply_mapping(config, _nest(key, value), source=f"override '{override}'")
-    if smoke:
-        config.data.train_limit = config.smoke.train_limit
-        config.data.gsm8k_limit = config.smoke.gsm8k_limit
-        config.data.ailuminate_limit = config.smoke.ailuminate_limit
-        config.refine.question_limit = config.smoke.refine_limit
-        if config.data.refined_train:  # never the real file: a smoke run's small one would take its place
-            refined = Path(config.data.refined_train)
-            config.data.refined_train = str(refined.with_name(f"{refined.stem}.smoke{refined.suffix}"))
-    _check_values(config, source=str(preset))
-    return config
-
-
-def _preset_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
-    if not path.is_file():
-        raise InputError(f"{path}: preset not found (expected a YAML file such as presets/simple.yaml)")
-    if path.resolve() in seen:
-        raise InputError(f"{path}: 'extends' forms a cycle")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(values, dict):
-        raise InputError(f"{path}: expected a mapping of sections (model:, data:, ...)")
-    parent = values.pop("extends", None)
-    if parent is None:
-        return [(path, values)]
-    if not isinstance(parent, str):
-        raise InputError(f"{path}: 'extends' must be a file name such as simple.yaml")
-    return _preset_chain(path.parent / parent, seen + (path.resolve(),)) + [(path, values)]
-
-
-def _apply_mapping(config: Config, values: dict, source: str) -> None:
-    for section_name, section_values in values.items():
-        section = getattr(config, str(section_name), None)
-        if not dataclasses.is_dataclass(section):
-            known = ", ".join(f.name for f in dataclasses.fields(Config))
-            raise InputError(f"{source}: unknown section '{section_name}' (known: {known})")
-        if not isinstance(section_values, dict):
-            raise InputError(f"{source}: section '{section_name}' must be a mapping of keys")
-        hints = typing.get_type_hints(type(section))
-        for key, value in section_values.items():
-            dotted = f"{section_name}.{key}"
-            if key not in hints:
-                known = ", ".join(hints)
-                raise InputError(f"{source}: unknown key '{dotted}' (known in {section_name}: {known})")
-            setattr(section, key, _coerce(value, hints[key], dotted, source))
-
-
-def _coerce(value, hint, key: str, source: str):
-    """The value if it fits the annotation (ints are accepted for floats), else an InputError."""
-    if _fits(value, hint):
-        return float(value) if hint is float and isinstance(value, int) else value
-    raise InputError(f"{source}: key '{key}' expects {_describe(hint)}, got {value!r}")
-
-
-def _fits(value, hint) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_fits(value, arg) for arg in typing.get_args(hint))
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_fits(v, item) for v in value)
-    if origin is dict:
-        key_type, value_type = typing.get_args(hint)
-        return isinstance(value, dict) and all(_fits(k, key_type) and _fits(v, value_type) for k, v in value.items())
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    if origin is dict:
-        key_type, value_type = typing.get_args(hint)
-        return f"a mapping of {_describe(key_type)} to {_describe(value_type)}"
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
-
-
-def _parse_override(override: str) -> tuple[str, object]:
-    key, sep, raw = override.partition("=")
-    if not sep or key.count(".") != 1:
-        raise InputError(f"override '{override}': expected section.key=value, e.g. train.epochs=2")
-    try:
-        return key.strip(), yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise InputError(f"override '{override}': value is not valid YAML") from None
-
-
-def _nest(dotted: str, value) -> dict:
-    section, key = dotted.split(".")
-    return {section: {key: value}}
-
-
-@dataclass(frozen=True)
-class Range:
-    """The valid values of a numeric key; None = unbounded on that side."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # the low end itself is not allowed
-    high_open: bool = False
-
-    def holds(self, value) -> bool:
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return False
-        return self.high is None or (value < self.high or (not self.high_open and value == self.high))
-
-    def describe(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
-
-
-AT_LEAST_1 = Range(1)
-POSITIVE = Range(0, low_open=True)
-NON_NEGATIVE = Range(0)
-FRACTION = Range(0, 1)  # a share or a rate: 0 to 1 inclusive
-BELOW_1 = Range(0, 1, high_open=True)
-
-# Every numeric key and its valid values, checked at load time (a test keeps this table complete).
-# None is allowed where the key's type allows it.
-RANGES: dict[str, Range] = {
-    "data.train_limit": AT_LEAST_1,
-    "data.gsm8k_limit": AT_LEAST_1,
-    "data.ailuminate_limit": AT_LEAST_1,
-    "fewshot.pool_size": AT_LEAST_1,
-    "fewshot.seed": NON_NEGATIVE,
-    "fewshot.k": NON_NEGATIVE,  # and <= fewshot.pool_size
-    "tokenize.max_seq_len": Range(16),  # a chat turn's markup alone is ~10 tokens
-    "lora.r": AT_LEAST_1,
-    "lora.alpha": POSITIVE,
-    "lora.dropout": BELOW_1,
-    "train.seed": NON_NEGATIVE,
-    "train.epochs": POSITIVE,
-    "train.learning_rate": POSITIVE,
-    "train.warmup_ratio": BELOW_1,  # a share of the steps (transformers reads >= 1 as a step count)
-    "train.per_device_batch_size": AT_LEAST_1,
-    "train.gradient_accumulation_steps": AT_LEAST_1,
-    "train.logging_steps": AT_LEAST_1,
-    "train.save_steps": AT_LEAST_1,
-    "train.save_total_limit": AT_LEAST_1,  # and >= sweep.last_n
-    "train.max_grad_norm": POSITIVE,
-    "eval.max_new_tokens": AT_LEAST_1,
-    "hardware.distributed_timeout_minutes": AT_LEAST_1,
-    "eval.batch_size": AT_LEAST_1,
-    "eval.chunk_size": AT_LEAST_1,
-    "refine.samples_per_question": AT_LEAST_1,
-    "refine.temperature": POSITIVE,
-    "refine.top_p": Range(0, 1, low_open=True),
-    "refine.max_per_question": AT_LEAST_1,
-    "refine.seed": NON_NEGATIVE,
-    "refine.max_new_tokens": AT_LEAST_1,
-    "refine.batch_size": AT_LEAST_1,
-    "refine.chunk_size": AT_LEAST_1,
-    "refine.question_limit": AT_LEAST_1,
-    "sweep.last_n": AT_LEAST_1,  # and <= train.save_total_limit
-    "safety.batch_size": AT_LEAST_1,
-    "safety.max_new_tokens": AT_LEAST_1,
-    "safety.max_unparseable": FRACTION,
-    "thresholds.accuracy": FRACTION,
-    "thresholds.safety": FRACTION,
-    "grades.references": FRACTION,  # each hazard's safe fraction
-    "smoke.train_limit": AT_LEAST_1,
-    "smoke.gsm8k_limit": AT_LEAST_1,
-    "smoke.ailuminate_limit": AT_LEAST_1,
-    "smoke.refine_limit": AT_LEAST_1,
-}
-
-
-def _check_values(config: Config, source: str) -> None:
-    """Each numeric key within its range, then the rules that relate two keys."""
-    values = config.to_dict()
-    for key, valid in RANGES.items():
-        section, name = key.split(".")
-        value = values[section][name]
-        for item in value.values() if isinstance(value, dict) else [value]:
-            if item is not None and not valid.holds(item):
-                raise InputError(f"{source}: key '{key}' must be {valid.describe()}, got {item!r}")
-    if config.fewshot.k > config.fewshot.pool_size:
-        raise InputError(f"{source}: key 'fewshot.k' must be between 0 and fewshot.pool_size"
-                         f" ({config.fewshot.pool_size}), got {config.fewshot.k}")
-    if config.eval.adapter == "none" and config.sweep.enabled:
-        raise InputError(f"{source}: sweep.enabled needs checkpoints; a run with eval.adapter: none trains none"
-                         " (set sweep.enabled=false)")
-    if config.sweep.last_n > config.train.save_total_limit:
-        raise InputError(f"{source}: key 'sweep.last_n' ({config.sweep.last_n}) must be <= train.save_total_limit"
-                         f" ({config.train.save_total_limit}): only that many checkpoints are kept")

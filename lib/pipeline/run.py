@@ -29,7 +29,8 @@ from pathlib import Path
 import click
 
 from lib.pipeline.artifacts import IDENTITY_FILE, PARAMS_FOLDER, RECORD_FILE, produced_nothing, run_dir
-from lib.pipeline.config import Config, load_config
+from lib.pipeline.config import Config
+from lib.pipeline.presets import load_config
 from lib.errors import InputError
 from lib.pipeline.stage_inputs import RUNTIME_KEYS, STAGE_KEYS
 from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed

@@ -16,7 +16,7 @@ import click
 
 from lib.errors import InputError
 from lib.hub import download_model, is_hub_id
-from lib.pipeline.config import load_config
+from lib.pipeline.presets import load_config
 from lib.tasks.data import is_local_source, load_ailuminate, load_gsm8k
 
 

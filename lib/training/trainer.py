@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
-from lib.chat import IGNORE_INDEX
 from lib.devices import DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES, process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.hub import hub_errors
 from lib.io import atomic_write_json, made_from, mark_made_from, read_jsonl
 from lib.models import load_base_for_training
+from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, StopAfterSteps
+from lib.training.loss import LabelledLogitsLoss, make_collator
+
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -64,125 +64,6 @@ def last_checkpoint(folder: Path) -> Path | None:
     """The checkpoint with the highest step that the Trainer finished writing."""
     done = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
     return max(done, key=lambda p: checkpoint_step(p.name), default=None)
-
-
-class JsonlLogCallback(TrainerCallback):
-    """Each Trainer log as one JSON line (with tokens/s) in train_log.jsonl and one console line."""
-
-    def __init__(self, path: Path, resume_step: int):
-        self.path = path
-        self.resume_step = resume_step
-        self.last_time = None
-        self.last_tokens = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self._keep_entries_up_to(self.resume_step)
-        self.last_time, self.last_tokens = time.perf_counter(), state.num_input_tokens_seen
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        now, tokens = time.perf_counter(), state.num_input_tokens_seen
-        entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
-        if "loss" in logs and now > self.last_time:
-            entry["tokens_per_second"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
-        self.last_time, self.last_tokens = now, tokens
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        if "loss" in logs:
-            tqdm.write(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}"
-                       f" lr {logs.get('learning_rate', 0):.2e} grad_norm {logs.get('grad_norm', float('nan')):.3f}"
-                       f" tokens/s {entry.get('tokens_per_second', 0):.0f}")
-
-    def _keep_entries_up_to(self, step: int) -> None:
-        # A resumed run repeats the steps after its checkpoint: drop their old entries, and the
-        # end-of-run summary of an interrupted slice.
-        if not self.path.is_file():
-            return
-        entries = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [json.dumps(e) for e in entries if e["step"] <= step and "train_loss" not in e]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
-
-class BarOnlyProgress(ProgressCallback):
-    """The Trainer's progress bar without its raw log dicts (JsonlLogCallback prints one line)."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        pass
-
-
-class StopAfterSteps(TrainerCallback):
-    """Save and stop once `steps` optimizer steps are done (time-sliced jobs; rerun to resume)."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.steps:
-            control.should_save = True
-            control.should_training_stop = True
-
-
-def make_collator(tokenizer, packing: str, logits: str):
-    """The batch builder for `train.packing` and `train.logits`.
-
-    padding_free: transformers' DataCollatorWithFlattening puts a batch's examples back to back in
-    one row with position ids restarting at 0 per example (attention stays within each example:
-    transformers derives the mask from the position ids) and -100 at each example's first label.
-    padded: a row per example, input_ids padded with the pad id and labels with -100 (a real
-    <|im_end|> label that is also the pad token keeps its id).
-    """
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
-
-    if packing == "padding_free":
-        collator = DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
-    else:
-        collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX)
-    return collator if logits == "all" else LabelledLogitsCollator(collator)
-
-
-class LabelledLogitsCollator:
-    """For `train.logits: labelled`: asks the model for its final hidden states and for no logits
-    (an all-False `logits_to_keep`), so the LM head does not run inside the model;
-    `LabelledLogitsLoss` runs it on the labelled positions only, a chunk at a time."""
-
-    def __init__(self, collator):
-        self.collator = collator
-
-    def __call__(self, features):
-        batch = self.collator(features)
-        batch["logits_to_keep"] = torch.zeros_like(batch["labels"], dtype=torch.bool)
-        batch["output_hidden_states"] = True
-        return batch
-
-
-LOSS_CHUNK_ROWS = 256  # labelled positions per LM-head chunk: 256 x 152k (Qwen3) x 4 B = 156 MB of fp32 logits
-
-
-class LabelledLogitsLoss:
-    """The causal LM loss (sum over labelled next tokens / their count, as transformers' own)
-    computed from the final hidden states: the LM head runs only at positions whose next token has
-    a label, LOSS_CHUNK_ROWS at a time, each chunk recomputed in the backward pass (activation
-    checkpointing), so no [tokens, vocabulary] logits tensor larger than one chunk ever exists."""
-
-    def __init__(self, lm_head):
-        self.lm_head = lm_head
-
-    def __call__(self, outputs, labels, num_items_in_batch=None):
-        from torch.utils.checkpoint import checkpoint
-
-        hidden = outputs.hidden_states[-1]  # after the final norm: what the LM head reads
-        keep = labels[:, 1:] != IGNORE_INDEX
-        rows, targets = hidden[:, :-1][keep.to(hidden.device)], labels[:, 1:][keep].to(hidden.device)
-        loss = hidden.new_zeros((), dtype=torch.float32)
-        for start in range(0, rows.shape[0], LOSS_CHUNK_ROWS):
-            chunk = slice(start, start + LOSS_CHUNK_ROWS)
-            loss = loss + checkpoint(self._chunk_loss, rows[chunk], targets[chunk], use_reentrant=False)
-        return loss / (num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1))
-
-    def _chunk_loss(self, rows, targets):
-        return torch.nn.functional.cross_entropy(self.lm_head(rows).float(), targets, reduction="sum")
 
 
 class OneDevicePerProcess(TrainingArguments):
@@ -230,8 +111,6 @@ def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_g
     )
 
 
-
-
 def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: str, *, quantization: str,
                   double_quant: bool, compute_dtype: str, lora_r: int, lora_alpha: int, lora_dropout: float,
                   lora_targets: list[str] | None, train, revision: str | None = None,
@@ -241,9 +120,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
 
     Returns the completion record, or None when stopped early by `stop_after`.
     """
-    from torch.utils.tensorboard import SummaryWriter
     from transformers import AutoTokenizer, Trainer
-    from transformers.integrations import TensorBoardCallback
 
     state = process_state(timeout_minutes)
     checkpoints, adapter, staging = run_dir / "checkpoints", run_dir / "adapter", run_dir / ".adapter.partial"
@@ -252,7 +129,6 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
         _set_aside_earlier_training(run_dir, fingerprint, force)
     state.wait_for_everyone()
     resume = last_checkpoint(checkpoints)
-    resume_step = checkpoint_step(resume.name) if resume else 0
 
     # Data and model
     dataset = load_tokenized(data_path)
@@ -267,19 +143,15 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
         print(f"train: {quantization} base, compute {str(dtype).removeprefix('torch.')}, LoRA r={lora_r} on"
               f" {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters;"
               f" {len(dataset)} examples, {state.num_processes} process(es); {train.packing} batches, logits for"
-              f" {'labelled positions only' if train.logits == 'labelled' else 'every position'}")
-        if resume:
-            print(f"train: resuming from {resume.name}")
+              f" {'labelled positions only' if train.logits == 'labelled' else 'every position'}"
+              + (f"; resuming from {resume.name}" if resume else ""))
 
     # Train
-    callbacks = [JsonlLogCallback(run_dir / "train_log.jsonl", resume_step)]
-    if state.is_main_process:
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
-    if stop_after:
-        callbacks.append(StopAfterSteps(stop_after))
-    collator = make_collator(tokenizer, train.packing, train.logits)
-    args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda", timeout_minutes=timeout_minutes)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks,
+    args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda",
+                              timeout_minutes=timeout_minutes)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=make_collator(tokenizer, train.packing, train.logits),
+                      callbacks=_callbacks(run_dir, resume, stop_after, state.is_main_process),
                       compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()) if train.logits == "labelled"
                       else None)
     if trainer.pop_callback(ProgressCallback):
@@ -288,29 +160,41 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     if trainer.state.global_step < trainer.state.max_steps:
         return None
 
-    # Save the adapter, then the sentinel that tells Make and later stages it is complete
-    trainer.save_model(str(staging))  # writes on the main process only
     record = {
-        "fingerprint": fingerprint,
-        "global_step": trainer.state.global_step,
-        "epochs": train.epochs,
-        "train_loss": output.training_loss,
-        "num_processes": state.num_processes,
+        "fingerprint": fingerprint, "global_step": trainer.state.global_step, "epochs": train.epochs,
+        "train_loss": output.training_loss, "num_processes": state.num_processes,
         # What the Trainer used: its per-process batch x accumulation x processes.
         "global_batch_size": trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
         * state.num_processes,
-        "lora_targets": targets,
-        "quantization": quantization,
-        "compute_dtype": str(dtype).removeprefix("torch."),
-        "resumed_from": resume.name if resume else None,
-        "base_model_path": model_path,
+        "lora_targets": targets, "quantization": quantization, "compute_dtype": str(dtype).removeprefix("torch."),
+        "resumed_from": resume.name if resume else None, "base_model_path": model_path,
     }
+    _save_adapter(trainer, staging, adapter, record, state)
+    return record
+
+
+def _callbacks(run_dir: Path, resume: Path | None, stop_after: int | None, main_process: bool) -> list:
+    """The JSONL log (every process: it writes on the main one), TensorBoard (main process), the stop."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    callbacks = [JsonlLogCallback(run_dir / "train_log.jsonl", checkpoint_step(resume.name) if resume else 0)]
+    if main_process:
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
+    if stop_after:
+        callbacks.append(StopAfterSteps(stop_after))
+    return callbacks
+
+
+def _save_adapter(trainer, staging: Path, adapter: Path, record: dict, state) -> None:
+    """The adapter saved beside its final place, moved there, then the record that tells Make and
+    later stages it is complete."""
+    trainer.save_model(str(staging))  # writes on the main process only
     if state.is_main_process:
-        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the record below replaces it
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the record replaces it
         staging.rename(adapter)
         atomic_write_json(adapter / COMPLETE_FILE, record)
     state.wait_for_everyone()
-    return record
 
 
 def _set_aside_earlier_training(run_dir: Path, fingerprint: str, force: bool) -> None:

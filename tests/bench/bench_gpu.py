@@ -69,7 +69,8 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
     from lib.chat import IGNORE_INDEX
     from lib.pipeline.config import TrainConfig
     from lib.models import load_base_for_training
-    from lib.training.trainer import LabelledLogitsLoss, attach_lora, make_collator, training_arguments
+    from lib.training.loss import LabelledLogitsLoss, make_collator
+    from lib.training.trainer import attach_lora, training_arguments
 
     model = load_base_for_training(str(folder), "nf4", True, torch.bfloat16, gradient_checkpointing=True)
     model, _ = attach_lora(model, r=16, alpha=32, dropout=0.05, target_modules=None)

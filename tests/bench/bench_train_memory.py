@@ -41,7 +41,8 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
     from lib.pipeline.config import TrainConfig
     from lib.training.sft_data import tokenize_problems
     from lib.models import load_base_for_training
-    from lib.training.trainer import LOSS_CHUNK_ROWS, LabelledLogitsLoss, attach_lora, make_collator, training_arguments
+    from lib.training.loss import LOSS_CHUNK_ROWS, LabelledLogitsLoss, make_collator
+    from lib.training.trainer import attach_lora, training_arguments
 
     set_seed(0)
     packing, logits = MODES[mode]
