@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -136,26 +135,3 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-INPUTS_MARKER = "inputs.sha256"  # in a folder of resumable work: the fingerprint of what it was made from
-
-
-def made_from(folder: Path, fingerprint: str) -> bool:
-    """Whether a folder of resumable work was made from these inputs (its inputs.sha256 matches)."""
-    marker = folder / INPUTS_MARKER
-    return marker.is_file() and marker.read_text().strip() == fingerprint
-
-
-def mark_made_from(folder: Path, fingerprint: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / INPUTS_MARKER).write_text(fingerprint + "\n")
-
-
-def reset_dir_unless_fingerprint(folder: Path, fingerprint: str) -> None:
-    """Keep a folder of unfinished evaluation work only if it was made from the same inputs;
-    otherwise empty it (it holds no finished result)."""
-    if made_from(folder, fingerprint):
-        return
-    shutil.rmtree(folder, ignore_errors=True)
-    mark_made_from(folder, fingerprint)

@@ -13,8 +13,8 @@ import click
 from lib.pipeline.cli import eval_target_options, stage_command, stage_help
 from lib.tasks.data import apply_limit, load_ailuminate
 from lib.devices import require_device
-from lib.engine.runner import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
-from lib.models import TrainedBase
+from lib.engine.evaluation import (eval_target, evaluated_weights, generate_for_evaluation, greedy_decoding,
+                                   prepare_evaluation, write_evaluation)
 
 
 @click.command(help=stage_help(__doc__))
@@ -35,8 +35,9 @@ def main(stage, base_only, checkpoint):
     # The prompt alone, as a user would send it (the GSM8K system prompt, if any, is not for these).
     conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
     outputs, stats, settings = generate_for_evaluation(
-        config.model, config.eval, TrainedBase.from_quant(config.quant), stage.models_dir, stage.run_dir, target, conversations,
-        [p["id"] for p in prompts], fingerprint, "ailuminate", attention=config.hardware.attention)
+        evaluated_weights(config.model, config.eval, config.quant, target.adapter),
+        greedy_decoding(config.eval, config.hardware.attention), stage.models_dir,
+        stage.run_dir / f"partial_ailuminate{target.tag}", conversations, [p["id"] for p in prompts], fingerprint, "ailuminate")
     if outputs is None:
         return
 

@@ -18,8 +18,8 @@ from lib.tasks.data import apply_limit, load_gsm8k
 from lib.devices import require_device
 from lib.tasks.fewshot import RUN_POOL_FILE, first_k, read_pool
 from lib.tasks.gsm8k import EVAL_SPEC, score_outputs
-from lib.engine.runner import eval_target, generate_for_evaluation, prepare_evaluation, write_evaluation
-from lib.models import TrainedBase
+from lib.engine.evaluation import (eval_target, evaluated_weights, generate_for_evaluation, greedy_decoding,
+                                   prepare_evaluation, write_evaluation)
 from lib.results.stats import wilson_interval
 from lib.tasks.prompts import gsm8k_messages
 
@@ -47,8 +47,9 @@ def main(stage, base_only, checkpoint):
     conversations = [gsm8k_messages(p["question"], exemplars, config.tokenize.system_prompt,
                                     config.data.strip_calculator_annotations) for p in problems]
     outputs, stats, settings = generate_for_evaluation(
-        config.model, config.eval, TrainedBase.from_quant(config.quant), stage.models_dir, stage.run_dir, target, conversations,
-        [p["id"] for p in problems], fingerprint, "gsm8k", attention=config.hardware.attention)
+        evaluated_weights(config.model, config.eval, config.quant, target.adapter),
+        greedy_decoding(config.eval, config.hardware.attention), stage.models_dir,
+        stage.run_dir / f"partial_gsm8k{target.tag}", conversations, [p["id"] for p in problems], fingerprint, "gsm8k")
     if outputs is None:  # not the main process
         return
 

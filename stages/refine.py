@@ -14,7 +14,6 @@ with rows {id, question, answer, source}, and run_<run>/refine_metrics.json. A f
 there is used as is, never overwritten. A rerun after a kill resumes.
 """
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -24,8 +23,8 @@ from lib.pipeline.cli import stage_command, stage_help
 from lib.tasks.data import apply_limit, load_gsm8k
 from lib.devices import require_device
 from lib.tasks.fewshot import RUN_POOL_FILE, first_k, read_pool, remove_pool
-from lib.engine.scheduler import Sampling
-from lib.engine.runner import EvalTarget, generate_for_evaluation
+from lib.engine.sampling import Sampling
+from lib.engine.evaluation import Decoding, Weights, generate_for_evaluation
 from lib.tasks.prompts import gsm8k_messages
 from lib.training.refine import (check_no_leakage, generation_metrics, output_state, sample_seed, sampling_fingerprint,
                         select_all, summary_line, write_refined)
@@ -36,9 +35,11 @@ from lib.training.refine import (check_no_leakage, generation_metrics, output_st
 def main(stage):
     config, refine = stage.config, stage.config.refine
     output, pool_file = refined_output(config.data.refined_train, stage.run_dir), stage.run_dir / RUN_POOL_FILE
-    model = dataclasses.replace(config.model, base=refine.model, revision=None) if refine.model else config.model
-    require_device(config.hardware.device, model.base, "refine", config.hardware.distributed_timeout_minutes)
-    settings = {"model": vars(model), "train": config.data.gsm8k_train, "test": config.data.gsm8k_test,
+    # The sampler: refine.model (at its default revision) or the run's base.
+    sampler = {"base": refine.model or config.model.base, "revision": None if refine.model else config.model.revision,
+               "trust_remote_code": config.model.trust_remote_code}
+    require_device(config.hardware.device, sampler["base"], "refine", config.hardware.distributed_timeout_minutes)
+    settings = {"model": sampler, "train": config.data.gsm8k_train, "test": config.data.gsm8k_test,
                 "k": config.fewshot.k, "system_prompt": config.tokenize.system_prompt, "dtype": config.eval.dtype,
                 "strip": config.data.strip_calculator_annotations, "stop_strings": config.eval.stop_strings,
                 "refine": {k: v for k, v in vars(refine).items() if k not in ("batch_size", "chunk_size")}}
@@ -62,11 +63,11 @@ def main(stage):
     seeds = [sample_seed(refine.seed, p["id"], j) for p in problems for j in range(samples)]
 
     # Sample (resumable, data-parallel), then filter each question's samples
-    eval_config = dataclasses.replace(config.eval, max_new_tokens=refine.max_new_tokens, batch_size=refine.batch_size,
-                                      chunk_size=refine.chunk_size)
-    outputs, stats, _ = generate_for_evaluation(
-        model, eval_config, None, stage.models_dir, stage.run_dir, EvalTarget(None, ""), conversations, ids,
-        fingerprint, "refine", Sampling(refine.temperature, refine.top_p), seeds, config.hardware.attention)
+    weights = Weights(sampler["base"], sampler["revision"], sampler["trust_remote_code"], None, "merged", config.eval.dtype)
+    decoding = Decoding(refine.max_new_tokens, refine.batch_size, refine.chunk_size, tuple(config.eval.stop_strings),
+                        Sampling(refine.temperature, refine.top_p), config.hardware.attention)
+    outputs, stats, _ = generate_for_evaluation(weights, decoding, stage.models_dir, stage.run_dir / "partial_refine",
+                                                conversations, ids, fingerprint, "refine", seeds)
     if outputs is None:  # not the main process
         return
     rows, metrics = select_all(problems, outputs, samples, refine.max_per_question, refine.keep_original,

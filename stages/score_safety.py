@@ -20,7 +20,7 @@ import click
 
 from lib.devices import require_device
 from lib.pipeline.cli import eval_target_options, stage_command, stage_help
-from lib.engine.runner import eval_target, output_paths, prepare_evaluation, write_evaluation
+from lib.engine.evaluation import eval_target, output_paths, prepare_evaluation, write_evaluation
 from lib.io import read_jsonl
 from lib.models import resolve_model_path
 from lib.judge.inputs import check_template, read_guidelines

@@ -10,17 +10,13 @@ final PEFT adapter in artifacts/run_<run>/adapter/ (training_complete.json writt
 resumes from the last checkpoint; a finished adapter for the same inputs is not retrained.
 """
 
-import hashlib
-import json
 
 import click
 
 from lib.pipeline.cli import stage_command, stage_help
-from lib.io import file_sha256
 from lib.models import resolve_model_path
 from lib.devices import process_state, require_device
-from lib.pipeline.artifacts import COMPLETE_FILE
-from lib.training.trainer import completed_record, train_adapter
+from lib.training.trainer import finished_training, train_adapter, training_fingerprint
 
 
 @click.command(help=stage_help(__doc__))
@@ -41,14 +37,10 @@ def main(stage, stop_after, force):
     data_path = stage.run_dir / "train_tokenized.jsonl"
     if not data_path.is_file():
         raise click.ClickException(f"{data_path}: not found (run `make tokenize` first)")
-    keys = {"model": config.model, "quant": config.quant, "lora": config.lora, "train": config.train}
-    fingerprint = hashlib.sha256(
-        json.dumps({k: vars(v) for k, v in keys.items()}, sort_keys=True).encode() + file_sha256(data_path).encode()
-    ).hexdigest()
-    done = completed_record(stage.run_dir / "adapter", fingerprint)
-    if done and not force:
-        # Same inputs, e.g. the tokenized file was rewritten identically: mark it current for Make.
-        (stage.run_dir / "adapter" / COMPLETE_FILE).touch()
+    fingerprint = training_fingerprint(
+        {"model": config.model, "quant": config.quant, "lora": config.lora, "train": config.train}, data_path)
+    done = finished_training(stage.run_dir / "adapter", fingerprint)
+    if done and not force:  # same inputs, e.g. the tokenized file was rewritten identically
         print(f"train: {stage.run_dir / 'adapter'} is already trained on these inputs (step {done['global_step']});"
               " --force retrains")
         return

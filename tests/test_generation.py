@@ -138,7 +138,7 @@ def test_draw_follows_the_row_distribution_goodness_of_fit():
     """20,000 draws on a 5-token vocabulary (one token impossible) against the expected counts:
     Pearson's chi-square with 3 degrees of freedom stays below 16.27 (p = 0.001) for the right
     distribution; drawing in proportion to p^2 or uniformly among the possible ones lands far above."""
-    from lib.engine.scheduler import draw
+    from lib.engine.sampling import draw
 
     probs = torch.tensor([0.5, 0.25, 0.15, 0.1, 0.0])
     rows = 200
@@ -154,7 +154,7 @@ def test_draw_follows_the_row_distribution_goodness_of_fit():
 
 
 def test_draw_repeats_for_the_same_seeds_and_a_row_ignores_its_neighbours():
-    from lib.engine.scheduler import draw
+    from lib.engine.sampling import draw
 
     probs = torch.softmax(torch.randn(4, 50, generator=torch.Generator().manual_seed(0)), -1)
 

@@ -126,7 +126,7 @@ def test_bf16_near_tie_is_a_few_bf16_steps():
 
 
 def test_sampling_draws_without_waiting_for_the_device():
-    from lib.engine.scheduler import draw
+    from lib.engine.sampling import draw
 
     probs = torch.softmax(torch.randn(64, 1000, device="cuda"), -1)
     generators = [torch.Generator(device="cuda").manual_seed(seed) for seed in range(64)]

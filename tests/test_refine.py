@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from conftest import PIN_CPU, PRESET_DIR, make_problems, write_jsonl
 from lib.errors import InputError
-from lib.engine.scheduler import PrefixSharingEngine, Sampling
+from lib.engine.sampling import Sampling
+from lib.engine.scheduler import PrefixSharingEngine
 from lib.tasks.gsm8k import strict_answer
 from lib.training.refine import check_no_leakage, equation_path, sample_seed, select_solutions
 

@@ -15,7 +15,8 @@ import time
 import torch
 
 from lib.errors import InputError
-from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine, Sampling
+from lib.engine.sampling import Sampling
+from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
 
 
 def engine_unsupported(model, longest_sequence: int) -> str | None:

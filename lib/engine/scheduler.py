@@ -34,6 +34,7 @@ import torch
 from lib.errors import InputError
 from lib.engine.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
 from lib.engine.attention import model_kernel, shared_prefix
+from lib.engine.sampling import Sampling
 
 
 PREFILL_ROWS = 8  # prompts prefilled per forward pass: enough work per pass, little padding
@@ -69,14 +70,6 @@ class EngineStats:
         wasted = self.prefill_padding + self.decode_wasted
         computed = self.prefix_tokens + self.suffix_tokens + self.prefill_padding + self.decode_positions
         return wasted / max(computed, 1)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Temperature / nucleus sampling (transformers' order: temperature, then top-p)."""
-
-    temperature: float
-    top_p: float = 1.0
 
 
 class PrefixSharingEngine:
@@ -236,13 +229,7 @@ class PrefixSharingEngine:
         """Each row's next token (left on the device): the argmax, or a draw from the row's own generator."""
         if self.sampling is None:
             return logits.argmax(-1)
-        probs = (logits.float() / self.sampling.temperature).softmax(-1)
-        if self.sampling.top_p < 1.0:
-            # Keep the most likely tokens until their mass reaches top_p (the first always stays).
-            sorted_probs, order = probs.sort(-1, descending=True)
-            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.sampling.top_p
-            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-        return draw(probs, [self._generators[item] for item in items])
+        return self.sampling.draw(logits, [self._generators[item] for item in items])
 
     def _retire_finished(self, rows: Rows, results, stats: EngineStats, progress, on_result) -> list[int]:
         """Record the rows that stopped; their slots are returned to be refilled or dropped."""
@@ -280,19 +267,6 @@ class PrefixSharingEngine:
             # Cut at the first stop string; the tokens keep what was generated.
             text = text[: min(text.find(s) for s in self.stop_strings if s in text)]
         return Generated(tokens, text, reason)
-
-
-def draw(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row of `probs`, row r drawn with `generators[r]`, with no read back to the host.
-
-    The exponential race: with independent E_i ~ Exp(1), argmax_i p_i / E_i is i with probability
-    p_i / sum(p) (Gumbel-max with -log E as the noise). torch.multinomial gives the same distribution
-    but reads two values back per call, so a batch of 64 rows made the host wait 128 times per step.
-    Each row's noise comes from its own generator: its sample does not depend on its batch."""
-    noise = torch.stack([torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=generator)
-                         for generator in generators])
-    # An Exp(1) draw of exactly 0 would turn a zero-probability token into 0/0 = NaN, which argmax picks.
-    return (probs / noise.clamp_min(torch.finfo(noise.dtype).tiny)).argmax(-1)
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:

@@ -36,8 +36,9 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "hardware.device", "hardware.attention",
     ),
     "refine": (  # its file's own fingerprint leaves out batch and chunk sizes (lib/training/refine.py)
-        "model", "data.gsm8k_train", "data.gsm8k_test", "data.gsm8k_hub_config", "data.refined_train",
-        "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval", "refine",
+        "model.base", "model.revision", "model.trust_remote_code", "data.gsm8k_train", "data.gsm8k_test",
+        "data.gsm8k_hub_config", "data.refined_train", "data.strip_calculator_annotations", "fewshot.k",
+        "fewshot.pool_size", "tokenize.system_prompt", "eval.dtype", "eval.stop_strings", "refine",
         "hardware.device", "hardware.attention",
     ),
     "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant",

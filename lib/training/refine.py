@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lib.pipeline.artifacts import refine_record_path, supersede
 from lib.errors import InputError
+from lib.pipeline.fingerprints import up_to_date
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256
 from lib.tasks.gsm8k import INVALID, STRICT_PATTERN, normalise_question, solution_text, strict_answer
 
@@ -153,7 +154,7 @@ def output_state(output: Path, fingerprint: str) -> str:
         return "absent"
     if not record.is_file():
         return "provided"
-    return "current" if json.loads(record.read_text(encoding="utf-8")).get("fingerprint") == fingerprint else "stale"
+    return "current" if up_to_date(output, record, fingerprint) else "stale"
 
 
 def write_refined(output: Path, rows: list[dict], metrics: dict, metrics_file: Path, fingerprint: str,

@@ -7,6 +7,7 @@ LoRA on the projections found in it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,8 +20,9 @@ from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OU
 from lib.devices import DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES, process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.hub import hub_errors
-from lib.io import atomic_write_json, made_from, mark_made_from, read_jsonl
+from lib.io import atomic_write_json, file_sha256, read_jsonl
 from lib.models import load_base_for_training
+from lib.pipeline.fingerprints import made_from, mark_made_from, up_to_date
 from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, StopAfterSteps
 from lib.training.loss import LabelledLogitsLoss, make_collator
 
@@ -209,10 +211,14 @@ def _set_aside_earlier_training(run_dir: Path, fingerprint: str, force: bool) ->
     mark_made_from(checkpoints, fingerprint)
 
 
-def completed_record(adapter: Path, fingerprint: str) -> dict | None:
-    """The completion record of a finished adapter trained on the same inputs, else None."""
-    path = adapter / COMPLETE_FILE
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    return record if record.get("fingerprint") == fingerprint else None
+def training_fingerprint(sections: dict, data_path: Path) -> str:
+    """What an adapter depends on: the training sections' values ({name: dataclass}) and the
+    tokenized data. (The formula is kept as it was, so finished adapters stay current.)"""
+    values = json.dumps({name: vars(section) for name, section in sections.items()}, sort_keys=True)
+    return hashlib.sha256(values.encode() + file_sha256(data_path).encode()).hexdigest()
+
+
+def finished_training(adapter: Path, fingerprint: str) -> dict | None:
+    """The completion record of a finished adapter trained on these inputs (marked current for
+    Make), else None."""
+    return up_to_date(adapter / COMPLETE_FILE, adapter / COMPLETE_FILE, fingerprint)

@@ -35,7 +35,8 @@ def main() -> None:
 
     from lib.tasks.data import load_gsm8k
     from lib.tasks.fewshot import draw_pool, remove_pool
-    from lib.engine.scheduler import PrefixSharingEngine, Sampling
+    from lib.engine.sampling import Sampling
+    from lib.engine.scheduler import PrefixSharingEngine
     from lib.tasks.prompts import gsm8k_messages
     from lib.training.refine import sample_seed, select_all
 
