@@ -57,7 +57,7 @@ GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint-docker clean-run download gpu-check
+.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run download gpu-check
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -82,7 +82,7 @@ $(VENV_STAMP): requirements.txt requirements-nodeps.txt
 endif
 
 # Two workers for two cores; a test file stays on one worker (its module fixtures run once).
-test: $(VENV_STAMP) lint-docker ## run the test suite (CPU, offline; GPU tests skip without CUDA) and hadolint
+test: $(VENV_STAMP) lint lint-docker ## run the linters, then the test suite (CPU, offline; GPU tests skip without CUDA)
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow"
 
 test-slow: $(VENV_STAMP) ## the slow end-to-end tests: kills and reruns, several processes, base run + compare (CI runs them too)
@@ -220,6 +220,9 @@ gpu-check: $(VENV_STAMP) ## on a lent GPU: pytest -m gpu, bench_gpu.py at Qwen3-
 
 download: $(VENV_STAMP) ## fetch what PRESET needs from the hub into the HF cache (a login node) and check data/; then run offline
 	$(PY) -m lib.tasks.download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))
+
+lint: $(VENV_STAMP) ## ruff on the Python code (rules in pyproject.toml; run by make test)
+	$(VENV)/bin/ruff check .
 
 lint-docker: $(VENV_STAMP) ## hadolint on docker/Dockerfile (run by make test)
 	$(VENV)/bin/hadolint docker/Dockerfile

@@ -7,8 +7,8 @@ import os
 
 import torch
 
-from lib.pipeline.config import HardwareConfig
 from lib.errors import InputError
+from lib.pipeline.config import HardwareConfig
 
 # For library callers outside a stage (tests, benchmarks); a stage passes its config's value.
 DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES = HardwareConfig.distributed_timeout_minutes

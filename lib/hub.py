@@ -28,8 +28,13 @@ def is_hub_id(name: str | None) -> bool:
 
 def why_not(error: Exception) -> str:
     """The reason a hub fetch failed and its fix, from huggingface_hub's error types."""
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     chain, cause = [], error

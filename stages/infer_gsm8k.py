@@ -13,14 +13,20 @@ A rerun after a kill resumes; a finished evaluation of the same inputs is not re
 
 import click
 
-from lib.pipeline.cli import eval_target_options, stage_command, stage_help
-from lib.tasks.data import apply_limit, load_gsm8k
 from lib.devices import require_device
+from lib.engine.evaluation import (
+    eval_target,
+    evaluated_weights,
+    generate_for_evaluation,
+    greedy_decoding,
+    prepare_evaluation,
+    write_evaluation,
+)
+from lib.pipeline.cli import eval_target_options, stage_command, stage_help
+from lib.results.stats import wilson_interval
+from lib.tasks.data import apply_limit, load_gsm8k
 from lib.tasks.fewshot import RUN_POOL_FILE, first_k, read_pool
 from lib.tasks.gsm8k import EVAL_SPEC, score_outputs
-from lib.engine.evaluation import (eval_target, evaluated_weights, generate_for_evaluation, greedy_decoding,
-                                   prepare_evaluation, write_evaluation)
-from lib.results.stats import wilson_interval
 from lib.tasks.prompts import gsm8k_messages
 
 

@@ -10,10 +10,10 @@ existing pool drawn otherwise is an error. Copies the pool into artifacts/run_<r
 
 import click
 
+from lib.io import atomic_write_jsonl
 from lib.pipeline.cli import stage_command, stage_help
 from lib.tasks.data import load_gsm8k
 from lib.tasks.fewshot import RUN_POOL_FILE, draw_record, ensure_pool
-from lib.io import atomic_write_jsonl
 
 
 @click.command(help=stage_help(__doc__))
@@ -29,7 +29,8 @@ def main(stage):
     atomic_write_jsonl(stage.run_dir / RUN_POOL_FILE, pool)
 
     action = f"drew {len(pool)} examples with seed {fewshot.seed} into" if created else "reusing the fixed pool at"
-    print(f"prep_fewshot: {action} {fewshot.path} (delete it to draw again); run copy in {stage.run_dir / RUN_POOL_FILE}")
+    print(f"prep_fewshot: {action} {fewshot.path} (delete it to draw again);"
+          f" run copy in {stage.run_dir / RUN_POOL_FILE}")
 
 
 if __name__ == "__main__":

@@ -18,16 +18,24 @@ from pathlib import Path
 
 import click
 
+from lib.devices import require_device
+from lib.engine.evaluation import Decoding, Weights, generate_for_evaluation
+from lib.engine.sampling import Sampling
 from lib.pipeline.artifacts import REFINE_METRICS_FILE, refined_output
 from lib.pipeline.cli import stage_command, stage_help
 from lib.tasks.data import apply_limit, load_gsm8k
-from lib.devices import require_device
 from lib.tasks.fewshot import RUN_POOL_FILE, first_k, read_pool, remove_pool
-from lib.engine.sampling import Sampling
-from lib.engine.evaluation import Decoding, Weights, generate_for_evaluation
 from lib.tasks.prompts import gsm8k_messages
-from lib.training.refine import (check_no_leakage, generation_metrics, output_state, sample_seed, sampling_fingerprint,
-                        select_all, summary_line, write_refined)
+from lib.training.refine import (
+    check_no_leakage,
+    generation_metrics,
+    output_state,
+    sample_seed,
+    sampling_fingerprint,
+    select_all,
+    summary_line,
+    write_refined,
+)
 
 
 @click.command(help=stage_help(__doc__))
@@ -63,7 +71,8 @@ def main(stage):
     seeds = [sample_seed(refine.seed, p["id"], j) for p in problems for j in range(samples)]
 
     # Sample (resumable, data-parallel), then filter each question's samples
-    weights = Weights(sampler["base"], sampler["revision"], sampler["trust_remote_code"], None, "merged", config.eval.dtype)
+    weights = Weights(sampler["base"], sampler["revision"], sampler["trust_remote_code"], None, "merged",
+                      config.eval.dtype)
     decoding = Decoding(refine.max_new_tokens, refine.batch_size, refine.chunk_size, tuple(config.eval.stop_strings),
                         Sampling(refine.temperature, refine.top_p), config.hardware.attention)
     outputs, stats, _ = generate_for_evaluation(weights, decoding, stage.models_dir, stage.run_dir / "partial_refine",

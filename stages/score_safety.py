@@ -19,19 +19,20 @@ from pathlib import Path
 import click
 
 from lib.devices import require_device
-from lib.pipeline.cli import eval_target_options, stage_command, stage_help
 from lib.engine.evaluation import eval_target, output_paths, prepare_evaluation, write_evaluation
 from lib.io import read_jsonl
-from lib.models import resolve_model_path
 from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.runner import judge_responses
 from lib.judge.verdicts import check_parseable, safety_summary
+from lib.models import resolve_model_path
+from lib.pipeline.cli import eval_target_options, stage_command, stage_help
 
 
 @click.command(help=stage_help(__doc__))
 @stage_command
 @eval_target_options
-@click.option("--allow-pickle", is_flag=True, help="Also load .bin/.pt (pickle) judge weights: only for a folder you trust.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Also load .bin/.pt (pickle) judge weights: only for a folder you trust.")
 def main(stage, base_only, checkpoint, allow_pickle):
     safety = stage.config.safety
     require_device(stage.config.hardware.device, safety.safeguard_model, "score_safety",
@@ -70,8 +71,9 @@ def main(stage, base_only, checkpoint, allow_pickle):
                "judge": {**judge, "safety_prompt": safety.safety_prompt,
                          "safety_prompt_sha256": hashlib.sha256(guidelines.encode()).hexdigest()}}
     write_evaluation(preds, metrics, rows, summary, partial)
-    print(f"score_safety: safety rate {summary['safety_rate']:.3f} ({summary['safe']} counted safe of {summary['total']};"
-          f" {summary['unsafe']} unsafe, {summary['controversial']} controversial, {summary['unparseable']} unparseable)"
+    print(f"score_safety: safety rate {summary['safety_rate']:.3f}"
+          f" ({summary['safe']} counted safe of {summary['total']}; {summary['unsafe']} unsafe,"
+          f" {summary['controversial']} controversial, {summary['unparseable']} unparseable)"
           f"; strict {summary['safety_rate_strict']:.3f}, loose {summary['safety_rate_loose']:.3f}")
     for hazard, part in summary["by_hazard"].items():
         print(f"  {hazard:<10} {part['safety_rate']:.3f} ({part['safe']}/{part['total']})")

@@ -19,13 +19,21 @@ import json
 
 import click
 
+from lib.io import atomic_write_json
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, evaluation_file, run_file
 from lib.pipeline.cli import stage_command, stage_help
-from lib.io import atomic_write_json
-from lib.results.report import index_report, run_report
 from lib.results.grades import ailuminate_grades, grade_lines
-from lib.results.summary import (SUMMARY_COLUMNS, TRAINING_COLUMNS, baseline_check, measured_columns, read_evaluation,
-                                 read_json, upsert_summary, write_checkpoint_scores)
+from lib.results.report import index_report, run_report
+from lib.results.summary import (
+    SUMMARY_COLUMNS,
+    TRAINING_COLUMNS,
+    baseline_check,
+    measured_columns,
+    read_evaluation,
+    read_json,
+    upsert_summary,
+    write_checkpoint_scores,
+)
 from lib.results.sweep import add_differences_to_final, choose_best, distinguishable_line, earlier_checkpoints
 
 
@@ -44,7 +52,8 @@ def main(stage):
         tags = {name: f"_{name}" for name in earlier_checkpoints(stage.run_dir, config.sweep.last_n)} | tags
     evaluations = {name: read_evaluation(artifacts, run, tag) for name, tag in tags.items()}
     scores = [{"checkpoint": name, "step": checkpoint_step(name) if name != "final" else 0,
-               "accuracy": e["gsm8k"]["accuracy"], "safety": e["safety"]["safety_rate"]} for name, e in evaluations.items()]
+               "accuracy": e["gsm8k"]["accuracy"], "safety": e["safety"]["safety_rate"]}
+              for name, e in evaluations.items()]
     chosen = choose_best(scores)["checkpoint"]
     gsm8k, safety, labelled = (evaluations[chosen][k] for k in ("gsm8k", "safety", "labelled"))
     if config.sweep.enabled:

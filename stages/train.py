@@ -13,9 +13,9 @@ resumes from the last checkpoint; a finished adapter for the same inputs is not 
 
 import click
 
-from lib.pipeline.cli import stage_command, stage_help
-from lib.models import resolve_model_path
 from lib.devices import process_state, require_device
+from lib.models import resolve_model_path
+from lib.pipeline.cli import stage_command, stage_help
 from lib.training.trainer import finished_training, train_adapter, training_fingerprint
 
 
@@ -31,7 +31,8 @@ def main(stage, stop_after, force):
     require_device(config.hardware.device, config.model.base, "train", config.hardware.distributed_timeout_minutes)
     set_seed(config.train.seed)
     if config.eval.adapter == "none":
-        raise click.ClickException(f"run {stage.run!r} evaluates the base model (eval.adapter: none): it trains nothing")
+        raise click.ClickException(f"run {stage.run!r} evaluates the base model (eval.adapter: none):"
+                                   " it trains nothing")
 
     # What the adapter depends on: the training keys and the tokenized data
     data_path = stage.run_dir / "train_tokenized.jsonl"
@@ -50,7 +51,8 @@ def main(stage, stop_after, force):
         quantization=config.quant.quantization, double_quant=config.quant.double_quant,
         compute_dtype=config.quant.compute_dtype, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout, lora_targets=config.lora.target_modules, train=config.train,
-        revision=config.model.revision, trust_remote_code=config.model.trust_remote_code, stop_after=stop_after, force=force,
+        revision=config.model.revision, trust_remote_code=config.model.trust_remote_code, stop_after=stop_after,
+        force=force,
         timeout_minutes=config.hardware.distributed_timeout_minutes,
     )
     if not process_state().is_main_process:

@@ -3,8 +3,8 @@
 import copy
 
 import pytest
-
 from conftest import TEMPLATES
+
 from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
 from lib.errors import InputError
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import write_jsonl
+
 from lib.results.stats import mcnemar_exact, paired_difference
 
 

@@ -1,10 +1,10 @@
 import pytest
-
 from conftest import PRESET_DIR
-from lib.pipeline.config import Config
-from lib.pipeline.presets import load_config
+
 from lib.errors import InputError
 from lib.pipeline.artifacts import validate_run_name
+from lib.pipeline.config import Config
+from lib.pipeline.presets import load_config
 
 PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 

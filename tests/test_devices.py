@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import PRESET_DIR
+
 from lib.devices import require_device
 from lib.errors import InputError
 

@@ -19,11 +19,12 @@ def make_dry_run(*args: str) -> str:
 
 def test_docker_target_runs_the_make_target_with_gpus_mounts_and_the_token_by_name():
     commands = make_dry_run("docker", "T=strong").splitlines()
-    line = [l for l in commands if l.startswith("docker run")][-1]
+    line = [line for line in commands if line.startswith("docker run")][-1]
     assert "--gpus all" in line and re.search(r"-e HF_TOKEN(\s|$)", line)
     # As the calling user, with a writable HOME, into folders created before Docker could make them as root.
     assert '--user "$(id -u):$(id -g)"' in line and "-e HOME=/tmp" in line
-    assert commands.index(f'mkdir -p "{REPO}/artifacts" "{os.environ.get("HOME")}/.cache/huggingface"') < commands.index(line)
+    mkdir = f'mkdir -p "{REPO}/artifacts" "{os.environ.get("HOME")}/.cache/huggingface"'
+    assert commands.index(mkdir) < commands.index(line)
     assert FAKE_TOKEN not in line
     for mount in (f'"{REPO}":/workspace', f'"{REPO}/data":/workspace/data', f'"{REPO}/artifacts":/workspace/artifacts',
                   ":/cache/huggingface"):
@@ -32,8 +33,8 @@ def test_docker_target_runs_the_make_target_with_gpus_mounts_and_the_token_by_na
 
 
 def test_docker_target_passes_preset_run_and_overrides():
-    line = [l for l in make_dry_run("docker", "T=smoke", "PRESET=simple", "SET=fewshot.k=5").splitlines()
-            if l.startswith("docker run")][-1]
+    line = [line for line in make_dry_run("docker", "T=smoke", "PRESET=simple", "SET=fewshot.k=5").splitlines()
+            if line.startswith("docker run")][-1]
     assert "make smoke PRESET=simple" in line and 'SET="fewshot.k=5"' in line
 
 
@@ -64,7 +65,6 @@ def test_build_context_leaves_out_outputs_environments_and_data():
 def test_inside_the_image_no_make_or_sub_make_redoes_the_venv(tmp_path):
     """What `make docker T=demo` runs in the container, dry: the image's venv stamp older than the
     mounted requirements files. The image's environment (VENV, VENV_READY) reaches every sub-make."""
-    import time
 
     stamp = tmp_path / "venv" / ".installed"
     stamp.parent.mkdir()
@@ -77,7 +77,7 @@ def test_inside_the_image_no_make_or_sub_make_redoes_the_venv(tmp_path):
         return subprocess.run(["make", "-n", target, f"ARTIFACTS={tmp_path / 'a'}"], cwd=REPO, env=environment,
                               capture_output=True, text=True).stdout
 
-    line = [l for l in make_dry_run("docker", "T=demo").splitlines() if l.startswith("docker run")][-1]
+    line = [line for line in make_dry_run("docker", "T=demo").splitlines() if line.startswith("docker run")][-1]
     target = line.rsplit("make ", 1)[1].strip()
     inside = dry(target, env)
     assert "make" in inside and "stages." in inside  # the sub-make planned the stages

@@ -11,10 +11,10 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import make_problems
-from lib.engine.scheduler import PrefixSharingEngine
+
 from lib.engine.attention import PROBE_HEADS, probe_fused
+from lib.engine.scheduler import PrefixSharingEngine
 from lib.tasks.gsm8k import strict_answer
 from lib.tasks.prompts import gsm8k_messages
 

@@ -1,7 +1,7 @@
 import pytest
 
-from lib.tasks.gsm8k import INVALID, flexible_answer, is_correct, score_outputs, strict_answer
 from lib.results.stats import wilson_interval
+from lib.tasks.gsm8k import INVALID, flexible_answer, is_correct, score_outputs, strict_answer
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -37,7 +37,8 @@ def test_comparison_is_numeric_and_invalid_never_matches():
 
 
 def test_scoring_counts_both_extractions():
-    problems = [{"id": "a", "question": "q", "answer": "x #### 5"}, {"id": "b", "question": "q", "answer": "#### 1,000"}]
+    problems = [{"id": "a", "question": "q", "answer": "x #### 5"}, {"id": "b", "question": "q",
+                                                                     "answer": "#### 1,000"}]
     outputs = [{"text": "so 5\n#### 5", "token_ids": [1, 2], "stop_reason": "eos"},
                {"text": "It is 1000 in total", "token_ids": [3], "stop_reason": "max_new_tokens"}]
     rows, counts = score_outputs(problems, outputs)

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import PRESET_DIR, REPO, make_problems, write_jsonl
+
 from lib.errors import InputError
 from lib.hub import hub_errors, is_hub_id, why_not
 
@@ -60,7 +60,8 @@ def test_offline_smoke_with_local_gsm8k_stops_at_the_uncached_model_without_a_tr
     train = write_jsonl(tmp_path / "train.jsonl", make_problems(20))
     test = write_jsonl(tmp_path / "test.jsonl", make_problems(5, start=100))
     done = subprocess.run(["make", "--no-print-directory", "smoke", "PRESET=simple", f"ARTIFACTS={tmp_path / 'a'}",
-                           f"SET=data.gsm8k_train={train} data.gsm8k_test={test} fewshot.path={tmp_path / 'pool.jsonl'}"],
+                           f"SET=data.gsm8k_train={train} data.gsm8k_test={test}"
+                           f" fewshot.path={tmp_path / 'pool.jsonl'}"],
                           cwd=REPO, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "Traceback" not in output
@@ -72,7 +73,8 @@ def test_download_offline_names_the_model_it_cannot_fetch(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lib.tasks.download", "--preset", str(PRESET_DIR / "simple.yaml")],
                           cwd=REPO, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("Error: model.base Qwen/Qwen3-4B-Instruct-2507: not in the HF cache")
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: model.base Qwen/Qwen3-4B-Instruct-2507: not in the HF cache")
 
 
 def test_download_of_a_preset_with_nothing_on_the_hub_checks_the_provided_files(tmp_path):

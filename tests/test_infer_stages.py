@@ -9,8 +9,8 @@ import time
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import PIN_CPU, PRESET_DIR, REPO, write_jsonl
+
 from lib.errors import InputError
 from lib.io import read_jsonl
 from lib.models import check_adapter_base
@@ -62,8 +62,10 @@ def test_infer_gsm8k_writes_scored_rows_and_metrics(infer_args, tmp_path):
 
 def test_infer_ailuminate_keeps_id_hazard_and_persona(infer_args, tmp_path):
     result = invoke(infer_ailuminate, infer_args, "--run", "a", "--base-only")
-    rows = [json.loads(line) for line in (tmp_path / "artifacts" / "ailuminate_preds_a_base.jsonl").read_text().splitlines()]
-    assert [(r["id"], r["hazard"], r["persona"]) for r in rows] == [(p["id"], p["hazard"], p["persona"]) for p in PROMPTS]
+    rows = [json.loads(line)
+            for line in (tmp_path / "artifacts" / "ailuminate_preds_a_base.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["hazard"], r["persona"]) for r in rows] == [(p["id"], p["hazard"], p["persona"])
+                                                                    for p in PROMPTS]
     assert all(isinstance(r["response"], str) for r in rows)
     assert not any(p["prompt"] in result.output for p in PROMPTS)  # prompts never reach the log
 

@@ -5,7 +5,6 @@ import os
 import subprocess
 
 import pytest
-
 from conftest import PIN_CPU, REPO
 
 pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs `make venv`")

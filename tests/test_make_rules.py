@@ -3,11 +3,10 @@
 import json
 import os
 import shlex
-import sys
 import subprocess
+import sys
 
 import pytest
-
 from conftest import PIN_CPU, REPO
 
 pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs `make venv`")
@@ -60,7 +59,8 @@ def test_help_lists_every_target_and_variable():
 
 def test_clean_run_deletes_exactly_the_named_runs_files(tmp_path):
     artifacts = tmp_path / "artifacts"
-    names = {run: [f"gsm8k_preds_{run}.jsonl", f"gsm8k_metrics_{run}_checkpoint-4.json", f"ailuminate_safety_{run}.jsonl",
+    names = {run: [f"gsm8k_preds_{run}.jsonl", f"gsm8k_metrics_{run}_checkpoint-4.json",
+                   f"ailuminate_safety_{run}.jsonl",
                    f"ailuminate_preds_{run}_base.jsonl", f"checkpoint_scores_{run}.csv", f"run_{run}/run.json"]
              for run in ("demo", "demo_2")}
     for files in names.values():
@@ -83,11 +83,13 @@ def test_each_stage_rule_lists_the_lib_modules_it_imports():
     database = subprocess.run(["make", "-pn", "help"], cwd=REPO, capture_output=True, text=True).stdout
     for stage in stage_names():
         # The file rule that runs the stage: its prerequisites name the script.
-        prerequisites = next(line.split(": ", 1)[1].split() for line in database.splitlines()
-                             if ": " in line and not line.startswith("#") and f"stages/{stage}.py" in line.split(": ", 1)[1].split())
+        rules = [line.split(": ", 1) for line in database.splitlines() if ": " in line and not line.startswith("#")]
+        prerequisites = next(after.split() for _, after in rules if f"stages/{stage}.py" in after.split())
         assert set(lib_modules(stage)) <= set(prerequisites), f"the {stage} rule does not list the lib/ code it runs"
-    assert "lib/training/trainer.py" in lib_modules("train") and "lib/training/trainer.py" not in lib_modules("infer_gsm8k")
-    assert "lib/engine/attention.py" in lib_modules("score_safety")  # through lib/engine/runner.py, lib/engine/scheduler.py
+    assert "lib/training/trainer.py" in lib_modules("train")
+    assert "lib/training/trainer.py" not in lib_modules("infer_gsm8k")
+    # Through lib/judge/runner.py's lazy imports of the engine:
+    assert "lib/engine/attention.py" in lib_modules("score_safety")
 
 
 def test_the_makefiles_evaluation_targets_are_the_artifact_maps_names():
@@ -131,7 +133,8 @@ def test_strong_builds_its_refined_training_file_before_tokenize_only_when_it_is
     assert stages[:3] == ["prep_fewshot", "refine", "tokenize"]
 
     (tmp_path / "mine.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')  # the user's own file
-    stages = _stages_make_would_run(tmp_path, "PRESET=strong", "RUN=s2", f"SET=data.refined_train={tmp_path / 'mine.jsonl'}")
+    stages = _stages_make_would_run(tmp_path, "PRESET=strong", "RUN=s2",
+                                    f"SET=data.refined_train={tmp_path / 'mine.jsonl'}")
     assert "refine" not in stages and stages[:2] == ["prep_fewshot", "tokenize"]
 
     assert "refine" not in _stages_make_would_run(tmp_path, "PRESET=demo", "RUN=d")  # the demo names no refined file
@@ -215,7 +218,8 @@ def _accelerate_resolves(argv: list[str]):
 
 
 @pytest.mark.parametrize("gpus", [2, 4, 8])
-@pytest.mark.parametrize("config", [None, "presets/accelerate/multi_gpu.yaml", "presets/accelerate/deepspeed_zero2.yaml"])
+@pytest.mark.parametrize("config", [None, "presets/accelerate/multi_gpu.yaml",
+                                    "presets/accelerate/deepspeed_zero2.yaml"])
 def test_launches_take_the_process_count_from_the_machine_or_nproc(tmp_path, monkeypatch, gpus, config):
     monkeypatch.chdir(REPO)  # the command lines name the config files from the repository root
     visible = ",".join(str(index) for index in range(gpus))

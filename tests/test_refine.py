@@ -6,11 +6,11 @@ from collections import Counter
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import PIN_CPU, PRESET_DIR, make_problems, write_jsonl
-from lib.errors import InputError
+
 from lib.engine.sampling import Sampling
 from lib.engine.scheduler import PrefixSharingEngine
+from lib.errors import InputError
 from lib.tasks.gsm8k import strict_answer
 from lib.training.refine import check_no_leakage, equation_path, sample_seed, select_solutions
 
@@ -84,7 +84,10 @@ def engine_parts(smollm2_dir, smollm2_tokenizer):
     return model, smollm2_tokenizer, prompts
 
 
-def _texts(model, tokenizer, prompts, seeds, batch_size, sampling=Sampling(1.0, 1.0)):
+UNTEMPERED = Sampling(1.0, 1.0)
+
+
+def _texts(model, tokenizer, prompts, seeds, batch_size, sampling=UNTEMPERED):
     engine = PrefixSharingEngine(model, tokenizer, max_new_tokens=10, batch_size=batch_size, sampling=sampling)
     return [result.token_ids for result in engine.generate(prompts, seeds=seeds)[0]]
 
@@ -95,7 +98,8 @@ def test_a_sample_depends_on_its_seed_not_on_its_batch_or_chunk(engine_parts):
     together = _texts(model, tokenizer, prompts, seeds, batch_size=4)
     assert together == _texts(model, tokenizer, prompts, seeds, batch_size=4)  # reproducible
     # Two "processes" taking alternate chunks, one row at a time: the same samples.
-    split = _texts(model, tokenizer, prompts[0::2], seeds[0::2], 1) + _texts(model, tokenizer, prompts[1::2], seeds[1::2], 1)
+    split = _texts(model, tokenizer, prompts[0::2], seeds[0::2], 1) + _texts(model, tokenizer, prompts[1::2],
+                                                                             seeds[1::2], 1)
     assert [split[0], split[2], split[1], split[3]] == together
     # The same prompt twice with different seeds: different samples (temperature 1 on a 135M model).
     twice = _texts(model, tokenizer, [prompts[0], prompts[0]], [1, 2], batch_size=2)
@@ -143,7 +147,8 @@ def test_refine_writes_correct_distinct_solutions_without_pool_or_test_questions
     output = run_dir / "gsm8k_train_self-instruct.jsonl"
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     metrics = json.loads((run_dir / "refine_metrics.json").read_text())
-    train = {f"train-{i}": p for i, p in enumerate(json.loads(line) for line in gsm8k_files[0].read_text().splitlines())}
+    train = {f"train-{i}": p for i, p in enumerate(json.loads(line)
+                                                   for line in gsm8k_files[0].read_text().splitlines())}
     pool = {json.loads(line)["question"] for line in (run_dir / "fewshot.jsonl").read_text().splitlines()}
     test = {json.loads(line)["question"] for line in gsm8k_files[1].read_text().splitlines()}
 
@@ -194,8 +199,8 @@ def test_a_training_file_holding_a_test_question_stops_refine_before_sampling(re
 
 
 def test_the_run_report_shows_the_refine_yield_histogram(tmp_path):
-    from lib.training.refine import select_all
     from lib.results.report import run_report
+    from lib.training.refine import select_all
 
     problems = [PROBLEM, {**PROBLEM, "id": "train-8"}]
     outputs = [sample("4 + 7 = 11\n#### 11"), sample("7 + 4 = 11\n#### 11"), sample("#### 3"), sample("#### 3")]

@@ -1,8 +1,8 @@
 """A run's identity: a run no stage has worked for takes new settings; one with outputs asks for RECONFIGURE."""
 
 import pytest
-
 from conftest import PRESET_DIR
+
 from lib.errors import InputError
 from lib.pipeline.run import resolve_run, write_run_config
 

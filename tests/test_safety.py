@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import score_safety_args
+
 from lib.errors import InputError
 from lib.judge.formats import UNPARSEABLE, parse_verdict
 from lib.judge.inputs import generative_input_ids, judge_text, read_guidelines
@@ -120,16 +120,19 @@ def _run(tmp_path, models_dir, judge, *extra):
 
 
 def _outputs(tmp_path):
-    rows = [json.loads(line) for line in (tmp_path / "artifacts" / "ailuminate_safety_s.jsonl").read_text().splitlines()]
+    rows = [json.loads(line)
+            for line in (tmp_path / "artifacts" / "ailuminate_safety_s.jsonl").read_text().splitlines()]
     metrics = json.loads((tmp_path / "artifacts" / "ailuminate_safety_metrics_s.json").read_text())
     return rows, metrics
 
 
 def test_classifier_judge_end_to_end(tmp_path, models_dir, tiny_classifier):
-    result = _run(tmp_path, models_dir, tiny_classifier, "--set", "safety.guard_format=auto", "--set", "safety.layout=auto")
+    result = _run(tmp_path, models_dir, tiny_classifier, "--set", "safety.guard_format=auto", "--set",
+                  "safety.layout=auto")
     assert result.exit_code == 0, result.output
     rows, metrics = _outputs(tmp_path)
-    assert [(r["id"], r["hazard"], r["persona"]) for r in rows] == [(r["id"], r["hazard"], r["persona"]) for r in RESPONSES]
+    assert [(r["id"], r["hazard"], r["persona"]) for r in rows] == [(r["id"], r["hazard"], r["persona"])
+                                                                    for r in RESPONSES]
     assert all(r["label"] in ("safe", "unsafe") and 0.0 <= r["score"] <= 1.0 for r in rows)
     assert all((r["label"] == "unsafe") == (r["score"] > 0.5) for r in rows)
     assert metrics["judge"]["guard_format"] == "classifier" and len(metrics["judge"]["safety_prompt_sha256"]) == 64

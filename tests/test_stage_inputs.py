@@ -11,8 +11,10 @@ from lib.pipeline.stage_inputs import REPO, RUNTIME_KEYS, STAGE_KEYS, config_rea
 def test_each_stage_declares_exactly_the_config_keys_its_script_reads(stage):
     declared = set(STAGE_KEYS.get(stage, ()))
     read = config_reads(REPO / "stages" / f"{stage}.py") - set(RUNTIME_KEYS)
-    assert read - declared == set(), f"stages/{stage}.py reads keys STAGE_KEYS does not declare (changing them would not rerun it)"
-    assert declared - read == set(), f"STAGE_KEYS declares keys stages/{stage}.py does not read (changing them reruns it for nothing)"
+    assert read - declared == set(), (f"stages/{stage}.py reads keys STAGE_KEYS does not declare"
+                                      " (changing them would not rerun it)")
+    assert declared - read == set(), (f"STAGE_KEYS declares keys stages/{stage}.py does not read"
+                                      " (changing them reruns it for nothing)")
 
 
 def test_config_reads_follow_aliases_and_count_a_section_passed_whole(tmp_path):

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO
 from safetensors.torch import load_file
 
-from conftest import REPO
 from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
-from lib.pipeline.config import TrainConfig
 from lib.models import load_base_for_training
+from lib.pipeline.config import TrainConfig
 from lib.training.trainer import attach_lora, discover_lora_targets, training_arguments
 from stages import train
 
@@ -75,7 +75,8 @@ def test_adapter_loads_with_peft_and_changes_the_logits(train_run, tiny_model_di
     result = train_run(train, "a")
     assert "adapter written" in result.output
     adapter = run_dir / "adapter"
-    assert {"adapter_config.json", "adapter_model.safetensors", "training_complete.json"} <= {p.name for p in adapter.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors",
+            "training_complete.json"} <= {p.name for p in adapter.iterdir()}
     assert not list(adapter.glob("*.bin"))
     record = json.loads((adapter / "training_complete.json").read_text())
     assert record["global_step"] == 6 and record["global_batch_size"] == 4 and record["num_processes"] == 1

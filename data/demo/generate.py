@@ -20,7 +20,8 @@ def buy_and_give(rng):
     a, b = rng.randint(5, 40), rng.randint(2, 30)
     c = rng.randint(1, a + b - 1)
     s = a + b
-    question = f"{name} has {a} {item}. {name} gets {b} more and then gives {c} to a friend. How many {item} does {name} have now?"
+    question = (f"{name} has {a} {item}. {name} gets {b} more and then gives {c} to a friend."
+                f" How many {item} does {name} have now?")
     answer = (f"After getting more, {name} has {a}+{b}=<<{a}+{b}={s}>>{s} {item}.\n"
               f"After giving some away, {name} has {s}-{c}=<<{s}-{c}={s - c}>>{s - c} {item}.\n#### {s - c}")
     return question, answer
@@ -30,7 +31,8 @@ def boxes(rng):
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     n, per, extra = rng.randint(2, 9), rng.randint(3, 12), rng.randint(1, 9)
     total = n * per
-    question = f"{name} packs {n} boxes with {per} {item} each and has {extra} {item} left over. How many {item} did {name} start with?"
+    question = (f"{name} packs {n} boxes with {per} {item} each and has {extra} {item} left over."
+                f" How many {item} did {name} start with?")
     answer = (f"The boxes hold {n}*{per}=<<{n}*{per}={total}>>{total} {item}.\n"
               f"With the leftovers that is {total}+{extra}=<<{total}+{extra}={total + extra}>>{total + extra} {item}.\n"
               f"#### {total + extra}")

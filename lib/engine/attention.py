@@ -157,7 +157,8 @@ def _grouped(query: torch.Tensor, kv_heads: int) -> torch.Tensor:
 def _grouped_mask(attention_mask: torch.Tensor, groups: int) -> torch.Tensor:
     """[B, 1, q, S] -> [B, 1, groups*q, S], matching _grouped's order."""
     batch, _, length, columns = attention_mask.shape
-    return attention_mask[:, :, None].expand(batch, 1, groups, length, columns).reshape(batch, 1, groups * length, columns)
+    expanded = attention_mask[:, :, None].expand(batch, 1, groups, length, columns)
+    return expanded.reshape(batch, 1, groups * length, columns)
 
 
 def _stacked(grouped: torch.Tensor) -> torch.Tensor:

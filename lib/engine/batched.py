@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from lib.errors import InputError
 from lib.engine.sampling import Sampling
 from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
+from lib.errors import InputError
 
 
 def engine_unsupported(model, longest_sequence: int) -> str | None:

@@ -103,7 +103,8 @@ def concat(parts: list[Rows]) -> Rows:
     """One batch from several, their columns right-aligned (masked columns added on the left)."""
     width = max(part.mask.shape[1] for part in parts)
     padded = [rebuild(part, list(range(len(part.items))), extra=width - part.mask.shape[1]) for part in parts]
-    layers = [(torch.cat([cache_layers(p.cache)[i].keys for p in padded]), torch.cat([cache_layers(p.cache)[i].values for p in padded]))
+    layers = [(torch.cat([cache_layers(p.cache)[i].keys for p in padded]),
+               torch.cat([cache_layers(p.cache)[i].values for p in padded]))
               for i in range(len(cache_layers(padded[0].cache)))]
     return Rows(cache=build_cache(layers), mask=torch.cat([p.mask for p in padded]),
                  positions=torch.cat([p.positions for p in padded]), last=torch.cat([p.last for p in padded]),

@@ -40,7 +40,7 @@ def generate_resumable(prompts: list[list[int]], ids: list[str], engine: PrefixS
             order = [i for chunk in calls for i in sorted(chunk, key=lambda i: -len(prompts[i]))]
             _, call_stats = engine.generate(
                 [prompts[i] for i in order], progress=bar, seeds=None if seeds is None else [seeds[i] for i in order],
-                in_order=True, on_result=lambda position, output: finished(order[position], vars(output)))
+                in_order=True, on_result=lambda position, output, order=order: finished(order[position], vars(output)))
             _add_stats(stats, call_stats)
 
     return _resumable(ids, generate_chunks, partial_dir, fingerprint, chunk_size, progress_desc), stats

@@ -31,14 +31,14 @@ from dataclasses import dataclass
 
 import torch
 
-from lib.errors import InputError
-from lib.engine.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
 from lib.engine.attention import model_kernel, shared_prefix
+from lib.engine.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
 from lib.engine.sampling import Sampling
-
+from lib.errors import InputError
 
 PREFILL_ROWS = 8  # prompts prefilled per forward pass: enough work per pass, little padding
-CUDA_STEPS_PER_SYNC = 8  # a stopped row idles <= 7 steps (~2% of a ~200-token GSM8K answer on average) to keep the GPU fed
+# A stopped row idles <= 7 steps (~2% of a ~200-token GSM8K answer on average) to keep the GPU fed.
+CUDA_STEPS_PER_SYNC = 8
 
 
 @dataclass
@@ -126,7 +126,8 @@ class PrefixSharingEngine:
                                on_result) -> list[Generated]:
         # Longest suffixes first: similar lengths prefill together, and later (shorter) newcomers
         # fit into the columns the batch already has.
-        pending = deque(range(len(prompts)) if in_order else sorted(range(len(prompts)), key=lambda i: -len(prompts[i])))
+        indices = range(len(prompts))
+        pending = deque(indices if in_order else sorted(indices, key=lambda i: -len(prompts[i])))
         results: list[Generated | None] = [None] * len(prompts)
         newcomers = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
         rows = self._prefill(prefix_len, prompts, newcomers, stats)

@@ -1,15 +1,9 @@
 """Safeguard answer formats: how each guard family answers, and how `auto` tells them apart.
 
-| format | families | answer | verdict |
-|---|---|---|---|
-| safe_unsafe | Llama Guard 3/4, plain chat judges | `safe` / `unsafe\\nS1,S10` | first word of the first line |
-| qwen3guard | Qwen3Guard-Gen | `Safety: Unsafe\\nCategories: Violent` | the word after `Safety:` on the first line (Safe, Unsafe, Controversial) |
-| yes_no | ShieldGemma, Granite Guardian | `Yes` (violates) / `No`; Granite 3.3 may add `<think>` and `<score> yes </score>` | first word, or the `<score>` tag |
-| wildguard | WildGuard | three lines `Harmful request:`, `Response refusal:`, `Harmful response: yes/no` | the `Harmful response:` line |
-| classifier | `*ForSequenceClassification` | class probabilities | argmax, named by id2label |
+Each format's families, answer and verdict position: docs/judge.md.
 
 Verdicts are whole words at the documented position, never prefixes: "safeguarding ..." and
-"unsafely" are not verdicts, and "Safety: Unsafe" is not "safe". See ../shared/reference/safeguards.md.
+"unsafely" are not verdicts, and "Safety: Unsafe" is not "safe".
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from lib.errors import InputError
 
-
 PLACEHOLDER = re.compile(r"\{(guidelines|prompt|response)\}")
 
 

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.errors import InputError
-from lib.judge.formats import (FORMATS, SAFE, UNSAFE, VERDICT_WORDS,
-                               default_layout, detect_format)
-
+from lib.judge.formats import FORMATS, SAFE, UNSAFE, VERDICT_WORDS, default_layout, detect_format
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 

@@ -6,8 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lib.errors import InputError
-from lib.judge.formats import (CONTROVERSIAL, FORMATS, SAFE, UNPARSEABLE, UNSAFE, VERDICT_PREFIX, VERDICT_WORDS,
-                               counted_safe, parse_verdict, row_counted_safe)
+from lib.judge.formats import (
+    CONTROVERSIAL,
+    FORMATS,
+    SAFE,
+    UNPARSEABLE,
+    UNSAFE,
+    VERDICT_PREFIX,
+    VERDICT_WORDS,
+    counted_safe,
+    parse_verdict,
+    row_counted_safe,
+)
 from lib.judge.inputs import encode_text
 from lib.judge.setup import JudgeSetup
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from lib.pipeline.config import Config
 from lib.errors import InputError
+from lib.pipeline.config import Config
 from lib.pipeline.run import resolve_run, run_options, write_run_config
 
 
@@ -54,4 +54,5 @@ def eval_target_options(func):
     """--base-only / --checkpoint: what an evaluation stage evaluates instead of the final adapter."""
     func = click.option("--checkpoint", default=None, metavar="NAME",
                         help="Evaluate run_<run>/checkpoints/NAME instead of the final adapter.")(func)
-    return click.option("--base-only", is_flag=True, help="Evaluate the base model without the adapter (a baseline).")(func)
+    return click.option("--base-only", is_flag=True,
+                        help="Evaluate the base model without the adapter (a baseline).")(func)

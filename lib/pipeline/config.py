@@ -141,7 +141,8 @@ class SafetyConfig:
     # What it reads: conversation = [user: prompt, assistant: filled template] through its own chat
     # template; user_turn = the filled template as the user message; text = one raw input.
     layout: Literal["auto", "conversation", "user_turn", "text"] = "auto"
-    verdict: Literal["generate", "constrained"] = "generate"  # constrained: the likelier verdict word, never unparseable
+    # constrained: the likelier verdict word, never unparseable
+    verdict: Literal["generate", "constrained"] = "generate"
     controversial: Literal["unsafe", "safe"] = "unsafe"  # how a three-level guard's Controversial counts
     max_unparseable: float = 0.2  # above this share of unparseable verdicts the stage stops: misconfigured judge
     safe_label: str | None = None  # classifier whose labels are LABEL_0/LABEL_1: which one means safe

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import click
 
+from lib.errors import InputError
+from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
 from lib.pipeline.artifacts import IDENTITY_FILE, PARAMS_FOLDER, RECORD_FILE, produced_nothing, run_dir
 from lib.pipeline.config import Config
 from lib.pipeline.presets import load_config
-from lib.errors import InputError
 from lib.pipeline.stage_inputs import RUNTIME_KEYS, STAGE_KEYS
-from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
 
 MAKE_VARS_FILE = "make.mk"  # in params/
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
@@ -172,7 +172,7 @@ def _write_record(path: Path, record: dict) -> None:
         previous.pop("date", None)
         if previous == record:
             return
-    write_if_changed(path, dumps_json({**record, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
+    write_if_changed(path, dumps_json({**record, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}))
 
 
 def _local_inputs(config: Config) -> dict[str, Path]:
@@ -210,7 +210,8 @@ def _records(path: Path) -> int | None:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -18,10 +18,10 @@ import io
 import json
 from pathlib import Path
 
-from lib.pipeline.artifacts import evaluation_file
 from lib.errors import InputError
-from lib.judge.formats import row_counted_safe
 from lib.io import atomic_write_json, atomic_write_text, read_jsonl
+from lib.judge.formats import row_counted_safe
+from lib.pipeline.artifacts import evaluation_file
 from lib.results.report import pyplot
 from lib.results.stats import paired_difference
 

@@ -6,8 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from lib.pipeline.artifacts import REFINE_METRICS_FILE
 from lib.io import atomic_write_text
+from lib.pipeline.artifacts import REFINE_METRICS_FILE
 
 
 def pyplot():
@@ -97,8 +97,10 @@ def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metri
     if checkpoint_scores:
         plot_checkpoints(checkpoint_scores, run_dir / "checkpoints.png")
         lines += ["", "## Checkpoint sweep", "", f"Reported: {row['checkpoint']} (best accuracy, then safety)", "",
-                  "| checkpoint | accuracy | safety | accuracy vs final (95% CI) | McNemar p |", "|---|---|---|---|---|"]
-        lines += [f"| {s['checkpoint']} | {s['accuracy']:.3f} | {s['safety']:.3f} | {s.get('accuracy_vs_final', 0):+.3f}"
+                  "| checkpoint | accuracy | safety | accuracy vs final (95% CI) | McNemar p |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {s['checkpoint']} | {s['accuracy']:.3f} | {s['safety']:.3f} |"
+                  f" {s.get('accuracy_vs_final', 0):+.3f}"
                   f" ({s.get('ci95_low', 0):+.3f} to {s.get('ci95_high', 0):+.3f}) | {s.get('mcnemar_p', 1):.3g} |"
                   for s in sorted(checkpoint_scores, key=lambda s: s["step"])]
         lines += ["",

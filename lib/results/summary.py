@@ -7,24 +7,30 @@ import io
 import json
 from pathlib import Path
 
-from lib.pipeline.artifacts import evaluation_file
 from lib.errors import InputError
 from lib.io import atomic_write_text, read_jsonl
+from lib.pipeline.artifacts import evaluation_file
 
-TRAINING_COLUMNS = ("train_data", "lora_r", "lora_alpha", "learning_rate", "epochs", "global_batch_size")  # blank in a base run
+# Blank in a base run.
+TRAINING_COLUMNS = ("train_data", "lora_r", "lora_alpha", "learning_rate", "epochs", "global_batch_size")
 SUMMARY_COLUMNS = [
     "run_name", "base_model", "train_data", "method", "lora_r", "lora_alpha", "learning_rate", "epochs",
     "global_batch_size", "fewshot_k", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "flexible_accuracy",
-    "safety_rate", "safety_rate_strict", "safety_rate_loose", "controversial", "unparseable", "checkpoint", "accuracy_threshold", "safety_threshold", "result", "date", "git_commit",
+    "safety_rate", "safety_rate_strict", "safety_rate_loose", "controversial", "unparseable", "checkpoint",
+    "accuracy_threshold", "safety_threshold", "result", "date", "git_commit",
 ]
 
 
 def baseline_check(run: str, accuracy: float, safety: float, accuracy_threshold: float,
                    safety_threshold: float) -> tuple[bool, str]:
     passed = accuracy >= accuracy_threshold and safety >= safety_threshold
-    sign = lambda value, bound: "≥" if value >= bound else "<"
+
+    def sign(value: float, bound: float) -> str:
+        return "≥" if value >= bound else "<"
+
     line = (f"{run}: accuracy {accuracy:.3f} {sign(accuracy, accuracy_threshold)} {accuracy_threshold:g},"
-            f" safety {safety:.3f} {sign(safety, safety_threshold)} {safety_threshold:g} → {'PASS' if passed else 'FAIL'}")
+            f" safety {safety:.3f} {sign(safety, safety_threshold)} {safety_threshold:g}"
+            f" → {'PASS' if passed else 'FAIL'}")
     return passed, line
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, checkpoint_step
-from lib.results.stats import paired_difference
 from lib.pipeline.run import resolve_run, run_options
+from lib.results.stats import paired_difference
 
 
 def earlier_checkpoints(run_dir: Path, last_n: int) -> list[str]:
@@ -43,7 +43,8 @@ def distinguishable_line(scores: list[dict], chosen: str, final: str) -> str:
         return f"the final adapter ({final}) is reported"
     score = next(s for s in scores if s["checkpoint"] == chosen)
     inside = score["ci95_low"] <= 0 <= score["ci95_high"]
-    return (f"{chosen} vs the final adapter: accuracy {score['accuracy_vs_final']:+.3f} (95% CI {score['ci95_low']:+.3f}"
+    return (f"{chosen} vs the final adapter: accuracy {score['accuracy_vs_final']:+.3f}"
+            f" (95% CI {score['ci95_low']:+.3f}"
             f" to {score['ci95_high']:+.3f}, McNemar p {score['mcnemar_p']:.3g}):"
             f" {'not distinguishable on these questions' if inside else 'a real difference on these questions'}")
 
@@ -57,8 +58,8 @@ def choose_best(scores: list[dict]) -> dict:
 @run_options
 def main(preset, run, overrides, smoke, reconfigure, artifacts):
     """Print the checkpoints the sweep evaluates (nothing when the run's sweep is off)."""
-    from lib.pipeline.artifacts import run_dir
     from lib.errors import InputError
+    from lib.pipeline.artifacts import run_dir
 
     try:
         run, config, _ = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)

@@ -11,8 +11,8 @@ import csv
 from pathlib import Path
 
 from lib.errors import InputError
-from lib.tasks.gsm8k import FINAL_ANSWER_MARK, INVALID, strict_answer
 from lib.io import read_jsonl
+from lib.tasks.gsm8k import FINAL_ANSWER_MARK, INVALID, strict_answer
 
 AILUMINATE_CSV_COLUMNS = ("release_prompt_id", "prompt_text", "hazard", "persona", "locale")
 
@@ -90,14 +90,16 @@ def _ailuminate_jsonl(path: str) -> list[dict]:
 def _ailuminate_csv(path: str) -> list[dict]:
     file = Path(path)
     if not file.is_file():
-        raise InputError(f"{path}: file not found (expected the MLCommons CSV with columns {', '.join(AILUMINATE_CSV_COLUMNS)})")
+        raise InputError(f"{path}: file not found (expected the MLCommons CSV with columns"
+                         f" {', '.join(AILUMINATE_CSV_COLUMNS)})")
     try:
         with open(file, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
             for needed in ("release_prompt_id", "prompt_text"):
                 if needed not in columns:
-                    raise InputError(f"{path}: no '{needed}' column (expected columns {', '.join(AILUMINATE_CSV_COLUMNS)})")
+                    raise InputError(f"{path}: no '{needed}' column"
+                                     f" (expected columns {', '.join(AILUMINATE_CSV_COLUMNS)})")
             prompts = []
             for row in reader:
                 line = reader.line_num

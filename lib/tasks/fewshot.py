@@ -10,10 +10,10 @@ import json
 import random
 from pathlib import Path
 
-from lib.tasks.data import check_gold_answer
 from lib.errors import InputError
-from lib.tasks.gsm8k import normalise_question
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, read_jsonl
+from lib.tasks.data import check_gold_answer
+from lib.tasks.gsm8k import normalise_question
 
 RUN_POOL_FILE = "fewshot.jsonl"  # the copy inside a run folder: the pool that run used
 

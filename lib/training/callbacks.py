@@ -12,7 +12,6 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 
-
 class JsonlLogCallback(TrainerCallback):
     """Each Trainer log as one JSON line (with tokens/s) in train_log.jsonl and one console line."""
 

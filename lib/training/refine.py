@@ -19,10 +19,10 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from lib.pipeline.artifacts import refine_record_path, supersede
 from lib.errors import InputError
-from lib.pipeline.fingerprints import up_to_date
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256
+from lib.pipeline.artifacts import refine_record_path, supersede
+from lib.pipeline.fingerprints import up_to_date
 from lib.tasks.gsm8k import INVALID, STRICT_PATTERN, normalise_question, solution_text, strict_answer
 
 REJECTIONS = ("cut_off", "no_final_answer", "wrong_answer", "duplicate", "over_max_per_question")

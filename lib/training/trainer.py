@@ -16,16 +16,15 @@ import torch
 from transformers import TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
-from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
 from lib.devices import DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES, process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.hub import hub_errors
 from lib.io import atomic_write_json, file_sha256, read_jsonl
 from lib.models import load_base_for_training
+from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
 from lib.pipeline.fingerprints import made_from, mark_made_from, up_to_date
 from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, StopAfterSteps
 from lib.training.loss import LabelledLogitsLoss, make_collator
-
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -37,9 +37,9 @@ def main() -> None:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lib.engine.scheduler import PrefixSharingEngine
     from lib.tasks.data import load_gsm8k
     from lib.tasks.fewshot import draw_pool
-    from lib.engine.scheduler import PrefixSharingEngine
     from lib.tasks.gsm8k import strict_answer
     from lib.tasks.prompts import gsm8k_messages
 
@@ -87,7 +87,8 @@ def main() -> None:
     for (batch, attention), (results, stats) in runs.items():
         engine_tps = stats.generated_tokens / stats.seconds
         agree = sum(a == strict_answer(r.text) for a, r in zip(baseline_answers, results))
-        print(f"engine, batch {batch:<3} {attention:<5} {engine_tps:7.1f} generated tokens/s -> x{engine_tps / baseline_tps:.2f}"
+        print(f"engine, batch {batch:<3} {attention:<5} {engine_tps:7.1f} generated tokens/s"
+              f" -> x{engine_tps / baseline_tps:.2f}"
               f" (goal >= 6); parsed answers identical {agree}/{count};"
               f" prefill positions per question {stats.prefill_tokens_per_prompt():.0f} (one-by-one {prompt_len:.0f},"
               f" shared prefix of {stats.prefix_tokens} counted once); wasted positions {stats.wasted_share():.1%}"
@@ -96,7 +97,8 @@ def main() -> None:
         if ("eager", "fused") == tuple(options.attention[:2]):
             eager, fused = runs[batch, "eager"][0], runs[batch, "fused"][0]
             same = sum(e.token_ids == f.token_ids for e, f in zip(eager, fused))
-            print(f"batch {batch}: fused kernel's tokens identical to the eager kernel's on {same}/{len(eager)} questions")
+            print(f"batch {batch}: fused kernel's tokens identical to the eager kernel's on {same}/{len(eager)}"
+                  " questions")
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
     from transformers import Trainer, TrainerCallback
 
     from lib.chat import IGNORE_INDEX
-    from lib.pipeline.config import TrainConfig
     from lib.models import load_base_for_training
+    from lib.pipeline.config import TrainConfig
     from lib.training.loss import LabelledLogitsLoss, make_collator
     from lib.training.trainer import attach_lora, training_arguments
 

@@ -52,9 +52,9 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from lib.pipeline.config import QuantConfig
     from lib.devices import process_state, resolve_eval_dtype
     from lib.models import TrainedBase, load_for_inference
+    from lib.pipeline.config import QuantConfig
 
     model_path = options.model or embedded_model_path()
     device = process_state().device
@@ -82,7 +82,8 @@ def main() -> None:
                 logits = model(**batch).logits[:, -1].float()
                 model.generate(**batch, max_new_tokens=2, do_sample=False, pad_token_id=tokenizer.pad_token_id)
                 start = time.perf_counter()
-                out = model.generate(**batch, max_new_tokens=options.max_new_tokens, min_new_tokens=options.max_new_tokens,
+                out = model.generate(**batch, max_new_tokens=options.max_new_tokens,
+                                     min_new_tokens=options.max_new_tokens,
                                      do_sample=False, pad_token_id=tokenizer.pad_token_id)
                 decode_seconds = time.perf_counter() - start
             tokens = (out.shape[1] - batch["input_ids"].shape[1]) * out.shape[0]

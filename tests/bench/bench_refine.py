@@ -33,10 +33,10 @@ def main() -> None:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lib.tasks.data import load_gsm8k
-    from lib.tasks.fewshot import draw_pool, remove_pool
     from lib.engine.sampling import Sampling
     from lib.engine.scheduler import PrefixSharingEngine
+    from lib.tasks.data import load_gsm8k
+    from lib.tasks.fewshot import draw_pool, remove_pool
     from lib.tasks.prompts import gsm8k_messages
     from lib.training.refine import sample_seed, select_all
 
@@ -67,7 +67,8 @@ def main() -> None:
         torch.manual_seed(seeds[index])
         with torch.inference_mode():
             out = model.generate(torch.tensor([prompt]), max_new_tokens=options.max_new_tokens, do_sample=True,
-                                 temperature=options.temperature, top_p=1.0, top_k=0, pad_token_id=tokenizer.pad_token_id)
+                                 temperature=options.temperature, top_p=1.0, top_k=0,
+                                 pad_token_id=tokenizer.pad_token_id)
         generated = out[0, len(prompt):].tolist()
         baseline_tokens += len(generated) - (1 if generated and generated[-1] in engine.eos else 0)
     baseline_tps = baseline_tokens / (time.perf_counter() - start)

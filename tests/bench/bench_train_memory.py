@@ -7,7 +7,8 @@ The train stage's job on real GSM8K train examples (../shared/data/gsm8k when pr
 demo set): SmolLM2-135M nf4 + double quant, fp32 compute, LoRA r16/alpha 32 on all 7
 projections, batch 8, 1 epoch, gradient checkpointing. Four modes, each in its own process (its
 peak RSS is its own):
-  padded               today's stage before this change: length-grouped batches padded to their longest, logits everywhere
+  padded               the stage before this change: length-grouped batches padded to their longest, logits
+                       everywhere
   padded+labelled      the same batches, the LM head only where the next token has a label
   padding_free         random batches flattened into one row (DataCollatorWithFlattening), logits everywhere
   padding_free+labelled  the new default
@@ -38,10 +39,10 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
     from transformers import AutoTokenizer, Trainer, set_seed
 
     from lib.chat import IGNORE_INDEX
-    from lib.pipeline.config import TrainConfig
-    from lib.training.sft_data import tokenize_problems
     from lib.models import load_base_for_training
+    from lib.pipeline.config import TrainConfig
     from lib.training.loss import LOSS_CHUNK_ROWS, LabelledLogitsLoss, make_collator
+    from lib.training.sft_data import tokenize_problems
     from lib.training.trainer import attach_lora, training_arguments
 
     set_seed(0)
@@ -50,7 +51,8 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     problems, source = examples(count)
     rows, _ = tokenize_problems(tokenizer, problems, max_seq_len=max_len, system_prompt=None, strip_annotations=True)
-    data = datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]})
+    data = datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"]
+                                                                                               for r in rows]})
 
     import torch
 
@@ -64,8 +66,9 @@ def run_mode(mode: str, count: int, batch: int, max_len: int) -> dict:
                            group_by_length=packing == "padded", packing=packing, logits=logits,
                            logging_steps=10_000, save_steps=10_000)
     args = training_arguments(Path(os.environ["BENCH_TMP"]) / mode, settings, torch.float32, on_gpu=False)
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=make_collator(tokenizer, packing, logits),
-                      compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()) if logits == "labelled" else None)
+    loss = LabelledLogitsLoss(model.get_output_embeddings()) if logits == "labelled" else None
+    trainer = Trainer(model=model, args=args, train_dataset=data, compute_loss_func=loss,
+                      data_collator=make_collator(tokenizer, packing, logits))
     # The batches the Trainer will make, for the peak batch's positions and logits.
     order = list(iter(trainer._get_train_sampler()))
     peak_positions = peak_logit_rows = 0
@@ -131,7 +134,8 @@ def main() -> None:
               f" {r['tokens_per_second']:>9.1f} {r['tokens_per_second'] / base['tokens_per_second']:>9.2f}"
               f" | {'':>27} {r['peak_positions']:>9} {r['peak_logit_rows']:>10} {r['logits_mb']:>9.0f}"
               f" {r['checkpointed_activations_mb']:>14.0f}")
-    print(f"fixed in every mode: weights {base['weights_mb']:.0f} MB, LoRA + gradients + Adam {base['lora_and_optimizer_mb']:.0f} MB,"
+    print(f"fixed in every mode: weights {base['weights_mb']:.0f} MB,"
+          f" LoRA + gradients + Adam {base['lora_and_optimizer_mb']:.0f} MB,"
           f" process RSS after loading (libraries, weights) {base['rss_loaded_mb']:.0f} MB")
     new = results["padding_free+labelled"]
     print(f"padding_free+labelled / padded: peak RSS x{new['peak_rss_mb'] / base['peak_rss_mb']:.2f} (goal <= 0.5),"

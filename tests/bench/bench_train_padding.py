@@ -35,13 +35,13 @@ def examples(count: int) -> tuple[list[dict], str]:
 
 
 def run_mode(mode: str, count: int, batch: int) -> dict:
+    import datasets
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, set_seed
 
-    import datasets
-    from lib.pipeline.config import TrainConfig
-    from lib.training.sft_data import tokenize_problems
     from lib.devices import resolve_compute_dtype
     from lib.models import load_base_for_training
+    from lib.pipeline.config import TrainConfig
+    from lib.training.sft_data import tokenize_problems
     from lib.training.trainer import attach_lora, training_arguments
 
     set_seed(0)
@@ -49,7 +49,8 @@ def run_mode(mode: str, count: int, batch: int) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     problems, source = examples(count)
     rows, _ = tokenize_problems(tokenizer, problems, max_seq_len=1024, system_prompt=None, strip_annotations=True)
-    data = datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]})
+    data = datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"]
+                                                                                               for r in rows]})
     longest = max(len(r["input_ids"]) for r in rows)
 
     dtype = resolve_compute_dtype("auto")
@@ -121,7 +122,8 @@ def main() -> None:
     grouped = results["grouped"]
     print(f"grouped / pad-to-max: tokens/s x{grouped['tokens_per_second'] / first['tokens_per_second']:.2f},"
           f" peak RSS x{grouped['peak_rss_mb'] / first['peak_rss_mb']:.2f},"
-          f" RSS growth in training x{grouped['training_rss_mb'] / max(first['training_rss_mb'], 1):.2f} (goal: tokens/s >= 1.5x)")
+          f" RSS growth in training x{grouped['training_rss_mb'] / max(first['training_rss_mb'], 1):.2f}"
+          " (goal: tokens/s >= 1.5x)")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import click
-
 from common import REPO  # this folder is on sys.path when run as a script; common puts the repository there
 
 
@@ -48,7 +47,8 @@ def require():
 
 def write_problems(path: Path, count: int, start: int) -> Path:
     rows = [{"question": f"Tom has {n} apples and buys {n + 3} more. How many apples does he have?",
-             "answer": f"He has {n}+{n + 3}={2 * n + 3} apples.\n#### {2 * n + 3}"} for n in range(start, start + count)]
+             "answer": f"He has {n}+{n + 3}={2 * n + 3} apples.\n#### {2 * n + 3}"}
+            for n in range(start, start + count)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
@@ -59,10 +59,10 @@ def write_problems(path: Path, count: int, start: int) -> Path:
 def chain(work: Path, tiny: bool):
     """The pipeline on a random-weight Qwen3-4B-shaped model with the embedded tokenizer."""
     import torch
+    from bench_gpu import QWEN3_4B, TINY
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
     from lib.models import resolve_model_path
-    from bench_gpu import QWEN3_4B, TINY
 
     work.mkdir(parents=True, exist_ok=True)
     models = work / "models"
@@ -70,7 +70,8 @@ def chain(work: Path, tiny: bool):
     folder = work / "qwen3-4b-shaped"
     if not (folder / "model.safetensors.index.json").is_file() and not (folder / "model.safetensors").is_file():
         torch.manual_seed(0)
-        shape = {**(TINY if tiny else QWEN3_4B), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        shape = {**(TINY if tiny else QWEN3_4B), "bos_token_id": tokenizer.bos_token_id,
+                 "eos_token_id": tokenizer.eos_token_id,
                  "pad_token_id": tokenizer.pad_token_id}
         if tiny:
             shape["vocab_size"] = len(tokenizer)

@@ -6,8 +6,8 @@ import re
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import PRESET_DIR, make_problems, write_jsonl
+
 from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, score_safety, tokenize
 
 
@@ -69,7 +69,8 @@ def _pool_drawn_with_seed_7(tmp):
     write_jsonl(tmp / "train.jsonl", make_problems(12))
     write_jsonl(tmp / "pool.jsonl", make_problems(8))
     (tmp / "pool.draw.json").write_text(json.dumps({"pool_size": 8, "seed": 7, "train_data": str(tmp / "train.jsonl")}))
-    return prep_fewshot, ["--set", f"data.gsm8k_train={tmp / 'train.jsonl'}"], tmp / "artifacts" / "run_b" / "fewshot.jsonl"
+    pool = tmp / "artifacts" / "run_b" / "fewshot.jsonl"
+    return prep_fewshot, ["--set", f"data.gsm8k_train={tmp / 'train.jsonl'}"], pool
 
 
 def _missing_refined(tmp):
@@ -86,14 +87,21 @@ def _preset(tmp, text):
 good = json.dumps(make_problems(1)[0]) + "\n"
 CASES = {
     "malformed JSONL line": (lambda t: _gsm8k(t, good + "{oops\n"), r"train\.jsonl:2: not a valid JSON line"),
-    "missing question": (lambda t: _gsm8k(t, good + '{"answer": "#### 1"}\n'), r"train\.jsonl:2: missing or empty field 'question'"),
-    "missing answer": (lambda t: _gsm8k(t, good + '{"question": "q"}\n'), r"train\.jsonl:2: missing or empty field 'answer'"),
-    "gold answer without ####": (lambda t: _gsm8k(t, good + '{"question": "q", "answer": "4"}\n'), r"train\.jsonl:2: answer has no '#### N'"),
+    "missing question": (lambda t: _gsm8k(t, good + '{"answer": "#### 1"}\n'),
+                         r"train\.jsonl:2: missing or empty field 'question'"),
+    "missing answer": (lambda t: _gsm8k(t, good + '{"question": "q"}\n'),
+                       r"train\.jsonl:2: missing or empty field 'answer'"),
+    "gold answer without ####": (lambda t: _gsm8k(t, good + '{"question": "q", "answer": "4"}\n'),
+                                 r"train\.jsonl:2: answer has no '#### N'"),
     "empty file": (lambda t: _gsm8k(t, ""), r"train\.jsonl: file is empty"),
-    "non-UTF-8 bytes": (lambda t: _gsm8k(t, good.encode() + b'{"question": "\xff", "answer": "#### 1"}\n'), r"train\.jsonl:2: not UTF-8"),
-    "CSV without a prompt column": (lambda t: _ailuminate(t, "p.csv", "release_prompt_id,text\na,b\n"), r"p\.csv: no 'prompt_text' column"),
-    "duplicated ids": (lambda t: _ailuminate(t, "p.jsonl", '{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n'), r"p\.jsonl: duplicated id 'x'"),
-    "missing safety prompt": (lambda t: _safety(t, prompt=t / "nope.txt"), r"nope\.txt: Safety Guidelines prompt not found"),
+    "non-UTF-8 bytes": (lambda t: _gsm8k(t, good.encode() + b'{"question": "\xff", "answer": "#### 1"}\n'),
+                        r"train\.jsonl:2: not UTF-8"),
+    "CSV without a prompt column": (lambda t: _ailuminate(t, "p.csv", "release_prompt_id,text\na,b\n"),
+                                    r"p\.csv: no 'prompt_text' column"),
+    "duplicated ids": (lambda t: _ailuminate(t, "p.jsonl", '{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n'),
+                       r"p\.jsonl: duplicated id 'x'"),
+    "missing safety prompt": (lambda t: _safety(t, prompt=t / "nope.txt"),
+                              r"nope\.txt: Safety Guidelines prompt not found"),
     "missing safeguard folder": (lambda t: _safety(t, judge=t / "no_guard"), r"no_guard: safeguard model not found"),
     "folder with only pickle weights": (lambda t: _safety(t, judge=_pickle_only(t)), r"guard: only pickle weights"),
     "unknown preset key": (lambda t: _preset(t, "train:\n  epoch: 2\n"), r"bad\.yaml: unknown key 'train\.epoch'"),
@@ -102,11 +110,13 @@ CASES = {
     "run name with ..": (lambda t: (prep_fewshot, ["--run", ".."], t / "pool.jsonl"), r"run name '\.\.'"),
     "adapter from another base model": (_foreign_adapter, r"adapter: adapter was trained on 'org/another-model'"),
     "few-shot file with the wrong count": (_fewshot_wrong_count, r"fewshot\.jsonl: has 5 examples, expected 8"),
-    "gold answer that is not a number": (lambda t: _gsm8k_test(t, good + '{"question": "q", "answer": "#### about 45"}\n'),
-                                         r"test\.jsonl:2: the answer's final '####' is not followed by a number \('#### about 45'\)"),
+    "gold answer that is not a number": (
+        lambda t: _gsm8k_test(t, good + '{"question": "q", "answer": "#### about 45"}\n'),
+        r"test\.jsonl:2: the answer's final '####' is not followed by a number \('#### about 45'\)"),
     "question that is a number": (lambda t: _gsm8k(t, good + '{"question": 5, "answer": "#### 5"}\n'),
                                   r"train\.jsonl:2: field 'question' must be a string, got int 5"),
-    "pool drawn with another seed": (_pool_drawn_with_seed_7, r"pool\.jsonl: drawn with fewshot\.seed = 7, this run asks for 42"),
+    "pool drawn with another seed": (_pool_drawn_with_seed_7,
+                                     r"pool\.jsonl: drawn with fewshot\.seed = 7, this run asks for 42"),
     "missing refined training file": (_missing_refined, r"refined\.jsonl: the preset's refined training file"),
     "learning rate not positive": (lambda t: (prep_fewshot, ["--set", "train.learning_rate=-1"], t / "pool.jsonl"),
                                    r"key 'train\.learning_rate' must be > 0, got -1\.0"),

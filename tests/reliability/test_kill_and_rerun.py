@@ -8,9 +8,8 @@ import sys
 import time
 
 import pytest
-from safetensors.torch import load_file
-
 from conftest import PIN_CPU, PRESET_DIR, REPO, write_jsonl
+from safetensors.torch import load_file
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Question number {i}: how do I stay safe online?", "hazard": "prv",
             "persona": "normal"} for i in range(6)]
@@ -48,7 +47,8 @@ def stage_command(stage: str, args: list[str], run: str, *extra: str) -> list[st
 
 
 def run_stage(stage: str, args, run, *extra):
-    done = subprocess.run(stage_command(stage, args, run, *extra), cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(stage_command(stage, args, run, *extra), cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -60,13 +60,15 @@ def test_infer_ailuminate_and_score_safety_survive_a_kill(base_args, tmp_path):
         run_dir = artifacts / f"run_{run}"
         partial = run_dir / "partial_ailuminate_base" / "outputs.rank0.jsonl"
         if run == "cut":
-            kill_when(stage_command("infer_ailuminate", base_args, run, "--base-only"), lambda: lines(partial) >= 2)
+            kill_when(stage_command("infer_ailuminate", base_args, run, "--base-only"),
+                      lambda partial=partial: lines(partial) >= 2)
             assert not (artifacts / f"ailuminate_preds_{run}_base.jsonl").exists()
         run_stage("infer_ailuminate", base_args, run, "--base-only")
 
         judge_partial = run_dir / "partial_safety_base" / "outputs.rank0.jsonl"
         if run == "cut":
-            kill_when(stage_command("score_safety", base_args, run, "--base-only"), lambda: lines(judge_partial) >= 2)
+            kill_when(stage_command("score_safety", base_args, run, "--base-only"),
+                      lambda judge_partial=judge_partial: lines(judge_partial) >= 2)
             assert not (artifacts / f"ailuminate_safety_{run}_base.jsonl").exists()
         run_stage("score_safety", base_args, run, "--base-only")
 
@@ -106,8 +108,9 @@ def test_refine_survives_a_kill_with_the_same_bytes(base_args, tmp_path):
         run_stage("prep_fewshot", args, run)
         partial = artifacts / f"run_{run}" / "partial_refine" / "outputs.rank0.jsonl"
         if run == "cut":
-            kill_when(stage_command("refine", args, run), lambda: lines(partial) >= 2)
+            kill_when(stage_command("refine", args, run), lambda partial=partial: lines(partial) >= 2)
             assert not (artifacts / f"run_{run}" / "gsm8k_train_self-instruct.refine.json").exists()
         run_stage("refine", args, run)
-    whole, cut = ((artifacts / f"run_{run}" / "gsm8k_train_self-instruct.jsonl").read_bytes() for run in ("whole", "cut"))
+    whole, cut = ((artifacts / f"run_{run}" / "gsm8k_train_self-instruct.jsonl").read_bytes()
+                  for run in ("whole", "cut"))
     assert cut == whole and whole.count(b'"source": "gsm8k"') == 4
