@@ -1,10 +1,11 @@
-"""Shared fixtures: offline hub, the embedded SmolLM2 converted once per session, small data files."""
+"""Shared fixtures: offline hub, the embedded SmolLM2 converted once per session, small data files,
+the target model's chat templates when present (helpers that are not fixtures: tests/helpers.py)."""
 
-import json
 import os
-from pathlib import Path
 
 import pytest
+
+from tests.helpers import PIN_CPU, PRESET_DIR, REPO, make_problems, write_jsonl
 
 # Tests never reach the hub: everything they load is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,15 +22,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def pytest_collection_modifyitems(items):
     """The longest file first (its module fixture runs `make smoke`, ~2 minutes): with
     `--dist loadfile` one worker starts it at once while the other takes the rest."""
-    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_make.py")
-
-
-REPO = Path(__file__).resolve().parent.parent
-# Tests that compare fp32 results exactly (equal tokens, same bytes, a float32 record) pin the CPU, so
-# they hold on a GPU machine too, where `hardware.device: auto` would compute on CUDA in bf16.
-PIN_CPU = "hardware.device=cpu"
-PRESET_DIR = REPO / "presets"
-TEMPLATES = REPO.parent / "shared" / "templates"  # the target model's chat templates, when present
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/e2e/test_make.py")
 
 
 @pytest.fixture(scope="session")
@@ -52,23 +45,6 @@ def smollm2_tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_dir)
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def make_problems(count: int, start: int = 0) -> list[dict]:
-    """GSM8K-style rows with calculator annotations, distinct questions."""
-    return [
-        {
-            "question": f"Tom has {n} apples and buys {n + 3} more. How many apples does he have?",
-            "answer": f"He has {n}+{n + 3}=<<{n}+{n + 3}={2 * n + 3}>>{2 * n + 3} apples.\n#### {2 * n + 3}",
-        }
-        for n in range(start, start + count)
-    ]
 
 
 @pytest.fixture
@@ -128,13 +104,18 @@ def train_run(tmp_path, tiny_model_dir, gsm8k_files, models_dir):
     return run
 
 
-def score_safety_args(tmp_path: Path, models_dir, judge, responses: list[dict], run: str, guidelines: str,
-                      *extra: str) -> list[str]:
-    """Arguments for stages.score_safety on the demo preset: `responses` written as the run's
-    AILuminate answers, `guidelines` as its Safety Guidelines prompt, `judge` as its safeguard."""
-    artifacts = tmp_path / "artifacts"
-    write_jsonl(artifacts / f"ailuminate_preds_{run}.jsonl", responses)
-    (tmp_path / "rules.txt").write_text(guidelines)
-    return ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", run, "--artifacts", str(artifacts),
-            "--models-dir", str(models_dir), "--set", f"safety.safeguard_model={judge}",
-            "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", "--set", PIN_CPU, *extra]
+# The target model's chat templates live outside the repository (../shared/templates beside a
+# checkout); a test that wants one skips where they are absent.
+TARGET_TEMPLATES = REPO.parent / "shared" / "templates"
+
+
+@pytest.fixture(scope="session")
+def target_template():
+    """read(name) -> the template's text, or the test skips when ../shared/templates lacks it."""
+    def read(name: str) -> str:
+        path = TARGET_TEMPLATES / name
+        if not path.is_file():
+            pytest.skip(f"{path} absent (the target model's chat templates are not in this checkout)")
+        return path.read_text()
+
+    return read

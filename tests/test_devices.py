@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import PRESET_DIR
 
 from lib.devices import require_device
 from lib.errors import InputError
+from tests.helpers import PRESET_DIR
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 

@@ -11,12 +11,12 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_problems
 
 from lib.engine.attention import PROBE_HEADS, probe_fused
 from lib.engine.scheduler import PrefixSharingEngine
 from lib.tasks.gsm8k import strict_answer
 from lib.tasks.prompts import gsm8k_messages
+from tests.helpers import make_problems
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

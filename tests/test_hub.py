@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PRESET_DIR, REPO, make_problems, write_jsonl
 
 from lib.errors import InputError
 from lib.hub import hub_errors, is_hub_id, why_not
+from tests.helpers import PRESET_DIR, REPO, make_problems, write_jsonl
 
 
 def _offline_env(tmp_path) -> dict:

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
-from conftest import REPO
 
 from lib.errors import InputError
 from lib.models import embedded_gguf_path, resolve_model_path
+from tests.helpers import REPO
 
 
 def test_embedded_gguf_is_found_through_package_metadata():

@@ -121,7 +121,7 @@ def detect_format(architectures: list[str], template: str | None, where: str) ->
     raise InputError(
         f"{where}: cannot tell the safeguard's answer format ({', '.join(architectures) or 'no architectures'},"
         f" {'a chat template not built for moderation' if template else 'no chat template'}); set safety.guard_format"
-        f" to one of {', '.join(FORMATS)} (README: guard families)")
+        f" to one of {', '.join(FORMATS)} (docs/judge.md: answer formats)")
 
 
 def default_layout(guard_format: str, template: str | None) -> str:

@@ -136,7 +136,7 @@ class SafetyConfig:
     safeguard_model: str = "data/safeguard_model"  # HF folder: *ForSequenceClassification or *ForCausalLM guard
     safety_prompt: str = "data/safety_prompt.txt"  # the Safety Guidelines prompt, used verbatim
     template: str = "{guidelines}\n\n{response}"  # what the judge reads; {prompt} may be added
-    # How the guard answers (README: guard families); auto decides from the folder and says why.
+    # How the guard answers (docs/judge.md: answer formats); auto decides from the folder and says why.
     guard_format: Literal["auto", "safe_unsafe", "qwen3guard", "yes_no", "wildguard", "classifier"] = "auto"
     # What it reads: conversation = [user: prompt, assistant: filled template] through its own chat
     # template; user_turn = the filled template as the user message; text = one raw input.

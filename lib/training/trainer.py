@@ -119,7 +119,8 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
                   timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES) -> dict | None:
     """Train (or resume) and write run_dir/adapter with training_complete.json last.
 
-    Returns the completion record, or None when stopped early by `stop_after`.
+    Returns the completion record, or None when stopped early by `stop_after`. (Longer than most:
+    the steps share the process state, the model and the trainer, and each is a call or two.)
     """
     from transformers import AutoTokenizer, Trainer
 

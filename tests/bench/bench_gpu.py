@@ -20,7 +20,7 @@ loader quantizes it as it would the real checkpoint.
 (c) The attention kernels alone, one layer's decode step at Qwen3-4B's heads (32 query, 8 key/value,
     dim 128) with an 800-token prefix and 300 own tokens a row, bf16: eager, fused, and one public
     SDPA call over [prefix ; own keys], which needs the prefix copied into every row each step.
-Prints ratios; the README keeps the figures of a real card.
+Prints ratios; docs/benchmarks.md keeps the figures of a real card.
 """
 
 from __future__ import annotations

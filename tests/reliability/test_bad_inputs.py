@@ -6,9 +6,9 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from conftest import PRESET_DIR, make_problems, write_jsonl
 
 from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, score_safety, tokenize
+from tests.helpers import PRESET_DIR, make_problems, write_jsonl
 
 
 def _gsm8k(tmp, text):

@@ -8,8 +8,9 @@ import sys
 import time
 
 import pytest
-from conftest import PIN_CPU, PRESET_DIR, REPO, write_jsonl
 from safetensors.torch import load_file
+
+from tests.helpers import PIN_CPU, PRESET_DIR, REPO, write_jsonl
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Question number {i}: how do I stay safe online?", "hazard": "prv",
             "persona": "normal"} for i in range(6)]

@@ -5,7 +5,8 @@ import os
 import subprocess
 
 import pytest
-from conftest import PIN_CPU, REPO
+
+from tests.helpers import PIN_CPU, REPO
 
 pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs `make venv`")
 

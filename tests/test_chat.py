@@ -3,7 +3,6 @@
 import copy
 
 import pytest
-from conftest import TEMPLATES
 
 from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
 from lib.errors import InputError
@@ -13,15 +12,12 @@ TEMPLATE_FILES = ["qwen3_instruct_2507.jinja", "qwen3.jinja"]
 
 
 @pytest.fixture(params=["smollm2"] + TEMPLATE_FILES)
-def tokenizer(request, smollm2_tokenizer):
+def tokenizer(request, smollm2_tokenizer, target_template):
     """SmolLM2's own tokenizer, and the same tokenizer with each Qwen3 template set on it."""
     if request.param == "smollm2":
         return smollm2_tokenizer
-    template = TEMPLATES / request.param
-    if not template.is_file():
-        pytest.skip(f"{template} absent")
     tok = copy.deepcopy(smollm2_tokenizer)
-    tok.chat_template = template.read_text()
+    tok.chat_template = target_template(request.param)
     return tok
 
 
@@ -64,12 +60,9 @@ def test_input_ids_are_the_whole_rendered_conversation(tokenizer, name):
     assert tokenizer.decode(example.input_ids) == tokenizer.apply_chat_template(messages, tokenize=False)
 
 
-def test_think_block_inserted_by_the_hybrid_template_is_not_learned(smollm2_tokenizer):
-    template = TEMPLATES / "qwen3.jinja"
-    if not template.is_file():
-        pytest.skip(f"{template} absent")
+def test_think_block_inserted_by_the_hybrid_template_is_not_learned(smollm2_tokenizer, target_template):
     tok = copy.deepcopy(smollm2_tokenizer)
-    tok.chat_template = template.read_text()
+    tok.chat_template = target_template("qwen3.jinja")
     messages = CONVERSATIONS["single turn"]
     assert "<think>" in tok.apply_chat_template(messages, tokenize=False)
     assert "<think>" not in tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)

@@ -1,10 +1,10 @@
 import pytest
-from conftest import PRESET_DIR, make_problems, write_jsonl
 
 from lib.errors import InputError
 from lib.pipeline.presets import load_config
 from lib.tasks.fewshot import draw_pool, draw_record, ensure_pool, first_k, read_pool, remove_pool
 from lib.tasks.gsm8k import strip_calculator_annotations
+from tests.helpers import PRESET_DIR, make_problems, write_jsonl
 
 RECORD = {"pool_size": 8, "seed": 42, "train_data": "openai/gsm8k", "hub_config": "main"}
 

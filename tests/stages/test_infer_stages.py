@@ -9,12 +9,12 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import PIN_CPU, PRESET_DIR, REPO, write_jsonl
 
 from lib.errors import InputError
 from lib.io import read_jsonl
 from lib.models import check_adapter_base
 from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, train
+from tests.helpers import PIN_CPU, PRESET_DIR, REPO, write_jsonl
 
 PROMPTS = [{"id": f"p{i}", "prompt": text, "hazard": hazard, "persona": "normal"}
            for i, (text, hazard) in enumerate([("How do I reset a forgotten email password?", "prv"),

@@ -1,6 +1,5 @@
 import pytest
 
-from lib.results.stats import wilson_interval
 from lib.tasks.gsm8k import INVALID, flexible_answer, is_correct, score_outputs, strict_answer
 
 
@@ -45,10 +44,3 @@ def test_scoring_counts_both_extractions():
     assert [r["correct"] for r in rows] == [True, False]
     assert [r["flexible_correct"] for r in rows] == [True, True]
     assert counts == {"questions": 2, "correct": 1, "flexible_correct": 2, "invalid": 1, "hit_max_new_tokens": 1}
-
-
-def test_wilson_interval():
-    low, high = wilson_interval(50, 100)
-    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
-    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
-    assert wilson_interval(0, 0) == (0.0, 0.0)

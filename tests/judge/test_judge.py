@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import score_safety_args
 
 from lib.errors import InputError
 from lib.judge.formats import UNPARSEABLE, parse_verdict
@@ -13,6 +12,7 @@ from lib.judge.inputs import generative_input_ids, judge_text, read_guidelines
 from lib.judge.setup import judge_architectures, safe_class_index
 from lib.judge.verdicts import safety_summary
 from stages import score_safety
+from tests.helpers import score_safety_args
 
 RESPONSES = [
     {"id": "r1", "hazard": "vcr", "persona": "normal", "prompt": "p1", "response": "I can't help with that."},

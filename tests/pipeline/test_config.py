@@ -1,10 +1,10 @@
 import pytest
-from conftest import PRESET_DIR
 
 from lib.errors import InputError
 from lib.pipeline.artifacts import validate_run_name
 from lib.pipeline.config import Config
 from lib.pipeline.presets import load_config
+from tests.helpers import PRESET_DIR
 
 PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PIN_CPU, REPO
+
+from tests.helpers import PIN_CPU, REPO
 
 pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs `make venv`")
 

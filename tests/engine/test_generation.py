@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from conftest import make_problems
 
 from lib.engine.scheduler import PrefixSharingEngine, common_prefix_length
 from lib.tasks.prompts import gsm8k_messages
+from tests.helpers import make_problems
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import PIN_CPU, PRESET_DIR, make_problems
 
 from lib.chat import IGNORE_INDEX
 from lib.pipeline.stage_inputs import stage_names
 from stages import prep_fewshot, tokenize
+from tests.helpers import PIN_CPU, PRESET_DIR, make_problems
 
 FAKE_TOKEN = "hf_FAKEtokenVALUE0123456789abcdef"
 

@@ -1,11 +1,11 @@
 import json
 
 import pytest
-from conftest import make_problems, write_jsonl
 
 from lib.errors import InputError
 from lib.io import read_jsonl
 from lib.tasks.data import load_ailuminate, load_gsm8k, training_source
+from tests.helpers import make_problems, write_jsonl
 
 
 def test_local_gsm8k_rows_keep_ids_and_fields(gsm8k_files):

@@ -1,10 +1,10 @@
 """A run's identity: a run no stage has worked for takes new settings; one with outputs asks for RECONFIGURE."""
 
 import pytest
-from conftest import PRESET_DIR
 
 from lib.errors import InputError
 from lib.pipeline.run import resolve_run, write_run_config
+from tests.helpers import PRESET_DIR
 
 DEMO = str(PRESET_DIR / "demo.yaml")
 

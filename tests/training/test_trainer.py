@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
 from safetensors.torch import load_file
 
 from lib.chat import IGNORE_INDEX, tokenize_with_labels, training_messages
@@ -15,6 +14,7 @@ from lib.models import load_base_for_training
 from lib.pipeline.config import TrainConfig
 from lib.training.trainer import attach_lora, discover_lora_targets, training_arguments
 from stages import train
+from tests.helpers import REPO
 
 # fp32 sums of n terms in another order differ by up to ~n x 2^-24 (6e-8) of their magnitude; with the
 # ~100-1000 terms of a small batch's reductions, 2e-5 covers any order while staying far below a real error.

@@ -5,7 +5,7 @@ import os
 import re
 import subprocess
 
-from conftest import REPO
+from tests.helpers import REPO
 
 FAKE_TOKEN = "hf_FAKEdockerTOKEN0123456789"
 

@@ -6,13 +6,13 @@ from collections import Counter
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import PIN_CPU, PRESET_DIR, make_problems, write_jsonl
 
 from lib.engine.sampling import Sampling
 from lib.engine.scheduler import PrefixSharingEngine
 from lib.errors import InputError
 from lib.tasks.gsm8k import strict_answer
 from lib.training.refine import check_no_leakage, equation_path, sample_seed, select_solutions
+from tests.helpers import PIN_CPU, PRESET_DIR, make_problems, write_jsonl
 
 PROBLEM = {"id": "train-7", "question": "Tom has 4 apples and buys 7 more. How many apples does he have?",
            "answer": "He has 4+7=<<4+7=11>>11 apples.\n#### 11"}

@@ -1,0 +1,39 @@
+"""What tests share besides fixtures: paths, the CPU pin, small data writers, stage arguments."""
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# Tests that compare fp32 results exactly (equal tokens, same bytes, a float32 record) pin the CPU, so
+# they hold on a GPU machine too, where `hardware.device: auto` would compute on CUDA in bf16.
+PIN_CPU = "hardware.device=cpu"
+PRESET_DIR = REPO / "presets"
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def make_problems(count: int, start: int = 0) -> list[dict]:
+    """GSM8K-style rows with calculator annotations, distinct questions."""
+    return [
+        {
+            "question": f"Tom has {n} apples and buys {n + 3} more. How many apples does he have?",
+            "answer": f"He has {n}+{n + 3}=<<{n}+{n + 3}={2 * n + 3}>>{2 * n + 3} apples.\n#### {2 * n + 3}",
+        }
+        for n in range(start, start + count)
+    ]
+
+
+def score_safety_args(tmp_path: Path, models_dir, judge, responses: list[dict], run: str, guidelines: str,
+                      *extra: str) -> list[str]:
+    """Arguments for stages.score_safety on the demo preset: `responses` written as the run's
+    AILuminate answers, `guidelines` as its Safety Guidelines prompt, `judge` as its safeguard."""
+    artifacts = tmp_path / "artifacts"
+    write_jsonl(artifacts / f"ailuminate_preds_{run}.jsonl", responses)
+    (tmp_path / "rules.txt").write_text(guidelines)
+    return ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", run, "--artifacts", str(artifacts),
+            "--models-dir", str(models_dir), "--set", f"safety.safeguard_model={judge}",
+            "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", "--set", PIN_CPU, *extra]

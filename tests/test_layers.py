@@ -1,0 +1,95 @@
+"""lib/'s import graph: no cycle between modules, and no layer importing one above it.
+
+The layers, lowest first: what each may import is everything before it. Lazy imports inside
+functions count (they run too). A new module belongs to the layer its package or name says.
+"""
+
+import ast
+from pathlib import Path
+
+from lib.pipeline.stage_inputs import REPO
+
+LAYERS = [
+    "lib.errors", "lib.io",  # plain Python: errors and files
+    "lib.pipeline",  # the config, run identity, artifact map, stage inputs, fingerprints, CLI (no ML libraries)
+    "lib.hub", "lib.devices", "lib.models", "lib.chat",  # the hub, devices, loading models, chat templates
+    "lib.tasks",  # GSM8K and AILuminate data, parsing, few-shot pool, prompts
+    "lib.engine",  # generation
+    "lib.judge",  # the safety judge (runs the engine)
+    "lib.training",  # the trainer, SFT data, rejection sampling
+    "lib.results",  # summaries, reports, sweep, comparison, statistics
+]
+
+
+def lib_modules() -> dict[str, Path]:
+    modules = {}
+    for path in (REPO / "lib").rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The lib modules `path` imports (`from lib.a import b` is lib.a.b when that is a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lib"):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("lib.")}
+    return found
+
+
+def layer(module: str) -> int:
+    matches = [i for i, name in enumerate(LAYERS) if module == name or module.startswith(name + ".")]
+    assert matches, f"{module} is in no layer: add it to LAYERS"
+    return matches[0]
+
+
+def graph() -> dict[str, set[str]]:
+    modules = lib_modules()
+    return {name: imports(path, modules) - {name, "lib"} for name, path in modules.items()}
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    return [f"{source} imports {target}" for source, targets in sorted(edges.items()) if source != "lib"
+            for target in sorted(targets) if layer(target) > layer(source)]
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    visiting, done, found = [], set(), []
+
+    def visit(module: str) -> None:
+        if module in done:
+            return
+        if module in visiting:
+            found.append(visiting[visiting.index(module):] + [module])
+            return
+        visiting.append(module)
+        for target in sorted(edges.get(module, ())):
+            visit(target)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module)
+    return found
+
+
+def test_every_module_has_a_layer_and_imports_only_its_own_or_lower_ones():
+    assert upward_imports(graph()) == []
+
+
+def test_no_import_cycle_between_modules():
+    assert cycles(graph()) == []
+
+
+def test_the_checks_find_an_upward_import_and_a_cycle():
+    edges = {"lib.pipeline.run": {"lib.engine.runner"}, "lib.engine.runner": {"lib.pipeline.run"}}
+    assert upward_imports(edges) == ["lib.pipeline.run imports lib.engine.runner"]
+    assert cycles(edges) == [["lib.engine.runner", "lib.pipeline.run", "lib.engine.runner"]]
+    modules = lib_modules()  # and the parser sees the real imports, lazy ones included
+    assert "lib.judge.formats" in imports(modules["lib.results.compare"], modules)
+    assert "lib.engine.runner" in imports(modules["lib.judge.runner"], modules)  # inside a function
