@@ -57,7 +57,7 @@ GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run download gpu-check
+.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -113,6 +113,11 @@ RUNS ?=## runs for `make compare`, the reference first: RUNS="simple-base simple
 COMPARE_NAME ?=## output name for `make compare` (default: the runs joined by _vs_)
 compare: stages/compare.py $(LIB_COMPARE) $(VENV_STAMP) ## paired differences of RUNS against the first -> compare_<name>.md/.csv/.json/.png
 	$(PY) -m stages.compare $(foreach r,$(RUNS),--runs $(r)) $(if $(COMPARE_NAME),--name $(COMPARE_NAME))
+
+REPO ?=## Hub model repository for `make push`, e.g. REPO=you/qwen3-4b-gsm8k-qlora
+PUBLIC ?=## PUBLIC=1: `make push` creates the repository public (default: private)
+push: $(VENV_STAMP) ## upload RUN's adapter with its model card to the Hub: make push RUN=simple REPO=you/name [PUBLIC=1]
+	$(PY) -m lib.results.push --run $(RUN) --repo "$(REPO)" $(if $(filter 1,$(PUBLIC)),--public)
 
 # Writes params/<stage>.json only where they change; the empty rules below let Make compare
 # their mtimes afterwards, so only stages whose keys changed rerun.

@@ -12,17 +12,19 @@ goes to the later step) and whether it is distinguishable from the final one. A 
 duplicates it), prints e.g. `strong: accuracy 0.412 ≥ 0.37, safety 0.455 ≥ 0.42 → PASS`, and
 writes run_<run>/summary.json with AILuminate-style grades per hazard (indicative: our judge is
 not the MLCommons evaluator ensemble), run_<run>/report.md with PNG plots (training loss, safety
-per hazard) and artifacts/report.md indexing every run.
+per hazard) and artifacts/report.md indexing every run. A trained run's adapter folder (and the
+reported checkpoint's) gets a model card, README.md, with the Hub's front matter (`make push`).
 """
 
 import json
 
 import click
 
-from lib.io import atomic_write_json
+from lib.io import atomic_write_json, atomic_write_text
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, evaluation_file, run_file
 from lib.pipeline.cli import stage_command, stage_help
 from lib.results.grades import ailuminate_grades, grade_lines
+from lib.results.model_card import model_card
 from lib.results.report import index_report, run_report
 from lib.results.summary import (
     SUMMARY_COLUMNS,
@@ -80,7 +82,12 @@ def main(stage):
     row = {column: row[column] for column in SUMMARY_COLUMNS}  # the CSV's column order in summary.json too
     grades = ailuminate_grades(labelled, config.grades.references)
 
-    # Write: the shared CSV and reports, then the run's summary.json (the Make target) last
+    # Write: the adapter's model card, the shared CSV and reports, then the run's summary.json (the Make target)
+    if training:  # a trained run: the card goes with the final adapter and the reported checkpoint
+        card = model_card(record, training, gsm8k, safety, line, passed, chosen)
+        folders = [stage.run_dir / "adapter"] + ([stage.run_dir / "checkpoints" / chosen] if chosen != final else [])
+        for folder in folders:
+            atomic_write_text(folder / "README.md", str(card))
     upsert_summary(artifacts / "summary.csv", row)
     run_report(run, stage.run_dir, row, line, safety, grades, scores if config.sweep.enabled else None)
     index_report(artifacts)

@@ -5,17 +5,21 @@
     make train PRESET=simple NPROC=2    # accelerate launch --multi_gpu --num_processes 2
     accelerate launch --config_file presets/accelerate/multi_gpu.yaml -m stages.train --preset presets/simple.yaml
 
-Writes artifacts/run_<run>/checkpoints/checkpoint-<step>/, train_log.jsonl, tensorboard/, and the
-final PEFT adapter in artifacts/run_<run>/adapter/ (training_complete.json written last). A rerun
-resumes from the last checkpoint; a finished adapter for the same inputs is not retrained.
+Writes artifacts/run_<run>/checkpoints/checkpoint-<step>/, train_log.jsonl, tensorboard/ (and the
+trackers of train.report_to, e.g. wandb), and the final PEFT adapter in artifacts/run_<run>/adapter/
+(training_complete.json written last). A rerun resumes from the last checkpoint; a finished adapter
+for the same inputs is not retrained.
 """
 
+import json
 
 import click
 
 from lib.devices import process_state, require_device
 from lib.models import resolve_model_path
+from lib.pipeline.artifacts import RECORD_FILE
 from lib.pipeline.cli import stage_command, stage_help
+from lib.training.tracking import Tracking
 from lib.training.trainer import finished_training, train_adapter, training_fingerprint
 
 
@@ -33,6 +37,10 @@ def main(stage, stop_after, force):
     if config.eval.adapter == "none":
         raise click.ClickException(f"run {stage.run!r} evaluates the base model (eval.adapter: none):"
                                    " it trains nothing")
+
+    # Where the curves go, checked before any work (a tracker that is not installed stops here)
+    tracking = Tracking.checked(stage.run, config.train.report_to,
+                                json.loads((stage.run_dir / RECORD_FILE).read_text(encoding="utf-8")))
 
     # What the adapter depends on: the training keys and the tokenized data
     data_path = stage.run_dir / "train_tokenized.jsonl"
@@ -52,8 +60,7 @@ def main(stage, stop_after, force):
         compute_dtype=config.quant.compute_dtype, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout, lora_targets=config.lora.target_modules, train=config.train,
         revision=config.model.revision, trust_remote_code=config.model.trust_remote_code, stop_after=stop_after,
-        force=force,
-        timeout_minutes=config.hardware.distributed_timeout_minutes,
+        force=force, timeout_minutes=config.hardware.distributed_timeout_minutes, tracking=tracking,
     )
     if not process_state().is_main_process:
         return

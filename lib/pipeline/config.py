@@ -79,6 +79,9 @@ class TrainConfig:
     save_steps: int = 100
     save_total_limit: int = 3  # keep the last K checkpoints
     max_grad_norm: float = 1.0
+    # Experiment trackers, any of the Trainer's integrations that are installed (tensorboard: into
+    # run_<run>/tensorboard/; wandb, mlflow, trackio, ...: lib/training/tracking.py); [] logs to none.
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass

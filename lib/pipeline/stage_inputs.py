@@ -52,9 +52,22 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-# Keys a stage reads that never change what it writes (how long a process waits for the others):
-# they are not in params/<stage>.json and need no RECONFIGURE, so changing one reruns nothing.
-RUNTIME_KEYS: tuple[str, ...] = ("hardware.distributed_timeout_minutes",)
+# Keys a stage reads that never change what it writes (how long a process waits for the others,
+# where the training curves are also sent): they are not in params/<stage>.json or the training
+# fingerprint and need no RECONFIGURE, so changing one reruns nothing.
+RUNTIME_KEYS: tuple[str, ...] = ("hardware.distributed_timeout_minutes", "train.report_to")
+
+
+def without_runtime_keys(values: dict) -> dict:
+    """`values` ({section: {key: value}} or {dotted key: value}) without the runtime keys."""
+    kept = {}
+    for name, value in values.items():
+        if name in RUNTIME_KEYS:
+            continue
+        if isinstance(value, dict):
+            value = {key: item for key, item in value.items() if f"{name}.{key}" not in RUNTIME_KEYS}
+        kept[name] = value
+    return kept
 
 
 def stage_names() -> list[str]:

@@ -23,8 +23,10 @@ from lib.io import atomic_write_json, file_sha256, read_jsonl
 from lib.models import load_base_for_training
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
 from lib.pipeline.fingerprints import made_from, mark_made_from, up_to_date
+from lib.pipeline.stage_inputs import without_runtime_keys
 from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, StopAfterSteps
 from lib.training.loss import LabelledLogitsLoss, make_collator
+from lib.training.tracking import Tracking, attach_run_config
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -81,7 +83,8 @@ class OneDevicePerProcess(TrainingArguments):
 
 
 def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_gpu: bool,
-                       timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES):
+                       timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES, trackers: tuple[str, ...] = (),
+                       run_name: str | None = None):
     """TrainingArguments from the preset's train section. Examples per optimizer step =
     per_device_batch_size x gradient_accumulation_steps x processes (e.g. 8 x 4 x 1 = 32)."""
     return OneDevicePerProcess(
@@ -105,7 +108,9 @@ def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_g
         save_total_limit=train.save_total_limit,
         # A padding-free batch has no padding, and its pad id (SmolLM2's <|im_end|>) is also a real token.
         include_num_input_tokens_seen="all" if train.packing == "padding_free" else "non_padding",
-        report_to="none",  # TensorBoard is attached explicitly, with our log folder
+        # The integrations besides TensorBoard, which is attached with our log folder (_callbacks).
+        report_to=list(trackers) or "none",
+        run_name=run_name,
         ddp_find_unused_parameters=False,
         ddp_timeout=timeout_minutes * 60,  # the same wait as the process group lib/devices.py made
         dataloader_num_workers=0,
@@ -116,8 +121,10 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
                   double_quant: bool, compute_dtype: str, lora_r: int, lora_alpha: int, lora_dropout: float,
                   lora_targets: list[str] | None, train, revision: str | None = None,
                   trust_remote_code: bool = False, stop_after: int | None = None, force: bool = False,
-                  timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES) -> dict | None:
-    """Train (or resume) and write run_dir/adapter with training_complete.json last.
+                  timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES,
+                  tracking: Tracking | None = None) -> dict | None:
+    """Train (or resume) and write run_dir/adapter with training_complete.json last; the curves go
+    where `tracking` says (default: TensorBoard in the run folder).
 
     Returns the completion record, or None when stopped early by `stop_after`. (Longer than most:
     the steps share the process state, the model and the trainer, and each is a call or two.)
@@ -149,11 +156,15 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
               + (f"; resuming from {resume.name}" if resume else ""))
 
     # Train
+    tracking = tracking or Tracking(run_dir.name, tensorboard=True, trackers=(), run_config={})
+    if tracking.run_config:
+        attach_run_config(model, tracking.run_name, tracking.run_config)
     args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda",
-                              timeout_minutes=timeout_minutes)
+                              timeout_minutes=timeout_minutes, trackers=tracking.trackers,
+                              run_name=tracking.run_name)
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=make_collator(tokenizer, train.packing, train.logits),
-                      callbacks=_callbacks(run_dir, resume, stop_after, state.is_main_process),
+                      callbacks=_callbacks(run_dir, resume, stop_after, state.is_main_process and tracking.tensorboard),
                       compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()) if train.logits == "labelled"
                       else None)
     if trainer.pop_callback(ProgressCallback):
@@ -175,13 +186,14 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     return record
 
 
-def _callbacks(run_dir: Path, resume: Path | None, stop_after: int | None, main_process: bool) -> list:
-    """The JSONL log (every process: it writes on the main one), TensorBoard (main process), the stop."""
+def _callbacks(run_dir: Path, resume: Path | None, stop_after: int | None, tensorboard: bool) -> list:
+    """The JSONL log (every process: it writes on the main one), TensorBoard (asked for, on the main
+    process), the stop."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
     callbacks = [JsonlLogCallback(run_dir / "train_log.jsonl", checkpoint_step(resume.name) if resume else 0)]
-    if main_process:
+    if tensorboard:
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
     if stop_after:
         callbacks.append(StopAfterSteps(stop_after))
@@ -213,8 +225,10 @@ def _set_aside_earlier_training(run_dir: Path, fingerprint: str, force: bool) ->
 
 def training_fingerprint(sections: dict, data_path: Path) -> str:
     """What an adapter depends on: the training sections' values ({name: dataclass}) and the
-    tokenized data. (The formula is kept as it was, so finished adapters stay current.)"""
-    values = json.dumps({name: vars(section) for name, section in sections.items()}, sort_keys=True)
+    tokenized data, without the runtime keys (where the curves go changes no weight). The formula
+    is kept as it was, so finished adapters stay current."""
+    values = json.dumps(without_runtime_keys({name: vars(section) for name, section in sections.items()}),
+                        sort_keys=True)
     return hashlib.sha256(values.encode() + file_sha256(data_path).encode()).hexdigest()
 
 

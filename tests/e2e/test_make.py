@@ -77,6 +77,38 @@ def test_smoke_chain_end_to_end_writes_every_artifact(smoke):
     assert not [p for p in artifacts.rglob("*") if p.is_file() and smoke.token.encode() in p.read_bytes()]
 
 
+def test_the_adapter_carries_a_model_card_the_hub_can_read(smoke):
+    from huggingface_hub import ModelCard
+
+    from lib.results.push import prepare_upload
+
+    summary = json.loads((smoke.run_dir / "summary.json").read_text())
+    card = ModelCard.load(smoke.run_dir / "adapter" / "README.md")
+    data = card.data.to_dict()
+    assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and data["library_name"] == "peft"
+    assert data["datasets"] == ["openai/gsm8k"]
+    values = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    row = summary["row"]  # rounded to 4 places in the CSV row
+    assert values == {"accuracy": pytest.approx(float(row["accuracy"]), abs=5e-5),
+                      "safety_rate": pytest.approx(float(row["safety_rate"]), abs=5e-5)}
+    assert summary["baseline_check"] in card.text and "learning_rate=" in card.text
+    assert str(smoke.artifacts) not in card.content  # no path of this machine
+    if summary["row"]["checkpoint"] != "checkpoint-4":  # the sweep reported an earlier checkpoint: it has the card too
+        assert (smoke.run_dir / "checkpoints" / summary["row"]["checkpoint"] / "README.md").read_text() == str(card)
+
+    # What `make push` would send: the weights, their config and the card, private; never the training record.
+    plan = prepare_upload(smoke.artifacts, "demo-smoke", "someone/demo-smoke")
+    operations = {op.path_in_repo: op for op in plan.operations()}
+    assert plan.private and set(operations) == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    with operations["README.md"].as_file() as sent:
+        assert sent.read() == (smoke.run_dir / "adapter" / "README.md").read_bytes()
+    done = smoke("push", "RUN=demo-smoke", "REPO=someone/demo-smoke", check=False)  # offline: one line, nothing sent
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: push someone/demo-smoke: the hub cannot be reached (offline, or HF_HUB_OFFLINE is set):"
+                      " run `make push` where there is internet"], done.stderr[-2000:]
+
+
 def test_a_finished_pipeline_reruns_nothing(smoke):
     import time
 

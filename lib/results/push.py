@@ -1,0 +1,96 @@
+"""Share a run: its adapter folder with the model card, uploaded to a Hub model repository.
+
+    python -m lib.results.push --run simple --repo you/qwen3-4b-gsm8k-qlora [--public]
+    make push RUN=simple REPO=you/qwen3-4b-gsm8k-qlora [PUBLIC=1]
+
+Refuses a run that has not been summarized (no card yet) and a run that trained nothing. The
+repository is created private unless asked otherwise; the upload is one commit of the adapter's
+weights, its config and README.md (the card), and never the training record (it names paths of
+this machine) or pickles. The token is huggingface_hub's own (HF_TOKEN or `hf auth login`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from lib.errors import InputError
+from lib.hub import is_hub_id
+from lib.pipeline.artifacts import COMPLETE_FILE, run_dir, validate_run_name
+
+UPLOADED = ("adapter_config.json", "adapter_model.safetensors", "README.md")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What `push` sends: the repository, its visibility, the files (path in repo -> local file)."""
+
+    repo_id: str
+    private: bool
+    files: dict[str, Path]
+
+    def operations(self) -> list:
+        from huggingface_hub import CommitOperationAdd
+
+        return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in self.files.items()]
+
+
+def prepare_upload(artifacts: Path, run: str, repo_id: str, public: bool = False) -> Upload:
+    """The upload of a summarized run's adapter; an InputError when there is none to share."""
+    if not is_hub_id(repo_id):
+        raise InputError(f"REPO {repo_id!r}: expected a Hub repository id like you/qwen3-4b-gsm8k-qlora")
+    folder = run_dir(artifacts, validate_run_name(run))
+    adapter = folder / "adapter"
+    if not (adapter / COMPLETE_FILE).is_file():
+        raise InputError(f"{adapter}: no finished adapter (run `make train RUN={run}`; a base run has none to push)")
+    if not (folder / "summary.json").is_file() or not (adapter / "README.md").is_file():
+        raise InputError(f"run {run!r} is not summarized: run `make summarize RUN={run}` first (it writes the card)")
+    return Upload(repo_id, not public, {name: adapter / name for name in UPLOADED})
+
+
+def upload(plan: Upload, api=None) -> str:
+    """Create the repository (if new) and commit the files; the repository's URL."""
+    from huggingface_hub import HfApi
+
+    api = api or HfApi()
+    try:
+        url = api.create_repo(plan.repo_id, private=plan.private, exist_ok=True, repo_type="model")
+        api.create_commit(plan.repo_id, plan.operations(), commit_message="Upload the adapter and its model card")
+    except (OSError, ValueError) as error:
+        raise InputError(f"push {plan.repo_id}: {why_not_uploaded(error)}") from None
+    return str(url)
+
+
+def why_not_uploaded(error: Exception) -> str:
+    """The reason an upload failed and its fix, from huggingface_hub's error types."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(error, (OfflineModeIsEnabled, ConnectionError)) or os.environ.get("HF_HUB_OFFLINE", "0") not in (
+            "0", "", "false"):
+        return "the hub cannot be reached (offline, or HF_HUB_OFFLINE is set): run `make push` where there is internet"
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, HfHubHTTPError) and status in (401, 403):
+        return "not allowed: log in (`hf auth login`) or set HF_TOKEN to a token with write access to this owner"
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+@click.command()
+@click.option("--run", "run", required=True, help="The run whose adapter is uploaded.")
+@click.option("--repo", "repo_id", required=True, help="Hub model repository, e.g. you/qwen3-4b-gsm8k-qlora.")
+@click.option("--public", is_flag=True, help="Create the repository public (default: private).")
+@click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True, help="Artifact root.")
+def main(run, repo_id, public, artifacts):
+    """Upload RUN's adapter and model card to the Hub."""
+    try:
+        plan = prepare_upload(Path(artifacts), run, repo_id, public)
+        url = upload(plan)
+    except InputError as error:
+        raise click.ClickException(str(error)) from None
+    print(f"push: {', '.join(plan.files)} -> {url} ({'private' if plan.private else 'public'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Host work per decode step: the ATen ops (≈ kernel launches on a GPU) one engine decode step issues.
+
+    make bench
+    .venv/bin/python tests/bench/bench_decode_ops.py [--layers 2 4] [--batch 8]
+
+On a GPU a decode step of Qwen3-4B is bound by the host when it issues thousands of small
+kernels: each costs ~8-12 us to launch, while the card needs ~4 ms for the step's weights and
+cache at batch 64. This counts, with the torch profiler on the CPU, the leaf ATen ops inside each
+engine decode step of a random Qwen3-shaped model at two depths, splits them into a per-layer and
+a fixed part, and projects Qwen3-4B's 36 layers: the launch count a static, graph-replayed step
+would collapse into one replay. Counts are of the code, not of the CPU: they hold on any machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import embedded_model_path
+
+QWEN3_4B_LAYERS = 36
+LAUNCH_US = (8, 12)  # host time per kernel launch, a typical range for eager PyTorch on CUDA
+
+
+def tiny_qwen3(tokenizer, layers: int):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return Qwen3ForCausalLM(config).eval()
+
+
+def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, attention: str) -> float:
+    """Leaf ATen ops inside the engine's decode steps, per step."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from lib.engine.scheduler import PrefixSharingEngine
+
+    engine = PrefixSharingEngine(model, tokenizer, max_new_tokens=16, batch_size=batch, attention=attention)
+    step = engine._decode_step
+
+    def labelled_step(rows):
+        with record_function("engine_decode_step"):
+            step(rows)
+
+    engine._decode_step = labelled_step
+    engine.generate(prompts)  # warm-up: lazy initialisation is not a step's work
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        engine.generate(prompts)
+    events = trace.events()
+    steps = [event for event in events if event.name == "engine_decode_step"]
+
+    def inside_a_step(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name == "engine_decode_step":
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    leaves = [event for event in events if event.name.startswith("aten::")
+              and not any(child.name.startswith("aten::") for child in event.cpu_children) and inside_a_step(event)]
+    return len(leaves) / max(len(steps), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, nargs=2, default=[2, 4], help="two depths to split per-layer ops from")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--attention", choices=["eager", "fused"], default="fused")
+    options = parser.parse_args()
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    shared = "You are a careful assistant. Solve the problem step by step. " * 4
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": shared + question}],
+                                             add_generation_prompt=True, return_dict=True)["input_ids"]
+               for question in ("What is 2 + 2?", "Name a colour.", "Why is the sky blue?", "Count to three.",
+                                "Say hi.", "Spell cat.", "What is 7 x 8?", "Hm?")]
+    shallow, deep = options.layers
+    counts = {layers: ops_per_decode_step(tiny_qwen3(tokenizer, layers), tokenizer, prompts, options.batch,
+                                          options.attention) for layers in (shallow, deep)}
+    per_layer = (counts[deep] - counts[shallow]) / (deep - shallow)
+    fixed = counts[shallow] - shallow * per_layer
+    projected = fixed + QWEN3_4B_LAYERS * per_layer
+    low, high = (projected * us / 1000 for us in LAUNCH_US)
+    print(f"decode ops: engine (dynamic), {options.attention} attention, batch {options.batch}: ATen ops per decode"
+          f" step {counts[shallow]:.0f} at {shallow} layers, {counts[deep]:.0f} at {deep} ->"
+          f" {per_layer:.1f} per layer + {fixed:.0f} fixed")
+    print(f"decode ops: Qwen3-4B ({QWEN3_4B_LAYERS} layers) -> {projected:.0f} launches per step,"
+          f" {low:.0f}-{high:.0f} ms of host time at {LAUNCH_US[0]}-{LAUNCH_US[1]} us each"
+          " (a CUDA-graph replay: one launch)")
+
+
+if __name__ == "__main__":
+    main()
