@@ -5,10 +5,12 @@
 
 On a GPU a decode step of Qwen3-4B is bound by the host when it issues thousands of small
 kernels: each costs ~8-12 us to launch, while the card needs ~4 ms for the step's weights and
-cache at batch 64. This counts, with the torch profiler on the CPU, the leaf ATen ops inside each
-engine decode step of a random Qwen3-shaped model at two depths, splits them into a per-layer and
-a fixed part, and projects Qwen3-4B's 36 layers: the launch count a static, graph-replayed step
-would collapse into one replay. Counts are of the code, not of the CPU: they hold on any machine.
+cache at batch 64. This counts, with the torch profiler on the CPU, the ATen ops that do device
+work themselves (views, queries and allocations left out; a composite op counts once, as its
+innermost compute op) inside each engine decode step of a random Qwen3-shaped model at two
+depths, splits them into a per-layer and a fixed part, and projects Qwen3-4B's 36 layers: the
+launch count a static, graph-replayed step would collapse into one replay. Counts are of the
+code, not of the CPU's speed (CUDA's dispatch may differ by an op or two).
 """
 
 from __future__ import annotations
@@ -32,8 +34,30 @@ def tiny_qwen3(tokenizer, layers: int):
     return Qwen3ForCausalLM(config).eval()
 
 
+# ATen ops that only describe a tensor (views, dtype queries, allocation): no kernel on a GPU.
+METADATA_OPS = {"aten::" + name for name in (
+    "as_strided", "view", "_unsafe_view", "_reshape_alias", "reshape", "resolve_conj", "resolve_neg", "result_type",
+    "empty", "empty_strided", "empty_like", "alias", "t", "transpose", "permute", "expand", "slice", "select",
+    "unsqueeze", "squeeze", "detach", "contiguous", "to", "_to_copy_view", "lift_fresh", "resize_", "size", "stride",
+    "is_nonzero", "item", "_local_scalar_dense", "split", "chunk", "narrow", "unbind", "flatten", "view_as")}
+
+
+def launches_a_kernel(event) -> bool:
+    """An ATen op that does device work itself: not a view or query, and no such op below it
+    (matmul -> mm counts once, as mm)."""
+    if not event.name.startswith("aten::") or event.name in METADATA_OPS:
+        return False
+    pending = list(event.cpu_children)
+    while pending:
+        child = pending.pop()
+        if child.name.startswith("aten::") and child.name not in METADATA_OPS:
+            return False
+        pending += child.cpu_children
+    return True
+
+
 def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, attention: str) -> float:
-    """Leaf ATen ops inside the engine's decode steps, per step."""
+    """ATen ops that would launch a kernel, inside the engine's decode steps, per step."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from lib.engine.scheduler import PrefixSharingEngine
@@ -60,9 +84,8 @@ def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, 
             parent = parent.cpu_parent
         return False
 
-    leaves = [event for event in events if event.name.startswith("aten::")
-              and not any(child.name.startswith("aten::") for child in event.cpu_children) and inside_a_step(event)]
-    return len(leaves) / max(len(steps), 1)
+    launches = [event for event in events if inside_a_step(event) and launches_a_kernel(event)]
+    return len(launches) / max(len(steps), 1)
 
 
 def main() -> None:
