@@ -4,7 +4,7 @@
   run_<run>/params/<stage>.json, a Make prerequisite, so changing a key reruns exactly the stages
   that read it. `config_reads` derives the reads from a stage script's source (every
   `config.<section>[.<key>]` it uses; a section passed whole to lib/ is read whole) and
-  tests/test_stage_inputs.py fails when the two drift.
+  tests/pipeline/test_stage_inputs.py fails when the two drift.
 - lib/ modules: the stage's import statements are the declaration (`lib_modules` follows them
   through lib/, lazy imports included); `python -m lib.pipeline.stage_inputs make-vars` prints them as the
   Makefile's LIB_<STAGE> variables, which the Makefile includes and regenerates when code changes.
