@@ -22,7 +22,7 @@ from pathlib import Path
 from lib.errors import InputError
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256
 from lib.pipeline.artifacts import refine_record_path, supersede
-from lib.pipeline.fingerprints import up_to_date
+from lib.pipeline.fingerprints import record_for
 from lib.tasks.gsm8k import INVALID, STRICT_PATTERN, normalise_question, solution_text, strict_answer
 
 REJECTIONS = ("cut_off", "no_final_answer", "wrong_answer", "duplicate", "over_max_per_question")
@@ -154,7 +154,8 @@ def output_state(output: Path, fingerprint: str) -> str:
         return "absent"
     if not record.is_file():
         return "provided"
-    return "current" if up_to_date(output, record, fingerprint) else "stale"
+    # Not touched when current: tokenize would then redo its work for nothing.
+    return "current" if record_for(record, fingerprint) is not None else "stale"
 
 
 def write_refined(output: Path, rows: list[dict], metrics: dict, metrics_file: Path, fingerprint: str,
