@@ -42,7 +42,7 @@ def main(stage, base_only, checkpoint):
     conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]
     outputs, stats, settings = generate_for_evaluation(
         evaluated_weights(config.model, config.eval, config.quant, target.adapter),
-        greedy_decoding(config.eval, config.hardware.attention), stage.models_dir,
+        greedy_decoding(config.eval, config.hardware.attention, config.hardware.decode), stage.models_dir,
         stage.run_dir / f"partial_ailuminate{target.tag}", conversations, [p["id"] for p in prompts], fingerprint,
         "ailuminate")
     if outputs is None:

@@ -54,7 +54,7 @@ def main(stage, base_only, checkpoint):
                                     config.data.strip_calculator_annotations) for p in problems]
     outputs, stats, settings = generate_for_evaluation(
         evaluated_weights(config.model, config.eval, config.quant, target.adapter),
-        greedy_decoding(config.eval, config.hardware.attention), stage.models_dir,
+        greedy_decoding(config.eval, config.hardware.attention, config.hardware.decode), stage.models_dir,
         stage.run_dir / f"partial_gsm8k{target.tag}", conversations, [p["id"] for p in problems], fingerprint, "gsm8k")
     if outputs is None:  # not the main process
         return

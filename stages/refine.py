@@ -74,7 +74,7 @@ def main(stage):
     weights = Weights(sampler["base"], sampler["revision"], sampler["trust_remote_code"], None, "merged",
                       config.eval.dtype)
     decoding = Decoding(refine.max_new_tokens, refine.batch_size, refine.chunk_size, tuple(config.eval.stop_strings),
-                        Sampling(refine.temperature, refine.top_p), config.hardware.attention)
+                        Sampling(refine.temperature, refine.top_p), config.hardware.attention, config.hardware.decode)
     outputs, stats, _ = generate_for_evaluation(weights, decoding, stage.models_dir, stage.run_dir / "partial_refine",
                                                 conversations, ids, fingerprint, "refine", seeds)
     if outputs is None:  # not the main process

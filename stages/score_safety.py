@@ -59,7 +59,8 @@ def main(stage, base_only, checkpoint, allow_pickle):
     partial = stage.run_dir / f"partial_safety{target.tag}"
     verdicts, judge = judge_responses(responses, guidelines, folder, safety, allow_pickle=allow_pickle,
                                       chunk_size=stage.config.eval.chunk_size, partial=partial,
-                                      fingerprint=fingerprint, attention=stage.config.hardware.attention)
+                                      fingerprint=fingerprint, attention=stage.config.hardware.attention,
+                                      decode=stage.config.hardware.decode)
     if verdicts is None:  # not the main process
         return
     rows = [{"id": r["id"], "hazard": r.get("hazard"), "persona": r.get("persona"), **v}

@@ -16,6 +16,7 @@ import torch
 
 from lib.engine.sampling import Sampling
 from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
+from lib.engine.static import StaticSlotsEngine, resolve_decode
 from lib.errors import InputError
 
 
@@ -34,13 +35,14 @@ def engine_unsupported(model, longest_sequence: int) -> str | None:
 
 def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
                      stop_strings: tuple[str, ...] = (), score_token_ids: tuple[int, ...] = (), label: str = "",
-                     sampling: Sampling | None = None, attention: str = "auto"):
-    """The prefix-sharing engine (with the `attention` kernel), or plain batched generate when the
-    model's attention needs it (printed)."""
+                     sampling: Sampling | None = None, attention: str = "auto", decode: str = "auto"):
+    """The prefix-sharing engine (with the `attention` kernel and the `decode` step), or plain
+    batched generate when the model's attention needs it (printed)."""
     reason = engine_unsupported(model, max(map(len, prompts), default=0) + max_new_tokens)
     if reason is None:
-        return PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings,
-                                   score_token_ids=score_token_ids, sampling=sampling, attention=attention)
+        engine = StaticSlotsEngine if resolve_decode(decode) == "static" else PrefixSharingEngine
+        return engine(model, tokenizer, max_new_tokens, batch_size, stop_strings, score_token_ids=score_token_ids,
+                      sampling=sampling, attention=attention)
     if sampling is not None:
         raise InputError(f"{label}: the model uses {reason}; sampling with one seed per prompt needs the"
                          " prefix-sharing engine, which does not reproduce it (use another model)")
@@ -52,6 +54,8 @@ def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens:
 class BatchedGenerate(PrefixSharingEngine):
     """Greedy `model.generate` over left-padded batches, with the engine's outputs and statistics
     (it shares the engine's settings and stop rules, not its scheduling)."""
+
+    decode_mode = "generate"  # transformers' own loop: neither of the engine's decode steps
 
     def attention_kernel(self) -> str:
         return f"model's own ({self.model.config._attn_implementation})"

@@ -109,6 +109,7 @@ class Decoding:
     stop_strings: tuple[str, ...] = ()
     sampling: Sampling | None = None  # None: greedy
     attention: str = "auto"  # hardware.attention
+    decode: str = "auto"  # hardware.decode
 
 
 def evaluated_weights(model: ModelConfig, evaluation: EvalConfig, quant: QuantConfig, adapter: Path | None) -> Weights:
@@ -118,10 +119,10 @@ def evaluated_weights(model: ModelConfig, evaluation: EvalConfig, quant: QuantCo
                    evaluation.dtype, TrainedBase.from_quant(quant))
 
 
-def greedy_decoding(evaluation: EvalConfig, attention: str) -> Decoding:
+def greedy_decoding(evaluation: EvalConfig, attention: str, decode: str = "auto") -> Decoding:
     """How an evaluation stage decodes: greedy, with the eval section's lengths and stops."""
     return Decoding(evaluation.max_new_tokens, evaluation.batch_size, evaluation.chunk_size,
-                    tuple(evaluation.stop_strings), None, attention)
+                    tuple(evaluation.stop_strings), None, attention, decode)
 
 
 def generate_for_evaluation(weights: Weights, decoding: Decoding, models_dir: Path, partial_dir: Path,
@@ -140,7 +141,7 @@ def generate_for_evaluation(weights: Weights, decoding: Decoding, models_dir: Pa
                for c in conversations]
     engine = choose_generator(model, tokenizer, prompts, decoding.max_new_tokens, decoding.batch_size,
                               decoding.stop_strings, label=task, sampling=decoding.sampling,
-                              attention=decoding.attention)
+                              attention=decoding.attention, decode=decoding.decode)
     outputs, stats = generate_resumable(prompts, ids, engine, partial_dir, fingerprint, decoding.chunk_size, task,
                                         seeds)
     settings = {
@@ -148,7 +149,7 @@ def generate_for_evaluation(weights: Weights, decoding: Decoding, models_dir: Pa
         "model_format": weights.model_format if weights.adapter else "base", "base_precision": precision,
         "dtype": str(dtype).removeprefix("torch."), "greedy": decoding.sampling is None,
         **({"sampling": vars(decoding.sampling)} if decoding.sampling else {}), "generator": type(engine).__name__,
-        "attention": engine.attention_kernel(),
+        "attention": engine.attention_kernel(), "decode": engine.decode_mode,
         "max_new_tokens": decoding.max_new_tokens, "batch_size": decoding.batch_size,
         "stop_strings": list(decoding.stop_strings), "eos_token_ids": sorted(engine.eos),
         "processes": process_state().num_processes,

@@ -73,6 +73,8 @@ class EngineStats:
 
 
 class PrefixSharingEngine:
+    decode_mode = "dynamic"  # the decode step (hardware.decode); lib/engine/static.py has the static one
+
     def __init__(self, model, tokenizer, max_new_tokens: int, batch_size: int,
                  stop_strings: tuple[str, ...] = (), eos_token_ids: tuple[int, ...] | None = None,
                  score_token_ids: tuple[int, ...] = (), sampling: Sampling | None = None, attention: str = "auto",

@@ -49,10 +49,10 @@ def classify(model, tokenizer, inputs: list[list[int]], safe_index: int, batch_s
 
 def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety: SafetyConfig, *,
                     allow_pickle: bool, chunk_size: int, partial: Path, fingerprint: str,
-                    attention: str = "auto") -> tuple[list[dict] | None, dict]:
+                    attention: str = "auto", decode: str = "auto") -> tuple[list[dict] | None, dict]:
     """Label every response: (rows on the main process, None elsewhere; the judge record for the
     metrics). `folder` is the safeguard model, `allow_pickle` whether its .bin/.pt weights may load;
-    `attention` the engine's kernel for a generative judge (hardware.attention)."""
+    `attention` and `decode` the engine's kernel and decode step for a generative judge (hardware.*)."""
     from transformers import AutoTokenizer
 
     architectures = judge_architectures(folder, allow_pickle)
@@ -64,13 +64,13 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
               "template": safety.template}
     judge = judge_with_classifier if setup.guard_format == "classifier" else judge_with_generator
     rows, details = judge(responses, guidelines, folder, safety, setup, allow_pickle, chunk_size, partial,
-                          fingerprint, attention)
+                          fingerprint, attention, decode)
     return rows, {**record, **details}
 
 
 def judge_with_classifier(responses: list[dict], guidelines: str, folder: Path, safety: SafetyConfig,
                           setup: JudgeSetup, allow_pickle: bool, chunk_size: int, partial: Path, fingerprint: str,
-                          attention: str) -> tuple[list[dict] | None, dict]:
+                          attention: str, decode: str) -> tuple[list[dict] | None, dict]:
     """A sequence classifier's labels: the filled template as one input, cut to its limit."""
     from lib.engine.runner import run_resumable
     from lib.models import load_classifier
@@ -98,7 +98,7 @@ def judge_with_classifier(responses: list[dict], guidelines: str, folder: Path, 
 
 def judge_with_generator(responses: list[dict], guidelines: str, folder: Path, safety: SafetyConfig,
                          setup: JudgeSetup, allow_pickle: bool, chunk_size: int, partial: Path, fingerprint: str,
-                         attention: str) -> tuple[list[dict] | None, dict]:
+                         attention: str, decode: str) -> tuple[list[dict] | None, dict]:
     """A generative guard's verdicts: the filled template in its layout, then the format's verdict
     prefix, decoded by the engine with the verdict tokens' scores."""
     from lib.devices import resolve_eval_dtype
@@ -117,8 +117,10 @@ def judge_with_generator(responses: list[dict], guidelines: str, folder: Path, s
 
     prompts = [guard_input(r) for r in responses]
     generator = choose_generator(model, tokenizer, prompts, safety.max_new_tokens, safety.batch_size,
-                                 score_token_ids=tokens.token_ids, label="score_safety", attention=attention)
-    details = {"generator": type(generator).__name__, "attention": generator.attention_kernel()}
+                                 score_token_ids=tokens.token_ids, label="score_safety", attention=attention,
+                                 decode=decode)
+    details = {"generator": type(generator).__name__, "attention": generator.attention_kernel(),
+               "decode": generator.decode_mode}
     # Chunk by chunk (stream=False): verdicts are short, and each score then repeats to the last digit.
     ids = [str(r["id"]) for r in responses]
     outputs, _ = generate_resumable(prompts, ids, generator, partial, fingerprint, chunk_size, "score_safety",

@@ -123,6 +123,10 @@ class HardwareConfig:
     # The engine's shared-prefix attention (lib/engine/attention.py): auto = fused where its probe
     # against eager passes; eager forces the matmul kernel (e.g. if the fused op misbehaves on a card).
     attention: Literal["auto", "eager", "fused"] = "auto"
+    # The engine's decode step (lib/engine/static.py): dynamic = rows and cache grow and shrink; static =
+    # fixed slots over a preallocated cache (the same tokens; the shape a CUDA graph needs); auto = dynamic
+    # (without graph replay, not built yet, the static step is not faster).
+    decode: Literal["auto", "dynamic", "static"] = "auto"
     # How long a process of a multi-process launch waits for the others (given to the process group
     # and the Trainer): a rank whose share of a resumed evaluation is done waits for the slowest one.
     distributed_timeout_minutes: int = 360

@@ -33,17 +33,18 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
         "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
         "quant",  # an adapter is evaluated on the base as training quantized it (eval.model_format)
-        "hardware.device", "hardware.attention",
+        "hardware.device", "hardware.attention", "hardware.decode",
     ),
     "refine": (  # its file's own fingerprint leaves out batch and chunk sizes (lib/training/refine.py)
         "model.base", "model.revision", "model.trust_remote_code", "data.gsm8k_train", "data.gsm8k_test",
         "data.gsm8k_hub_config", "data.refined_train", "data.strip_calculator_annotations", "fewshot.k",
         "fewshot.pool_size", "tokenize.system_prompt", "eval.dtype", "eval.stop_strings", "refine",
-        "hardware.device", "hardware.attention",
+        "hardware.device", "hardware.attention", "hardware.decode",
     ),
     "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant",
-                         "hardware.device", "hardware.attention"),
-    "score_safety": ("safety", "eval.chunk_size", "eval.adapter", "hardware.device", "hardware.attention"),
+                         "hardware.device", "hardware.attention", "hardware.decode"),
+    "score_safety": ("safety", "eval.chunk_size", "eval.adapter", "hardware.device", "hardware.attention",
+                     "hardware.decode"),
     "summarize": (
         "model.base", "data.gsm8k_train", "lora.r", "lora.alpha", "train.learning_rate", "train.epochs", "fewshot.k",
         "thresholds.accuracy", "thresholds.safety", "sweep.enabled", "sweep.last_n", "grades.references",

@@ -56,13 +56,12 @@ def launches_a_kernel(event) -> bool:
     return True
 
 
-def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, attention: str) -> float:
+def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, attention: str,
+                        engine_class) -> float:
     """ATen ops that would launch a kernel, inside the engine's decode steps, per step."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from lib.engine.scheduler import PrefixSharingEngine
-
-    engine = PrefixSharingEngine(model, tokenizer, max_new_tokens=16, batch_size=batch, attention=attention)
+    engine = engine_class(model, tokenizer, max_new_tokens=16, batch_size=batch, attention=attention)
     step = engine._decode_step
 
     def labelled_step(rows):
@@ -103,19 +102,24 @@ def main() -> None:
                                              add_generation_prompt=True, return_dict=True)["input_ids"]
                for question in ("What is 2 + 2?", "Name a colour.", "Why is the sky blue?", "Count to three.",
                                 "Say hi.", "Spell cat.", "What is 7 x 8?", "Hm?")]
+    from lib.engine.scheduler import PrefixSharingEngine
+    from lib.engine.static import StaticSlotsEngine
+
     shallow, deep = options.layers
-    counts = {layers: ops_per_decode_step(tiny_qwen3(tokenizer, layers), tokenizer, prompts, options.batch,
-                                          options.attention) for layers in (shallow, deep)}
-    per_layer = (counts[deep] - counts[shallow]) / (deep - shallow)
-    fixed = counts[shallow] - shallow * per_layer
-    projected = fixed + QWEN3_4B_LAYERS * per_layer
-    low, high = (projected * us / 1000 for us in LAUNCH_US)
-    print(f"decode ops: engine (dynamic), {options.attention} attention, batch {options.batch}: ATen ops per decode"
-          f" step {counts[shallow]:.0f} at {shallow} layers, {counts[deep]:.0f} at {deep} ->"
-          f" {per_layer:.1f} per layer + {fixed:.0f} fixed")
-    print(f"decode ops: Qwen3-4B ({QWEN3_4B_LAYERS} layers) -> {projected:.0f} launches per step,"
-          f" {low:.0f}-{high:.0f} ms of host time at {LAUNCH_US[0]}-{LAUNCH_US[1]} us each"
-          " (a CUDA-graph replay: one launch)")
+    models = {layers: tiny_qwen3(tokenizer, layers) for layers in (shallow, deep)}
+    for engine_class in (PrefixSharingEngine, StaticSlotsEngine):
+        counts = {layers: ops_per_decode_step(model, tokenizer, prompts, options.batch, options.attention, engine_class)
+                  for layers, model in models.items()}
+        per_layer = (counts[deep] - counts[shallow]) / (deep - shallow)
+        fixed = counts[shallow] - shallow * per_layer
+        projected = fixed + QWEN3_4B_LAYERS * per_layer
+        low, high = (projected * us / 1000 for us in LAUNCH_US)
+        mode = engine_class.decode_mode
+        print(f"decode ops: {mode}, {options.attention} attention, batch {options.batch}: ATen ops per decode step"
+              f" {counts[shallow]:.0f} at {shallow} layers, {counts[deep]:.0f} at {deep} ->"
+              f" {per_layer:.1f} per layer + {fixed:.0f} fixed; Qwen3-4B ({QWEN3_4B_LAYERS} layers) -> {projected:.0f}"
+              f" launches per step, {low:.0f}-{high:.0f} ms of host time at {LAUNCH_US[0]}-{LAUNCH_US[1]} us each")
+    print("decode ops: a CUDA-graph replay of a static step is one launch (not built yet)")
 
 
 if __name__ == "__main__":

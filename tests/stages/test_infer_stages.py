@@ -70,17 +70,19 @@ def test_infer_ailuminate_keeps_id_hazard_and_persona(infer_args, tmp_path):
     assert not any(p["prompt"] in result.output for p in PROMPTS)  # prompts never reach the log
 
 
-def test_hardware_attention_picks_the_kernel_and_both_give_the_same_responses(infer_args, tmp_path):
+def test_hardware_attention_and_decode_pick_the_engine_and_all_give_the_same_responses(infer_args, tmp_path):
     invoke(infer_ailuminate, infer_args, "--run", "f", "--base-only")
     invoke(infer_ailuminate, infer_args, "--run", "e", "--base-only", "--set", "hardware.attention=eager")
-    responses, kernels = {}, {}
-    for run in ("f", "e"):
+    invoke(infer_ailuminate, infer_args, "--run", "s", "--base-only", "--set", "hardware.decode=static")
+    responses, engines = {}, {}
+    for run in ("f", "e", "s"):
         preds = tmp_path / "artifacts" / f"ailuminate_preds_{run}_base.jsonl"
         responses[run] = [json.loads(line)["response"] for line in preds.read_text().splitlines()]
         metrics = json.loads((tmp_path / "artifacts" / f"ailuminate_metrics_{run}_base.json").read_text())
-        kernels[run] = metrics["generation"]["attention"]
-    assert kernels == {"f": "fused", "e": "eager"}
-    assert responses["f"] == responses["e"]  # fp32 on the CPU: the kernels differ only in rounding
+        engines[run] = (metrics["generation"]["attention"], metrics["generation"]["decode"])
+    assert engines == {"f": ("fused", "dynamic"), "e": ("eager", "dynamic"), "s": ("fused", "static")}
+    # fp32 on the CPU: the kernels differ only in rounding, the decode steps not at all.
+    assert responses["f"] == responses["e"] == responses["s"]
 
 
 def test_evaluation_without_a_trained_adapter_says_what_to_run(infer_args, tmp_path):

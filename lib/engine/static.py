@@ -1,0 +1,175 @@
+"""The engine's static-shape decode step: fixed batch slots over a preallocated KV cache.
+
+The dynamic engine (lib/engine/scheduler.py) grows its rows' cache and mask every step and
+removes finished rows, so every step has new shapes. Here every tensor a decode step touches
+keeps its shape and address for the whole call: `slots` rows (a free slot is masked, not
+removed), each layer's keys and values preallocated to `capacity` columns (transformers'
+StaticLayer, written in place at one shared column), the [slots, capacity] mask, the positions
+and the last tokens updated in place. That is what lets a step be captured once and replayed as a
+CUDA graph; on the CPU it runs eagerly and gives the dynamic engine's tokens.
+
+Layout: as in the dynamic engine, every row writes its next token at the same column `col`, with
+its own tokens right-aligned before it. A call starts at `col` = its longest prompt suffix, so a
+prompt refilled into a free slot later has room for its prefilled suffix at [col - width, col).
+When `col` reaches `capacity` (2 x (longest suffix + max_new_tokens)) all slots shift left by the
+columns none of them uses; that copy is the only data-dependent step, and it is rare. The shared
+prefix stays stored once, as in the dynamic engine. Prefill and refill stay outside the step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from lib.engine.kv_rows import Rows, cache_layers
+from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
+from lib.errors import InputError
+
+
+@dataclass
+class Slots:
+    """The fixed batch of a static decode: slot s holds prompt items[s], or nothing (None)."""
+
+    cache: object  # transformers Cache of StaticLayers, [slots, heads, capacity, dim] per layer
+    mask: torch.Tensor  # [slots, capacity] 1 = a real token of the slot's row
+    positions: torch.Tensor  # [slots] position id of each slot's next token
+    last: torch.Tensor  # [slots] last token of each slot
+    col: int  # the column the next token is written to, the same for every slot
+    items: list[int | None] = field(default_factory=list)
+    generated: list[list[int]] = field(default_factory=list)
+
+    @property
+    def capacity(self) -> int:
+        return self.mask.shape[1]
+
+
+def static_cache(like: Rows, slots: int, capacity: int):
+    """A cache of StaticLayers shaped like the prefilled rows' layers, for `slots` rows."""
+    from transformers.cache_utils import Cache, StaticLayer
+
+    layers = []
+    for source in cache_layers(like.cache):
+        layer = StaticLayer(max_cache_len=capacity)
+        keys, values = source.keys[:1], source.values[:1]
+        shape = (slots, keys.shape[1], 1, keys.shape[-1])
+        layer.lazy_initialization(keys.new_zeros(shape), values.new_zeros(shape[:3] + values.shape[-1:]))
+        layers.append(layer)
+    return Cache(layers=layers)
+
+
+def resolve_decode(decode: str) -> str:
+    """The decode step `hardware.decode` asks for: auto is dynamic, as long as no CUDA graph replays
+    the static step (eager, it issues the same kernels as the dynamic one and is not faster)."""
+    return "dynamic" if decode == "auto" else decode
+
+
+class StaticSlotsEngine(PrefixSharingEngine):
+    """The prefix-sharing engine with a static-shape decode step (`hardware.decode: static`)."""
+
+    decode_mode = "static"
+
+    def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
+                               on_result) -> list[Generated]:
+        indices = range(len(prompts))
+        pending = deque(indices if in_order else sorted(indices, key=lambda i: -len(prompts[i])))
+        results: list[Generated | None] = [None] * len(prompts)
+        self._width = max(len(p) - prefix_len for p in prompts)
+        slot_count = min(self.batch_size, len(prompts))
+        first = self._prefill(prefix_len, prompts, [pending.popleft() for _ in range(slot_count)], stats)
+        slots = self._empty_slots(first, slot_count, 2 * (self._width + self.max_new_tokens))
+        self._place(slots, first, list(range(slot_count)))
+        while True:
+            self._retire_finished(slots, results, stats, progress, on_result)
+            free = [slot for slot, item in enumerate(slots.items) if item is None]
+            while free and pending:
+                newcomers = [pending.popleft() for _ in range(min(len(free), len(pending)))]
+                self._place(slots, self._prefill(prefix_len, prompts, newcomers, stats), free[: len(newcomers)])
+                # A newcomer whose first token already ends it frees its slot again at once.
+                self._retire_finished(slots, results, stats, progress, on_result)
+                free = [slot for slot, item in enumerate(slots.items) if item is None]
+            if all(item is None for item in slots.items):
+                return results
+            self._decode_block(slots, stats)
+
+    def _empty_slots(self, like: Rows, slot_count: int, capacity: int) -> Slots:
+        device = like.mask.device
+        return Slots(cache=static_cache(like, slot_count, capacity),
+                     mask=torch.zeros((slot_count, capacity), dtype=like.mask.dtype, device=device),
+                     positions=torch.zeros(slot_count, dtype=like.positions.dtype, device=device),
+                     last=torch.zeros(slot_count, dtype=like.last.dtype, device=device), col=self._width,
+                     items=[None] * slot_count, generated=[[] for _ in range(slot_count)])
+
+    def _place(self, slots: Slots, fresh: Rows, targets: list[int]) -> None:
+        """Copy freshly prefilled rows into free slots, right-aligned before `col`."""
+        width = fresh.mask.shape[1]
+        start = slots.col - width
+        index = torch.tensor(targets, device=slots.mask.device)
+        for static, source in zip(slots.cache.layers, cache_layers(fresh.cache)):
+            static.keys[index, :, start:slots.col] = source.keys[:, :, -width:]
+            static.values[index, :, start:slots.col] = source.values[:, :, -width:]
+        slots.mask[index] = 0
+        slots.mask[index, start:slots.col] = fresh.mask
+        slots.positions[index] = fresh.positions
+        slots.last[index] = fresh.last
+        for row, slot in enumerate(targets):
+            slots.items[slot], slots.generated[slot] = fresh.items[row], fresh.generated[row]
+
+    def _retire_finished(self, rows, results, stats: EngineStats, progress, on_result) -> list[int]:
+        finished = super()._retire_finished(rows, results, stats, progress, on_result)
+        for slot in finished:  # the slot is free: masked until a newcomer takes it
+            rows.items[slot], rows.generated[slot] = None, []
+            rows.mask[slot] = 0
+        return finished
+
+    def _decode_block(self, rows: Slots, stats: EngineStats) -> None:
+        """Up to steps_per_sync static steps, then one copy of their tokens; a free slot's tokens
+        are computed and ignored (counted as wasted)."""
+        steps = min(self.steps_per_sync, self.max_new_tokens - max(map(len, rows.generated)))
+        block = []
+        for _ in range(max(steps, 1)):
+            self._decode_step(rows)
+            block.append(rows.last.clone())
+        for item, tokens, new in zip(rows.items, rows.generated, torch.stack(block, dim=1).tolist()):
+            taken = 0 if item is None else self._extend(item, tokens, new)
+            stats.decode_wasted += len(new) - taken
+        stats.decode_positions += len(block) * len(rows.items)
+
+    def _decode_step(self, rows: Slots) -> None:
+        """One token for every slot, every tensor updated in place."""
+        if rows.col == rows.capacity:
+            self._shift(rows)
+        rows.mask[:, rows.col] = 1
+        for layer in rows.cache.layers:
+            layer.cumulative_length.fill_(rows.col)  # where StaticLayer.update writes
+        out = self.model(input_ids=rows.last[:, None], attention_mask=rows.mask,
+                         position_ids=rows.positions[:, None], past_key_values=rows.cache, use_cache=True,
+                         cache_position=torch.tensor([rows.col], device=rows.mask.device))
+        rows.col += 1
+        rows.positions += 1
+        rows.last.copy_(self._next_tokens(out.logits[:, -1], rows.items))
+
+    def _next_tokens(self, logits: torch.Tensor, items: list[int | None]) -> torch.Tensor:
+        """Greedy for every slot; sampled ones draw from their prompt's generator (free slots: argmax)."""
+        if self.sampling is None:
+            return logits.argmax(-1)
+        active = [slot for slot, item in enumerate(items) if item is not None]
+        tokens = logits.argmax(-1)
+        tokens[active] = self.sampling.draw(logits[active], [self._generators[items[slot]] for slot in active])
+        return tokens
+
+    def _shift(self, rows: Slots) -> None:
+        """Move every slot left by the columns no row uses, keeping room for a refill's suffix."""
+        used = rows.mask[[slot for slot, item in enumerate(rows.items) if item is not None]].bool().any(0)
+        first_used = int(used.nonzero()[0]) if bool(used.any()) else rows.col
+        shift = min(first_used, rows.col - self._width)
+        if shift <= 0:
+            raise InputError("generation: a static decode ran out of cache columns (a row longer than its bound)")
+        kept = rows.capacity - shift
+        for layer in rows.cache.layers:
+            layer.keys[:, :, :kept] = layer.keys[:, :, shift:].clone()
+            layer.values[:, :, :kept] = layer.values[:, :, shift:].clone()
+        rows.mask[:, :kept] = rows.mask[:, shift:].clone()
+        rows.mask[:, kept:] = 0
+        rows.col -= shift
