@@ -37,3 +37,13 @@ def score_safety_args(tmp_path: Path, models_dir, judge, responses: list[dict], 
     return ["--preset", str(PRESET_DIR / "demo.yaml"), "--run", run, "--artifacts", str(artifacts),
             "--models-dir", str(models_dir), "--set", f"safety.safeguard_model={judge}",
             "--set", f"safety.safety_prompt={tmp_path / 'rules.txt'}", "--set", PIN_CPU, *extra]
+
+
+def engine_prompts(tokenizer, count: int, k: int = 2) -> list[list[int]]:
+    """count + 1 k-shot GSM8K chat prompts sharing their few-shot prefix, of different lengths."""
+    from lib.tasks.prompts import gsm8k_messages
+
+    exemplars = [{"question": p["question"], "answer": p["answer"]} for p in make_problems(k, start=50)]
+    questions = [p["question"] for p in make_problems(count)] + ["Name three colours."]
+    return [tokenizer.apply_chat_template(gsm8k_messages(q, exemplars, None, True), add_generation_prompt=True,
+                                          return_dict=True)["input_ids"] for q in questions]

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from lib.engine.scheduler import PrefixSharingEngine, common_prefix_length
-from lib.tasks.prompts import gsm8k_messages
-from tests.helpers import make_problems
+from tests.helpers import engine_prompts
 
 
 @pytest.fixture(scope="module")
@@ -13,13 +12,6 @@ def smollm2(smollm2_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
-
-
-def _prompts(tokenizer, count: int, k: int = 2) -> list[list[int]]:
-    exemplars = [{"question": p["question"], "answer": p["answer"]} for p in make_problems(k, start=50)]
-    questions = [p["question"] for p in make_problems(count)] + ["Name three colours."]  # different lengths
-    return [tokenizer.apply_chat_template(gsm8k_messages(q, exemplars, None, True), add_generation_prompt=True,
-                                          return_dict=True)["input_ids"] for q in questions]
 
 
 def _one_by_one(model, tokenizer, prompt, max_new_tokens):
@@ -32,7 +24,7 @@ def _one_by_one(model, tokenizer, prompt, max_new_tokens):
 
 @pytest.mark.parametrize("attention", ["eager", "fused"])
 def test_engine_matches_one_by_one_generate(smollm2, smollm2_tokenizer, attention):
-    prompts = _prompts(smollm2_tokenizer, 5)
+    prompts = engine_prompts(smollm2_tokenizer, 5)
     engine = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=24, batch_size=3,  # 6 prompts: refills
                                  attention=attention)
     results, stats = engine.generate(prompts)
@@ -51,7 +43,7 @@ def test_engine_matches_one_by_one_generate(smollm2, smollm2_tokenizer, attentio
 
 
 def test_decode_blocks_give_the_same_results_and_count_what_they_waste(smollm2, smollm2_tokenizer, monkeypatch):
-    prompts = _prompts(smollm2_tokenizer, 5)
+    prompts = engine_prompts(smollm2_tokenizer, 5)
     stop = "apples"  # ends most answers mid-block, on a token the host must find inside the block
     stepwise, stepwise_stats = PrefixSharingEngine(smollm2, smollm2_tokenizer, 24, 3,
                                                    stop_strings=(stop,)).generate(prompts)
@@ -76,7 +68,7 @@ def test_decode_blocks_give_the_same_results_and_count_what_they_waste(smollm2, 
 
 
 def test_stop_strings_end_a_sequence_and_cut_the_text(smollm2, smollm2_tokenizer):
-    prompts = _prompts(smollm2_tokenizer, 2)
+    prompts = engine_prompts(smollm2_tokenizer, 2)
     free, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=24, batch_size=2).generate(prompts)
     stop = free[0].text[4:8]
     assert stop.strip()
@@ -89,7 +81,7 @@ def test_stop_strings_end_a_sequence_and_cut_the_text(smollm2, smollm2_tokenizer
 
 def test_max_new_tokens_bounds_every_output(smollm2, smollm2_tokenizer):
     results, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=3, batch_size=4).generate(
-        _prompts(smollm2_tokenizer, 3))
+        engine_prompts(smollm2_tokenizer, 3))
     assert all(len(r.token_ids) <= 3 for r in results)
     assert any(r.stop_reason == "max_new_tokens" for r in results)
 
@@ -101,7 +93,7 @@ def test_common_prefix_leaves_every_prompt_a_token():
 
 
 def test_a_refilled_prompt_that_stops_at_its_first_token_is_not_decoded_further(smollm2, smollm2_tokenizer):
-    prompts = _prompts(smollm2_tokenizer, 3)
+    prompts = engine_prompts(smollm2_tokenizer, 3)
     free, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=6, batch_size=1).generate(prompts)
     first = free[2].token_ids[0]
     # Batch of 1: later prompts enter by refilling a slot; make the third one's first token an end.
@@ -116,7 +108,7 @@ def test_streamed_chunks_share_one_engine_call_and_give_the_chunk_by_chunk_answe
     """Chunks do not drain the batch: all of a process's chunks go to the engine as one stream."""
     from lib.engine.runner import generate_resumable
 
-    prompts = _prompts(smollm2_tokenizer, 5)
+    prompts = engine_prompts(smollm2_tokenizer, 5)
     ids = [f"q{i}" for i in range(len(prompts))]
     engine = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=12, batch_size=4)
     calls, generate = [], engine.generate

@@ -10,7 +10,7 @@ from lib.engine.batched import choose_generator
 from lib.engine.sampling import Sampling
 from lib.engine.scheduler import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, resolve_decode
-from tests.engine.test_generation import _prompts
+from tests.helpers import engine_prompts
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +44,18 @@ def assert_same(dynamic, static):
     {"max_new_tokens": 12, "batch_size": 2, "score_token_ids": (28, 1241)},
 ], ids=["refills", "stop strings", "blocks of 5", "max_new_tokens", "first-token scores"])
 def test_static_gives_the_dynamic_answers(smollm2, smollm2_tokenizer, options):
-    prompts = _prompts(smollm2_tokenizer, 5)
+    prompts = engine_prompts(smollm2_tokenizer, 5)
     assert_same(*both(smollm2, smollm2_tokenizer, prompts, **options))
 
 
 def test_static_samples_the_dynamic_draws_with_the_same_seeds(smollm2, smollm2_tokenizer):
-    prompts = _prompts(smollm2_tokenizer, 5)
+    prompts = engine_prompts(smollm2_tokenizer, 5)
     seeds = [11 * i for i in range(len(prompts))]
     assert_same(*both(smollm2, smollm2_tokenizer, prompts, 16, 3, sampling=Sampling(0.8, 0.95), seeds=seeds))
 
 
 def test_a_refill_that_ends_at_its_first_token_frees_its_slot(smollm2, smollm2_tokenizer):
-    prompts = _prompts(smollm2_tokenizer, 3)
+    prompts = engine_prompts(smollm2_tokenizer, 3)
     free, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=6, batch_size=1).generate(prompts)
     ends = (smollm2_tokenizer.eos_token_id, free[2].token_ids[0])
     dynamic, static = both(smollm2, smollm2_tokenizer, prompts, 6, 1, eos_token_ids=ends)
@@ -67,7 +67,7 @@ def test_a_long_stream_shifts_its_columns_and_keeps_the_answers(smollm2, smollm2
     shifts = []
     shift = StaticSlotsEngine._shift
     monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows: shifts.append(rows.col) or shift(self, rows))
-    prompts = _prompts(smollm2_tokenizer, 11)  # 12 prompts of 8 new tokens through one slot: 96 steps, 76 columns
+    prompts = engine_prompts(smollm2_tokenizer, 11)  # 12 prompts of 8 new tokens through one slot: 96 steps, 76 columns
     assert_same(*both(smollm2, smollm2_tokenizer, prompts, 8, 1, in_order=True))
     assert len(shifts) >= 1
 
@@ -75,7 +75,7 @@ def test_a_long_stream_shifts_its_columns_and_keeps_the_answers(smollm2, smollm2
 def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_tokenizer, tmp_path):
     from lib.engine.runner import generate_resumable
 
-    prompts = _prompts(smollm2_tokenizer, 5)
+    prompts = engine_prompts(smollm2_tokenizer, 5)
     ids = [f"q{i}" for i in range(len(prompts))]
     outputs = [generate_resumable(prompts, ids, engine(smollm2, smollm2_tokenizer, 12, 4), tmp_path / name, "f", 2,
                                   "test")[0] for name, engine in (("d", PrefixSharingEngine), ("s", StaticSlotsEngine))]
@@ -83,7 +83,7 @@ def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_
 
 
 def test_hardware_decode_picks_the_step_and_auto_keeps_the_dynamic_one(smollm2, smollm2_tokenizer):
-    prompts = _prompts(smollm2_tokenizer, 1)
+    prompts = engine_prompts(smollm2_tokenizer, 1)
     kinds = {decode: type(choose_generator(smollm2, smollm2_tokenizer, prompts, 4, 2, decode=decode))
              for decode in ("auto", "dynamic", "static")}
     assert kinds == {"auto": PrefixSharingEngine, "dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
