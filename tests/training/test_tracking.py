@@ -5,6 +5,7 @@ import importlib.util
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from lib.errors import InputError
@@ -66,9 +67,17 @@ def test_the_run_name_and_resolved_config_are_logged_and_no_key_is_written(train
     assert FAKE_TOKEN not in result.output + captured.out + captured.err
 
 
-def test_no_tracker_writes_no_tensorboard_folder(train_run):
-    settings = ("--set", "train.epochs=1", "--set", "train.report_to=[]")
-    run_dir = train_run.prepared("n", *settings)
-    train_run(train, "n", *settings)
-    assert (run_dir / "adapter" / "training_complete.json").is_file()
-    assert not (run_dir / "tensorboard").exists()
+def test_tensorboard_is_attached_only_when_asked_for(tmp_path):
+    from transformers.integrations import TensorBoardCallback
+
+    from lib.training.trainer import _callbacks, training_arguments
+
+    def kinds(tensorboard):
+        return {type(callback) for callback in _callbacks(tmp_path, None, None, tensorboard)}
+
+    assert TensorBoardCallback in kinds(True) and TensorBoardCallback not in kinds(False)
+    # The other trackers go to the Trainer by name; "none" when there are none.
+    from lib.pipeline.config import TrainConfig
+
+    args = training_arguments(tmp_path, TrainConfig(), torch.float32, on_gpu=False, trackers=(), run_name="r")
+    assert args.report_to in ("none", [], ["none"]) and args.run_name == "r"
