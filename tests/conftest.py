@@ -20,9 +20,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(items):
-    """The longest file first (its module fixture runs `make smoke`, ~2 minutes): with
-    `--dist loadfile` one worker starts it at once while the other takes the rest."""
-    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/e2e/test_make.py")
+    """The longest file first (its module fixture runs `make smoke`, ~2 minutes) and the other
+    end-to-end files last: with `--dist loadfile` each worker first gets a batch of files in this
+    order, so the one that starts `make smoke` gets light files beside it, and the heavy ones go
+    to whichever worker is free at the end."""
+    def order(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return 0 if path == "tests/e2e/test_make.py" else 2 if path.startswith("tests/e2e/") else 1
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
