@@ -20,13 +20,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(items):
-    """The longest file first (its module fixture runs `make smoke`, ~2 minutes) and the other
-    end-to-end files last: with `--dist loadfile` each worker first gets a batch of files in this
-    order, so the one that starts `make smoke` gets light files beside it, and the heavy ones go
-    to whichever worker is free at the end."""
+    """The longest file first (its module fixture runs `make smoke`, ~2.5 minutes), then the quick
+    packages, the model-running ones, and the other end-to-end files last: with `--dist loadfile`
+    each worker first gets a batch of files in this order, so the worker that starts `make smoke`
+    gets only quick files beside it and the heavy ones go to whichever worker is free."""
+    quick = ("tests/pipeline/", "tests/results/", "tests/tasks/", "tests/test_layers.py", "tests/test_hub.py")
+
     def order(item) -> int:
         path = item.nodeid.split("::")[0]
-        return 0 if path == "tests/e2e/test_make.py" else 2 if path.startswith("tests/e2e/") else 1
+        if path == "tests/e2e/test_make.py":
+            return 0
+        return 1 if path.startswith(quick) else 3 if path.startswith("tests/e2e/") else 2
 
     items.sort(key=order)
 

@@ -36,12 +36,16 @@ def assert_same(dynamic, static):
     assert useful == expected_stats.decode_positions - expected_stats.decode_wasted
 
 
+SLOW = pytest.mark.slow  # the scenarios beyond refills, stops and sampling run in `make test-slow`
+
+
 @pytest.mark.parametrize("options", [
     {"max_new_tokens": 24, "batch_size": 3},  # 6 prompts: refills
     {"max_new_tokens": 24, "batch_size": 3, "stop_strings": ("apples",)},
-    {"max_new_tokens": 24, "batch_size": 3, "stop_strings": ("apples",), "steps_per_sync": 5},
-    {"max_new_tokens": 3, "batch_size": 4},
-    {"max_new_tokens": 12, "batch_size": 2, "score_token_ids": (28, 1241)},
+    pytest.param({"max_new_tokens": 24, "batch_size": 3, "stop_strings": ("apples",), "steps_per_sync": 5},
+                 marks=SLOW),
+    pytest.param({"max_new_tokens": 3, "batch_size": 4}, marks=SLOW),
+    pytest.param({"max_new_tokens": 12, "batch_size": 2, "score_token_ids": (28, 1241)}, marks=SLOW),
 ], ids=["refills", "stop strings", "blocks of 5", "max_new_tokens", "first-token scores"])
 def test_static_gives_the_dynamic_answers(smollm2, smollm2_tokenizer, options):
     prompts = engine_prompts(smollm2_tokenizer, 5)
@@ -54,6 +58,7 @@ def test_static_samples_the_dynamic_draws_with_the_same_seeds(smollm2, smollm2_t
     assert_same(*both(smollm2, smollm2_tokenizer, prompts, 16, 3, sampling=Sampling(0.8, 0.95), seeds=seeds))
 
 
+@SLOW
 def test_a_refill_that_ends_at_its_first_token_frees_its_slot(smollm2, smollm2_tokenizer):
     prompts = engine_prompts(smollm2_tokenizer, 3)
     free, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, max_new_tokens=6, batch_size=1).generate(prompts)
@@ -72,6 +77,7 @@ def test_a_long_stream_shifts_its_columns_and_keeps_the_answers(smollm2, smollm2
     assert len(shifts) >= 1
 
 
+@SLOW
 def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_tokenizer, tmp_path):
     from lib.engine.runner import generate_resumable
 

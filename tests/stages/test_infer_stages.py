@@ -126,6 +126,7 @@ def _stage_command(args, run):
     return [sys.executable, "-m", "stages.infer_gsm8k", *args, "--run", run, "--base-only"]
 
 
+@pytest.mark.slow  # a kill and a rerun: the slow tier's kind of test
 def test_killed_run_resumes_to_identical_bytes(infer_args, tmp_path):
     invoke(prep_fewshot, infer_args, "--run", "whole")
     invoke(infer_gsm8k, infer_args, "--run", "whole", "--base-only")
