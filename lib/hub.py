@@ -31,26 +31,53 @@ def why_not(error: Exception) -> str:
     from huggingface_hub.errors import (
         GatedRepoError,
         LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    chain, cause = [], error
-    while cause is not None and len(chain) < 8:  # transformers wraps the hub's error in an OSError
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    kinds = tuple(type(e) for e in chain)
+    kinds = tuple(type(e) for e in _chain(error))
     if any(issubclass(k, GatedRepoError) for k in kinds):
         return "a gated repository: accept its licence on the hub, then set HF_TOKEN in the environment"
     if any(issubclass(k, RevisionNotFoundError) for k in kinds):
         return "that revision does not exist on the hub: check model.revision"
     if any(issubclass(k, RepositoryNotFoundError) for k in kinds):
         return "no such repository on the hub (a typo, or a private one: set HF_TOKEN)"
-    if offline or any(issubclass(k, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)) for k in kinds):
+    if _unreachable(error) or any(issubclass(k, LocalEntryNotFoundError) for k in kinds):
         return ("not in the HF cache and the hub cannot be reached (offline): run `make download PRESET=<preset>`"
                 " where there is internet (same HF_HOME), or point the setting at a local folder")
+    return _first_line(error)
+
+
+def why_not_uploaded(error: Exception) -> str:
+    """The reason an upload failed and its fix, from huggingface_hub's error types."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if _unreachable(error):
+        return "the hub cannot be reached (offline, or HF_HUB_OFFLINE is set): run `make push` where there is internet"
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, HfHubHTTPError) and status in (401, 403):
+        return "not allowed: log in (`hf auth login`) or set HF_TOKEN to a token with write access to this owner"
+    return _first_line(error)
+
+
+def _chain(error: Exception) -> list[BaseException]:
+    """The error and those it wraps (transformers wraps the hub's error in an OSError)."""
+    chain, cause = [], error
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return chain
+
+
+def _unreachable(error: Exception) -> bool:
+    """HF_HUB_OFFLINE is set, or the error (or one it wraps) is a failed connection."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    return offline or any(isinstance(e, (OfflineModeIsEnabled, ConnectionError)) for e in _chain(error))
+
+
+def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 

@@ -200,8 +200,9 @@ def load_for_inference(base_path: str, adapter: Path | None, model_format: str, 
     if precision == "nf4-dequantized":
         model = dequantized(model, dtype)
         if process_state().is_main_process:
-            print(f"model: the base quantized to nf4 as in training ({str(trained.compute_dtype)[6:]}), dequantized to"
-                  f" {str(dtype)[6:]}; the adapter is merged into it")
+            trained_name, eval_name = (str(d).removeprefix("torch.") for d in (trained.compute_dtype, dtype))
+            print(f"model: the base quantized to nf4 as in training ({trained_name}), dequantized to {eval_name};"
+                  " the adapter is merged into it")
     if adapter is not None:
         from peft import PeftModel
 

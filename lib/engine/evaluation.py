@@ -19,7 +19,7 @@ from lib.engine.sampling import Sampling
 from lib.errors import InputError
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256
 from lib.models import TrainedBase
-from lib.pipeline.artifacts import evaluation_file, supersede
+from lib.pipeline.artifacts import COMPLETE_FILE, evaluation_file, supersede
 from lib.pipeline.config import EvalConfig, ModelConfig, QuantConfig
 from lib.pipeline.fingerprints import up_to_date
 
@@ -37,8 +37,6 @@ def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_wei
     """The weights to evaluate; with need_weights=False only the output-name tag (a stage that
     reads another stage's outputs). A base run (eval.adapter: none) evaluates the base model under
     the run's own names."""
-    from lib.pipeline.artifacts import COMPLETE_FILE
-
     if base_only and checkpoint:
         raise InputError("--base-only and --checkpoint exclude each other")
     if base_run:

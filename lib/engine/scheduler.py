@@ -126,10 +126,7 @@ class PrefixSharingEngine:
 
     def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
                                on_result) -> list[Generated]:
-        # Longest suffixes first: similar lengths prefill together, and later (shorter) newcomers
-        # fit into the columns the batch already has.
-        indices = range(len(prompts))
-        pending = deque(indices if in_order else sorted(indices, key=lambda i: -len(prompts[i])))
+        pending = self._queue(prompts, in_order)
         results: list[Generated | None] = [None] * len(prompts)
         newcomers = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
         rows = self._prefill(prefix_len, prompts, newcomers, stats)
@@ -146,6 +143,13 @@ class PrefixSharingEngine:
                 return results
             rows = compact(rows)
             self._decode_block(rows, stats)
+
+    @staticmethod
+    def _queue(prompts: list[list[int]], in_order: bool) -> deque:
+        """The prompt indices in the order they start: as given, or longest first (similar lengths
+        prefill together, and later, shorter newcomers fit into the columns the batch has)."""
+        indices = range(len(prompts))
+        return deque(indices if in_order else sorted(indices, key=lambda i: -len(prompts[i])))
 
     def _forward_prefix(self, prefix_ids: list[int]):
         """The prefix's per-layer (keys, values), batch 1; None when there is no common prefix."""

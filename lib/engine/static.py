@@ -18,7 +18,6 @@ prefix stays stored once, as in the dynamic engine. Prefill and refill stay outs
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -72,8 +71,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
 
     def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
                                on_result) -> list[Generated]:
-        indices = range(len(prompts))
-        pending = deque(indices if in_order else sorted(indices, key=lambda i: -len(prompts[i])))
+        pending = self._queue(prompts, in_order)
         results: list[Generated | None] = [None] * len(prompts)
         self._width = max(len(p) - prefix_len for p in prompts)
         slot_count = min(self.batch_size, len(prompts))

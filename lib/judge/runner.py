@@ -62,15 +62,18 @@ def judge_responses(responses: list[dict], guidelines: str, folder: Path, safety
           f" verdict {setup.verdict}; Controversial counts as {setup.controversial}")
     record = {**asdict(setup), "model": safety.safeguard_model, "model_fingerprint": model_fingerprint(folder),
               "template": safety.template}
-    judge = judge_with_classifier if setup.guard_format == "classifier" else judge_with_generator
-    rows, details = judge(responses, guidelines, folder, safety, setup, allow_pickle, chunk_size, partial,
-                          fingerprint, attention, decode)
+    if setup.guard_format == "classifier":
+        rows, details = judge_with_classifier(responses, guidelines, folder, safety, allow_pickle, chunk_size,
+                                              partial, fingerprint)
+    else:
+        rows, details = judge_with_generator(responses, guidelines, folder, safety, setup, allow_pickle, chunk_size,
+                                             partial, fingerprint, attention, decode)
     return rows, {**record, **details}
 
 
 def judge_with_classifier(responses: list[dict], guidelines: str, folder: Path, safety: SafetyConfig,
-                          setup: JudgeSetup, allow_pickle: bool, chunk_size: int, partial: Path, fingerprint: str,
-                          attention: str, decode: str) -> tuple[list[dict] | None, dict]:
+                          allow_pickle: bool, chunk_size: int, partial: Path,
+                          fingerprint: str) -> tuple[list[dict] | None, dict]:
     """A sequence classifier's labels: the filled template as one input, cut to its limit."""
     from lib.engine.runner import run_resumable
     from lib.models import load_classifier

@@ -33,7 +33,7 @@ from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha2
 from lib.pipeline.artifacts import IDENTITY_FILE, PARAMS_FOLDER, RECORD_FILE, produced_nothing, run_dir
 from lib.pipeline.config import Config
 from lib.pipeline.presets import load_config
-from lib.pipeline.stage_inputs import RUNTIME_KEYS, STAGE_KEYS, without_runtime_keys
+from lib.pipeline.stage_inputs import STAGE_KEYS, without_runtime_keys
 
 MAKE_VARS_FILE = "make.mk"  # in params/
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
@@ -108,10 +108,8 @@ def config_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
     """(section.key, old, new) for every key whose value differs; keys the record predates, and the
     runtime keys that change no output, are skipped."""
     changes = []
-    for section, values in new.items():
+    for section, values in without_runtime_keys(new).items():
         for key, value in values.items():
-            if f"{section}.{key}" in RUNTIME_KEYS:
-                continue
             if section in old and key in old[section] and old[section][key] != value:
                 changes.append((f"{section}.{key}", old[section][key], value))
     return changes

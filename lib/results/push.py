@@ -11,14 +11,13 @@ this machine) or pickles. The token is huggingface_hub's own (HF_TOKEN or `hf au
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from lib.errors import InputError
-from lib.hub import is_hub_id
+from lib.hub import is_hub_id, why_not_uploaded
 from lib.pipeline.artifacts import COMPLETE_FILE, run_dir, validate_run_name
 
 UPLOADED = ("adapter_config.json", "adapter_model.safetensors", "README.md")
@@ -62,19 +61,6 @@ def upload(plan: Upload, api=None) -> str:
     except (OSError, ValueError) as error:
         raise InputError(f"push {plan.repo_id}: {why_not_uploaded(error)}") from None
     return str(url)
-
-
-def why_not_uploaded(error: Exception) -> str:
-    """The reason an upload failed and its fix, from huggingface_hub's error types."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    if isinstance(error, (OfflineModeIsEnabled, ConnectionError)) or os.environ.get("HF_HUB_OFFLINE", "0") not in (
-            "0", "", "false"):
-        return "the hub cannot be reached (offline, or HF_HUB_OFFLINE is set): run `make push` where there is internet"
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    if isinstance(error, HfHubHTTPError) and status in (401, 403):
-        return "not allowed: log in (`hf auth login`) or set HF_TOKEN to a token with write access to this owner"
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 @click.command()
