@@ -123,6 +123,8 @@ def _register_attention() -> None:
     def explicit_mask(*args, **kwargs):
         # Always a boolean mask (True = attend); never "None, use is_causal".
         kwargs["allow_is_causal_skip"] = False
+        # A new forward pass: the last one's bias goes (and a traced step depends on none of it).
+        _BIAS_MADE[:] = [None, None]
         return sdpa_mask(*args, **kwargs)
 
     AttentionInterface.register(ATTENTION_NAME, prefix_shared_attention)

@@ -40,7 +40,8 @@ def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     batched generate when the model's attention needs it (printed)."""
     reason = engine_unsupported(model, max(map(len, prompts), default=0) + max_new_tokens)
     if reason is None:
-        engine = StaticSlotsEngine if resolve_decode(decode) == "static" else PrefixSharingEngine
+        step = resolve_decode(decode, model, tokenizer, prompts, attention, label)
+        engine = StaticSlotsEngine if step == "static" else PrefixSharingEngine
         return engine(model, tokenizer, max_new_tokens, batch_size, stop_strings, score_token_ids=score_token_ids,
                       sampling=sampling, attention=attention)
     if sampling is not None:

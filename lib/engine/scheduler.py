@@ -184,7 +184,7 @@ class PrefixSharingEngine:
             positions[row, width - len(suffix):] = torch.arange(prefix_len, prefix_len + len(suffix))
         out = self.model(input_ids=ids.to(self.device), attention_mask=suffix_mask.to(self.device),
                          position_ids=positions.to(self.device), past_key_values=new_cache(), use_cache=True,
-                         cache_position=torch.arange(width, device=self.device), logits_to_keep=1)
+                         logits_to_keep=1)
         stats.suffix_tokens += sum(len(s) for s in suffixes)
         stats.prefill_padding += width * len(suffixes) - sum(len(s) for s in suffixes)
         first = self._next_tokens(out.logits[:, -1], items)
@@ -213,11 +213,9 @@ class PrefixSharingEngine:
 
     def _decode_step(self, rows: Rows) -> None:
         """One token for every row, all on the device."""
-        columns = rows.mask.shape[1]
         mask = torch.cat([rows.mask, rows.mask.new_ones((len(rows.items), 1))], dim=1)
         out = self.model(input_ids=rows.last[:, None], attention_mask=mask, position_ids=rows.positions[:, None],
-                         past_key_values=rows.cache, use_cache=True,
-                         cache_position=torch.arange(columns, columns + 1, device=self.device))
+                         past_key_values=rows.cache, use_cache=True)
         rows.cache, rows.mask = out.past_key_values, mask
         rows.positions += 1
         rows.last = self._next_tokens(out.logits[:, -1], rows.items)

@@ -5,8 +5,10 @@ removes finished rows, so every step has new shapes. Here every tensor a decode 
 keeps its shape and address for the whole call: `slots` rows (a free slot is masked, not
 removed), each layer's keys and values preallocated to `capacity` columns (transformers'
 StaticLayer, written in place at one shared column), the [slots, capacity] mask, the positions
-and the last tokens updated in place. That is what lets a step be captured once and replayed as a
-CUDA graph; on the CPU it runs eagerly and gives the dynamic engine's tokens.
+and the last tokens updated in place. That is what lets a step be captured once per call and
+replayed as a CUDA graph (lib/engine/graphs.py); on the CPU it runs eagerly and gives the dynamic
+engine's tokens. The step writes at the cache's own device counter, so one capture serves every
+step of a call, refills and shifts included; sampling draws outside it (per-prompt generators).
 
 Layout: as in the dynamic engine, every row writes its next token at the same column `col`, with
 its own tokens right-aligned before it. A call starts at `col` = its longest prompt suffix, so a
@@ -18,10 +20,14 @@ prefix stays stored once, as in the dynamic engine. Prefill and refill stay outs
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
+from lib.engine.graphs import Capture, capture_for, cuda_graph, warm_up
 from lib.engine.kv_rows import Rows, cache_layers
 from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
 from lib.errors import InputError
@@ -38,6 +44,7 @@ class Slots:
     col: int  # the column the next token is written to, the same for every slot
     items: list[int | None] = field(default_factory=list)
     generated: list[list[int]] = field(default_factory=list)
+    replay: Callable[[], torch.Tensor] | None = None  # the captured body, after the call's first step
 
     @property
     def capacity(self) -> int:
@@ -58,16 +65,69 @@ def static_cache(like: Rows, slots: int, capacity: int):
     return Cache(layers=layers)
 
 
-def resolve_decode(decode: str) -> str:
-    """The decode step `hardware.decode` asks for: auto is dynamic, as long as no CUDA graph replays
-    the static step (eager, it issues the same kernels as the dynamic one and is not faster)."""
-    return "dynamic" if decode == "auto" else decode
+def step_body(model, rows: Slots) -> torch.Tensor:
+    """One decode step that reads and writes only the slots' fixed tensors: what a graph captures.
+
+    The column it writes is the cache's own device counter (StaticLayer.cumulative_length, which
+    each layer's update advances), not the host's `rows.col`: a replay writes where the call has got
+    to, not where the capture happened. Returns the next-token logits [slots, vocab]."""
+    column = rows.cache.layers[0].cumulative_length.view(1)
+    rows.mask.index_fill_(1, column, 1)
+    out = model(input_ids=rows.last[:, None], attention_mask=rows.mask, position_ids=rows.positions[:, None],
+                past_key_values=rows.cache, use_cache=True)
+    rows.positions += 1
+    return out.logits[:, -1]
+
+
+PROBE_PROMPTS, PROBE_TOKENS = 2, 4  # auto's probe: the first steps of a graph replay on the call's own prompts
+_AUTO_CHOICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (step, why), probed once
+
+
+def resolve_decode(decode: str, model=None, tokenizer=None, prompts=(), attention: str = "auto",
+                   label: str = "") -> str:
+    """The decode step to run, "dynamic" or "static": as `hardware.decode` says, and for auto the
+    static one where its step is replayed as a CUDA graph and a probe on the first prompts gives the
+    dynamic step's tokens; elsewhere dynamic (eager, the static step issues as many kernels and is
+    not faster). Auto's choice is printed once per model, with why."""
+    if decode != "auto":
+        return decode
+    if model not in _AUTO_CHOICE:
+        if next(model.parameters()).device.type != "cuda":
+            choice = "dynamic", "no CUDA graphs off CUDA, and the eager static step is not faster"
+        else:
+            failure = probe_static(model, tokenizer, prompts, attention)
+            choice = ("dynamic", f"the CUDA-graph static step failed its probe: {failure}") if failure else (
+                "static", "replayed as a CUDA graph; a probe gave the dynamic step's tokens")
+        _AUTO_CHOICE[model] = choice
+        print(f"{label}: hardware.decode auto -> {choice[0]} ({choice[1]})")
+    return _AUTO_CHOICE[model][0]
+
+
+def probe_static(model, tokenizer, prompts, attention: str = "auto") -> str | None:
+    """Why the captured static step cannot stand in for the dynamic one here, or None: the first
+    PROBE_PROMPTS prompts decoded PROBE_TOKENS greedy tokens both ways (the last ones by replays)
+    must give the same tokens."""
+    sample = list(prompts[:PROBE_PROMPTS])
+    options = dict(max_new_tokens=PROBE_TOKENS, batch_size=len(sample), eos_token_ids=(-1,), attention=attention)
+    try:
+        static, _ = StaticSlotsEngine(model, tokenizer, **options).generate(sample)
+    except Exception as error:  # a probe: whatever stops the capture or a replay means the dynamic step
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    dynamic, _ = PrefixSharingEngine(model, tokenizer, **options).generate(sample)
+    for number, (ours, theirs) in enumerate(zip(static, dynamic)):
+        if ours.token_ids != theirs.token_ids:
+            return f"prompt {number}: tokens {ours.token_ids} where the dynamic step gives {theirs.token_ids}"
+    return None
 
 
 class StaticSlotsEngine(PrefixSharingEngine):
-    """The prefix-sharing engine with a static-shape decode step (`hardware.decode: static`)."""
+    """The prefix-sharing engine with a static-shape decode step (`hardware.decode: static`): replayed
+    as a CUDA graph on CUDA, eager elsewhere. `capture` replaces how the step is recorded (None: eager)."""
 
-    decode_mode = "static"
+    def __init__(self, *args, capture: Capture | None | str = "device", **options):
+        super().__init__(*args, **options)
+        self.capture = capture_for(self.device) if capture == "device" else capture
+        self.decode_mode = "static-cuda-graph" if self.capture is cuda_graph else "static"
 
     def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
                                on_result) -> list[Generated]:
@@ -93,7 +153,10 @@ class StaticSlotsEngine(PrefixSharingEngine):
 
     def _empty_slots(self, like: Rows, slot_count: int, capacity: int) -> Slots:
         device = like.mask.device
-        return Slots(cache=static_cache(like, slot_count, capacity),
+        cache = static_cache(like, slot_count, capacity)
+        for layer in cache.layers:
+            layer.cumulative_length.fill_(self._width)  # the first column written (the step advances it)
+        return Slots(cache=cache,
                      mask=torch.zeros((slot_count, capacity), dtype=like.mask.dtype, device=device),
                      positions=torch.zeros(slot_count, dtype=like.positions.dtype, device=device),
                      last=torch.zeros(slot_count, dtype=like.last.dtype, device=device), col=self._width,
@@ -135,18 +198,24 @@ class StaticSlotsEngine(PrefixSharingEngine):
         stats.decode_positions += len(block) * len(rows.items)
 
     def _decode_step(self, rows: Slots) -> None:
-        """One token for every slot, every tensor updated in place."""
+        """One token for every slot: the fixed-tensor body (eager, or replayed as a captured graph),
+        then the next tokens from its logits (sampling draws with per-prompt generators, outside it)."""
         if rows.col == rows.capacity:
             self._shift(rows)
-        rows.mask[:, rows.col] = 1
-        for layer in rows.cache.layers:
-            layer.cumulative_length.fill_(rows.col)  # where StaticLayer.update writes
-        out = self.model(input_ids=rows.last[:, None], attention_mask=rows.mask,
-                         position_ids=rows.positions[:, None], past_key_values=rows.cache, use_cache=True,
-                         cache_position=torch.tensor([rows.col], device=rows.mask.device))
+        if rows.replay is None:
+            logits = self._first_step(rows)
+        else:
+            logits = rows.replay()
         rows.col += 1
-        rows.positions += 1
-        rows.last.copy_(self._next_tokens(out.logits[:, -1], rows.items))
+        rows.last.copy_(self._next_tokens(logits, rows.items))
+
+    def _first_step(self, rows: Slots) -> torch.Tensor:
+        """The call's first step, eager (a capture's warm-up: kernels chosen, workspaces made), then
+        the body captured for the rest of the call."""
+        body = partial(step_body, self.model, rows)
+        logits = warm_up(body, self.device)
+        rows.replay = self.capture(body) if self.capture else body
+        return logits
 
     def _next_tokens(self, logits: torch.Tensor, items: list[int | None]) -> torch.Tensor:
         """Greedy for every slot; sampled ones draw from their prompt's generator (free slots: argmax)."""
@@ -171,3 +240,5 @@ class StaticSlotsEngine(PrefixSharingEngine):
         rows.mask[:, :kept] = rows.mask[:, shift:].clone()
         rows.mask[:, kept:] = 0
         rows.col -= shift
+        for layer in rows.cache.layers:  # in place: a captured step keeps reading the same counter
+            layer.cumulative_length.fill_(rows.col)

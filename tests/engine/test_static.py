@@ -6,10 +6,9 @@ stream. Same tokens, texts, stop reasons and scores, and the same useful decode 
 import pytest
 import torch
 
-from lib.engine.batched import choose_generator
 from lib.engine.sampling import Sampling
 from lib.engine.scheduler import PrefixSharingEngine
-from lib.engine.static import StaticSlotsEngine, resolve_decode
+from lib.engine.static import StaticSlotsEngine
 from tests.helpers import engine_prompts
 
 
@@ -86,11 +85,3 @@ def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_
     outputs = [generate_resumable(prompts, ids, engine(smollm2, smollm2_tokenizer, 12, 4), tmp_path / name, "f", 2,
                                   "test")[0] for name, engine in (("d", PrefixSharingEngine), ("s", StaticSlotsEngine))]
     assert outputs[0] == outputs[1]
-
-
-def test_hardware_decode_picks_the_step_and_auto_keeps_the_dynamic_one(smollm2, smollm2_tokenizer):
-    prompts = engine_prompts(smollm2_tokenizer, 1)
-    kinds = {decode: type(choose_generator(smollm2, smollm2_tokenizer, prompts, 4, 2, decode=decode))
-             for decode in ("auto", "dynamic", "static")}
-    assert kinds == {"auto": PrefixSharingEngine, "dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
-    assert resolve_decode("auto") == "dynamic" and StaticSlotsEngine.decode_mode == "static"

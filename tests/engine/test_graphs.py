@@ -1,0 +1,103 @@
+"""What a CUDA graph of the static decode step needs, checked on the CPU, and `hardware.decode: auto`.
+
+A graph records the step once and replays it: the step must read nothing back to the host and
+depend on no Python value that changes between steps. torch.compile's tracer checks both on the
+CPU: with fullgraph=True a host read or data-dependent branch is an error, and with dynamic=False
+any Python value the step depends on is guarded, so a changed value traces the step again. One trace
+for a whole call (refills, freed slots and a left shift of the columns included) is one graph that
+replays every step. Models in fp32 on the CPU."""
+
+import pytest
+import torch
+
+import lib.engine.static as static
+from lib.engine.batched import choose_generator
+from lib.engine.scheduler import PrefixSharingEngine
+from lib.engine.static import StaticSlotsEngine, probe_static, resolve_decode
+from tests.helpers import engine_prompts
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+class Tracer:
+    """A capture by torch.compile's tracer: counts the graphs it traces, runs each eagerly."""
+
+    def __init__(self):
+        self.traces = 0
+
+    def backend(self, graph_module, example_inputs):
+        self.traces += 1
+        return graph_module.forward
+
+    def __call__(self, body):
+        return torch.compile(body, backend=self.backend, fullgraph=True, dynamic=False)
+
+
+def traced_run(model, tokenizer, prompts, monkeypatch, max_new_tokens: int = 6):
+    """(tokens of the dynamic engine, tokens of the static one with a traced step, traces, shifts)."""
+    torch._dynamo.reset()
+    shifts = []
+    shift = StaticSlotsEngine._shift
+    monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows: shifts.append(rows.col) or shift(self, rows))
+    tracer = Tracer()
+    options = dict(max_new_tokens=max_new_tokens, batch_size=2, eos_token_ids=(-1,))
+    dynamic, _ = PrefixSharingEngine(model, tokenizer, **options).generate(prompts, in_order=True)
+    traced, _ = StaticSlotsEngine(model, tokenizer, capture=tracer, **options).generate(prompts, in_order=True)
+    return [r.token_ids for r in dynamic], [r.token_ids for r in traced], tracer.traces, len(shifts)
+
+
+def test_one_traced_step_serves_a_whole_call(tiny, smollm2_tokenizer, monkeypatch):
+    prompts = engine_prompts(smollm2_tokenizer, 15)  # 16 prompts through 2 slots: refills and a shift
+    dynamic, traced, traces, shifts = traced_run(tiny, smollm2_tokenizer, prompts, monkeypatch)
+    assert shifts >= 1
+    assert traces == 1  # fullgraph: no host read; one trace: no Python value the replays would freeze
+    assert traced == dynamic
+
+
+def test_a_step_that_reads_the_host_column_is_traced_again(tiny, smollm2_tokenizer, monkeypatch):
+    """The check has teeth: the eager step once marked its column by the host's `rows.col`, which a
+    graph would freeze at the captured column."""
+    body = static.step_body
+
+    def host_column_body(model, rows):
+        rows.mask[:, rows.col] = 1
+        return body(model, rows)
+
+    monkeypatch.setattr(static, "step_body", host_column_body)
+    prompts = engine_prompts(smollm2_tokenizer, 1)  # 2 prompts, 5 tokens: a warm-up step and 3 traced ones
+    _, _, traces, _ = traced_run(tiny, smollm2_tokenizer, prompts, monkeypatch, max_new_tokens=5)
+    assert traces == 3  # one per column
+
+
+def test_the_probe_passes_a_faithful_capture_and_names_a_broken_one(tiny, smollm2_tokenizer, monkeypatch):
+    prompts = engine_prompts(smollm2_tokenizer, 3)
+    assert probe_static(tiny, smollm2_tokenizer, prompts) is None  # eager replays: the same step
+
+    def refused(body):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(static, "capture_for", lambda device: refused)
+    assert probe_static(tiny, smollm2_tokenizer, prompts) == (
+        "RuntimeError: operation not permitted when stream is capturing")
+
+    def wrong(body):  # replays that answer token 7 whatever the logits
+        return lambda: torch.nn.functional.one_hot(body().argmax(-1) * 0 + 7, tiny.config.vocab_size).float()
+
+    monkeypatch.setattr(static, "capture_for", lambda device: wrong)
+    assert probe_static(tiny, smollm2_tokenizer, prompts).startswith("prompt 0: tokens [")
+
+
+def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, capsys):
+    prompts = engine_prompts(smollm2_tokenizer, 1)
+    kinds = {decode: type(choose_generator(tiny, smollm2_tokenizer, prompts, 4, 2, label="t", decode=decode))
+             for decode in ("auto", "dynamic", "static", "auto")}
+    assert kinds == {"auto": PrefixSharingEngine, "dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
+    assert capsys.readouterr().out.count("t: hardware.decode auto -> dynamic (no CUDA graphs off CUDA") == 1
+    assert resolve_decode("static", tiny) == "static"
+    engine = choose_generator(tiny, smollm2_tokenizer, prompts, 4, 2, decode="static")
+    assert engine.decode_mode == "static" and engine.capture is None  # eager on the CPU
