@@ -7,3 +7,9 @@ anything else is a bug and keeps its traceback.
 
 class InputError(Exception):
     """Bad input: the message names the file (and line) and what belongs there."""
+
+
+def error_line(error: BaseException) -> str:
+    """"Type: first line of the message": an error said in one line (a probe's reason, a failed fetch)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

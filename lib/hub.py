@@ -13,7 +13,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from lib.errors import InputError
+from lib.errors import InputError, error_line
 
 # Files from_pretrained reads for a causal LM or a classifier with safetensors weights (no pickles,
 # no original/ checkpoints or GGUF copies some repositories also hold).
@@ -45,7 +45,7 @@ def why_not(error: Exception) -> str:
     if _unreachable(error) or any(issubclass(k, LocalEntryNotFoundError) for k in kinds):
         return ("not in the HF cache and the hub cannot be reached (offline): run `make download PRESET=<preset>`"
                 " where there is internet (same HF_HOME), or point the setting at a local folder")
-    return _first_line(error)
+    return error_line(error)
 
 
 def why_not_uploaded(error: Exception) -> str:
@@ -57,7 +57,7 @@ def why_not_uploaded(error: Exception) -> str:
     status = getattr(getattr(error, "response", None), "status_code", None)
     if isinstance(error, HfHubHTTPError) and status in (401, 403):
         return "not allowed: log in (`hf auth login`) or set HF_TOKEN to a token with write access to this owner"
-    return _first_line(error)
+    return error_line(error)
 
 
 def _chain(error: Exception) -> list[BaseException]:
@@ -75,10 +75,6 @@ def _unreachable(error: Exception) -> bool:
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     return offline or any(isinstance(e, (OfflineModeIsEnabled, ConnectionError)) for e in _chain(error))
-
-
-def _first_line(error: Exception) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 @contextmanager

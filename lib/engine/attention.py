@@ -24,6 +24,8 @@ from contextlib import contextmanager
 
 import torch
 
+from lib.errors import error_line
+
 ATTENTION_NAME = "prefix_shared"
 KERNELS = ("auto", "eager", "fused")
 # Where the fused kernel calls memory-efficient attention (meta: the CUDA op's shapes, checkable
@@ -109,7 +111,7 @@ def probe_fused(device: torch.device, dtype: torch.dtype, heads: tuple[int, int,
         mask[2, :, 0] = False  # a padded query position: no own key at all
         fused = _fused_attention(query, keys, values, mask, prefix, dim ** -0.5)
     except Exception as error:  # a probe: whatever stops the fused op (missing, unsupported shape) means eager
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return error_line(error)
     eager = _eager_attention(query, keys, values, mask, prefix, dim ** -0.5)
     tolerance = 1e-4 if dtype == torch.float32 else 2e-2
     worst = float((fused.float() - eager.float()).abs().max())

@@ -30,7 +30,7 @@ import torch
 from lib.engine.graphs import Capture, capture_for, cuda_graph, warm_up
 from lib.engine.kv_rows import Rows, cache_layers
 from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
-from lib.errors import InputError
+from lib.errors import InputError, error_line
 
 
 @dataclass
@@ -112,7 +112,7 @@ def probe_static(model, tokenizer, prompts, attention: str = "auto") -> str | No
     try:
         static, _ = StaticSlotsEngine(model, tokenizer, **options).generate(sample)
     except Exception as error:  # a probe: whatever stops the capture or a replay means the dynamic step
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return error_line(error.__cause__ or error)
     dynamic, _ = PrefixSharingEngine(model, tokenizer, **options).generate(sample)
     for number, (ours, theirs) in enumerate(zip(static, dynamic)):
         if ours.token_ids != theirs.token_ids:
@@ -214,7 +214,11 @@ class StaticSlotsEngine(PrefixSharingEngine):
         the body captured for the rest of the call."""
         body = partial(step_body, self.model, rows)
         logits = warm_up(body, self.device)
-        rows.replay = self.capture(body) if self.capture else body
+        try:
+            rows.replay = self.capture(body) if self.capture else body
+        except RuntimeError as error:
+            raise InputError(f"hardware.decode=static: the decode step could not be captured ({error_line(error)});"
+                             " set hardware.decode=auto or dynamic") from error
         return logits
 
     def _next_tokens(self, logits: torch.Tensor, items: list[int | None]) -> torch.Tensor:

@@ -14,6 +14,7 @@ import lib.engine.static as static
 from lib.engine.batched import choose_generator
 from lib.engine.scheduler import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, probe_static, resolve_decode
+from lib.errors import InputError
 from tests.helpers import engine_prompts
 
 
@@ -90,6 +91,18 @@ def test_the_probe_passes_a_faithful_capture_and_names_a_broken_one(tiny, smollm
 
     monkeypatch.setattr(static, "capture_for", lambda device: wrong)
     assert probe_static(tiny, smollm2_tokenizer, prompts).startswith("prompt 0: tokens [")
+
+
+def test_static_asked_for_says_in_one_line_that_its_step_could_not_be_captured(tiny, smollm2_tokenizer):
+    def refused(body):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    engine = StaticSlotsEngine(tiny, smollm2_tokenizer, 4, 2, capture=refused)
+    with pytest.raises(InputError) as caught:
+        engine.generate(engine_prompts(smollm2_tokenizer, 1))
+    assert str(caught.value) == ("hardware.decode=static: the decode step could not be captured (RuntimeError:"
+                                 " operation not permitted when stream is capturing); set hardware.decode=auto"
+                                 " or dynamic")
 
 
 def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, capsys):
