@@ -1,5 +1,6 @@
 """On CUDA only (`pytest -m gpu`; skipped elsewhere): the engine against one-by-one `generate` in bf16,
-with each attention kernel, and the host waiting for the device once per block of decode steps.
+with each attention kernel and each decode step (the static one replayed as a CUDA graph), and the
+host waiting for the device once per block of decode steps.
 
 In bf16 a batched run and a single-sequence run round differently, so tokens may part where the
 top two logits are within a few bf16 steps of each other. The checks: parsed answers equal on at
@@ -14,10 +15,12 @@ import torch
 
 from lib.engine.attention import PROBE_HEADS, probe_fused
 from lib.engine.scheduler import PrefixSharingEngine
+from lib.engine.static import StaticSlotsEngine, resolve_decode
 from lib.tasks.gsm8k import strict_answer
 from lib.tasks.prompts import gsm8k_messages
 from tests.helpers import make_problems
 
+ENGINES = {"dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
@@ -34,9 +37,11 @@ def _prompts(tokenizer, count: int) -> list[list[int]]:
             for p in make_problems(count)]
 
 
-def _engine_against_generate(model, tokenizer, prompts, max_new_tokens: int = 48, attention: str = "auto"):
-    engine = PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size=16, attention=attention)
+def _engine_against_generate(model, tokenizer, prompts, max_new_tokens: int = 48, attention: str = "auto",
+                             decode: str = "dynamic"):
+    engine = ENGINES[decode](model, tokenizer, max_new_tokens, batch_size=16, attention=attention)
     results, _ = engine.generate(prompts)
+    assert engine.decode_mode == {"dynamic": "dynamic", "static": "static-cuda-graph"}[decode]
     agree, unexplained = 0, []
     for number, (prompt, result) in enumerate(zip(prompts, results)):
         with torch.inference_mode():
@@ -73,17 +78,24 @@ def test_fused_kernel_runs_on_cuda_and_agrees_with_the_eager_one(heads, dtype):
     assert probe_fused(torch.device("cuda"), dtype, heads) is None
 
 
-@pytest.mark.parametrize("attention", ["eager", "fused"])
-def test_engine_matches_generate_in_bf16_on_the_embedded_model(smollm2_bf16, smollm2_tokenizer, attention):
+@pytest.mark.parametrize(("attention", "decode"), [("eager", "dynamic"), ("fused", "dynamic"), ("fused", "static")])
+def test_engine_matches_generate_in_bf16_on_the_embedded_model(smollm2_bf16, smollm2_tokenizer, attention, decode):
     prompts = _prompts(smollm2_tokenizer, 64)
-    agree, unexplained = _engine_against_generate(smollm2_bf16, smollm2_tokenizer, prompts, attention=attention)
+    agree, unexplained = _engine_against_generate(smollm2_bf16, smollm2_tokenizer, prompts, attention=attention,
+                                                  decode=decode)
     assert agree >= 0.97 * len(prompts) and not unexplained, (agree, unexplained)
 
 
-def _host_waits(model, tokenizer, prompts, steps_per_sync: int, new_tokens: int) -> int:
+def test_auto_replays_the_static_step_on_cuda_after_its_probe(smollm2_bf16, smollm2_tokenizer, capsys):
+    assert resolve_decode("auto", smollm2_bf16, smollm2_tokenizer, _prompts(smollm2_tokenizer, 2), label="t") == (
+        "static")
+    assert "t: hardware.decode auto -> static (replayed as a CUDA graph" in capsys.readouterr().out
+
+
+def _host_waits(model, tokenizer, prompts, steps_per_sync: int, new_tokens: int, decode: str = "dynamic") -> int:
     """Synchronizing CUDA calls of one engine run in which every row decodes all new_tokens (no EOS)."""
-    engine = PrefixSharingEngine(model, tokenizer, new_tokens, len(prompts), eos_token_ids=(-1,),
-                                 steps_per_sync=steps_per_sync)
+    engine = ENGINES[decode](model, tokenizer, new_tokens, len(prompts), eos_token_ids=(-1,),
+                             steps_per_sync=steps_per_sync)
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -94,12 +106,13 @@ def _host_waits(model, tokenizer, prompts, steps_per_sync: int, new_tokens: int)
     return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
-def test_the_host_waits_for_the_device_per_block_not_per_step(smollm2_bf16, smollm2_tokenizer):
+@pytest.mark.parametrize("decode", ["dynamic", "static"])
+def test_the_host_waits_for_the_device_per_block_not_per_step(smollm2_bf16, smollm2_tokenizer, decode):
     prompts = _prompts(smollm2_tokenizer, 16)
 
     def waits_per_extra_step(steps_per_sync):  # the prefills' waits cancel out
-        return (_host_waits(smollm2_bf16, smollm2_tokenizer, prompts, steps_per_sync, 96)
-                - _host_waits(smollm2_bf16, smollm2_tokenizer, prompts, steps_per_sync, 32)) / 64
+        return (_host_waits(smollm2_bf16, smollm2_tokenizer, prompts, steps_per_sync, 96, decode)
+                - _host_waits(smollm2_bf16, smollm2_tokenizer, prompts, steps_per_sync, 32, decode)) / 64
 
     stepwise, blocked = waits_per_extra_step(1), waits_per_extra_step(8)
     assert stepwise >= 1, "the sync debug mode saw no per-step read: the check would prove nothing"
@@ -117,8 +130,10 @@ def test_engine_matches_generate_in_bf16_on_a_tiny_random_qwen3(smollm2_tokenize
                          pad_token_id=smollm2_tokenizer.pad_token_id)
     model = Qwen3ForCausalLM(config).to(device="cuda", dtype=torch.bfloat16).eval()
     prompts = _prompts(smollm2_tokenizer, 32)
-    agree, unexplained = _engine_against_generate(model, smollm2_tokenizer, prompts, max_new_tokens=24)
-    assert agree >= 0.97 * len(prompts) and not unexplained, (agree, unexplained)
+    for decode in ENGINES:
+        agree, unexplained = _engine_against_generate(model, smollm2_tokenizer, prompts, max_new_tokens=24,
+                                                      decode=decode)
+        assert agree >= 0.97 * len(prompts) and not unexplained, (decode, agree, unexplained)
 
 
 def test_bf16_near_tie_is_a_few_bf16_steps():

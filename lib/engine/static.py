@@ -106,8 +106,10 @@ def resolve_decode(decode: str, model=None, tokenizer=None, prompts=(), attentio
 def probe_static(model, tokenizer, prompts, attention: str = "auto") -> str | None:
     """Why the captured static step cannot stand in for the dynamic one here, or None: the first
     PROBE_PROMPTS prompts decoded PROBE_TOKENS greedy tokens both ways (the last ones by replays)
-    must give the same tokens."""
-    sample = list(prompts[:PROBE_PROMPTS])
+    must give the same tokens. No EOS stops a row early (a judge's one-word verdict would leave no
+    replay to compare), and the prompts are cut to one length, so no padding is needed."""
+    shortest = min(len(prompt) for prompt in prompts[:PROBE_PROMPTS])
+    sample = [list(prompt[:shortest]) for prompt in prompts[:PROBE_PROMPTS]]
     options = dict(max_new_tokens=PROBE_TOKENS, batch_size=len(sample), eos_token_ids=(-1,), attention=attention)
     try:
         static, _ = StaticSlotsEngine(model, tokenizer, **options).generate(sample)
@@ -123,6 +125,8 @@ def probe_static(model, tokenizer, prompts, attention: str = "auto") -> str | No
 class StaticSlotsEngine(PrefixSharingEngine):
     """The prefix-sharing engine with a static-shape decode step (`hardware.decode: static`): replayed
     as a CUDA graph on CUDA, eager elsewhere. `capture` replaces how the step is recorded (None: eager)."""
+
+    decode_mode = "static"  # eager; an instance replaying a CUDA graph says "static-cuda-graph"
 
     def __init__(self, *args, capture: Capture | None | str = "device", **options):
         super().__init__(*args, **options)

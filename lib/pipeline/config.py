@@ -124,8 +124,8 @@ class HardwareConfig:
     # against eager passes; eager forces the matmul kernel (e.g. if the fused op misbehaves on a card).
     attention: Literal["auto", "eager", "fused"] = "auto"
     # The engine's decode step (lib/engine/static.py): dynamic = rows and cache grow and shrink; static =
-    # fixed slots over a preallocated cache (the same tokens; the shape a CUDA graph needs); auto = dynamic
-    # (without graph replay, not built yet, the static step is not faster).
+    # fixed slots over a preallocated cache, the same tokens, replayed as a CUDA graph on CUDA (eager
+    # elsewhere); auto = static on CUDA when a probe of the graph gives the dynamic step's tokens, else dynamic.
     decode: Literal["auto", "dynamic", "static"] = "auto"
     # How long a process of a multi-process launch waits for the others (given to the process group
     # and the Trainer): a rank whose share of a resumed evaluation is done waits for the slowest one.

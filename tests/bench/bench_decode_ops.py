@@ -8,9 +8,11 @@ kernels: each costs ~8-12 us to launch, while the card needs ~4 ms for the step'
 cache at batch 64. This counts, with the torch profiler on the CPU, the ATen ops that do device
 work themselves (views, queries and allocations left out; a composite op counts once, as its
 innermost compute op) inside each engine decode step of a random Qwen3-shaped model at two
-depths, splits them into a per-layer and a fixed part, and projects Qwen3-4B's 36 layers: the
-launch count a static, graph-replayed step would collapse into one replay. Counts are of the
-code, not of the CPU's speed (CUDA's dispatch may differ by an op or two).
+depths, splits them into a per-layer and a fixed part, and projects Qwen3-4B's 36 layers. A third
+line counts the static step replayed as a graph: what it issues outside the graph, plus the one
+replay (here a stand-in that issues no op). Counts are of the code, not of the CPU's speed (CUDA's
+dispatch may differ by an op or two); each is the median over a call's steps (the first step of a
+graphed call runs eagerly and captures).
 """
 
 from __future__ import annotations
@@ -56,12 +58,21 @@ def launches_a_kernel(event) -> bool:
     return True
 
 
-def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, attention: str,
-                        engine_class) -> float:
-    """ATen ops that would launch a kernel, inside the engine's decode steps, per step."""
+def replay_without_ops(body):
+    """A stand-in for a CUDA graph capture: the body runs once now (as a capture records it), and
+    each replay returns those logits with no op (on a GPU, a replay is one launch)."""
+    logits = body()
+    return lambda: logits
+
+
+def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, attention: str, engine_class,
+                        **options) -> float:
+    """ATen ops that would launch a kernel, inside the engine's decode steps: the median step's."""
+    import statistics
+
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    engine = engine_class(model, tokenizer, max_new_tokens=16, batch_size=batch, attention=attention)
+    engine = engine_class(model, tokenizer, max_new_tokens=16, batch_size=batch, attention=attention, **options)
     step = engine._decode_step
 
     def labelled_step(rows):
@@ -75,16 +86,20 @@ def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, 
     events = trace.events()
     steps = [event for event in events if event.name == "engine_decode_step"]
 
-    def inside_a_step(event) -> bool:
+    def its_step(event):
         parent = event.cpu_parent
         while parent is not None:
             if parent.name == "engine_decode_step":
-                return True
+                return parent
             parent = parent.cpu_parent
-        return False
+        return None
 
-    launches = [event for event in events if inside_a_step(event) and launches_a_kernel(event)]
-    return len(launches) / max(len(steps), 1)
+    launches = {id(step): 0 for step in steps}
+    for event in events:
+        step = its_step(event)
+        if step is not None and launches_a_kernel(event):
+            launches[id(step)] += 1
+    return statistics.median(launches.values())
 
 
 def main() -> None:
@@ -114,12 +129,16 @@ def main() -> None:
         fixed = counts[shallow] - shallow * per_layer
         projected = fixed + QWEN3_4B_LAYERS * per_layer
         low, high = (projected * us / 1000 for us in LAUNCH_US)
-        mode = engine_class.decode_mode
+        mode = "dynamic" if engine_class is PrefixSharingEngine else "static, eager"
         print(f"decode ops: {mode}, {options.attention} attention, batch {options.batch}: ATen ops per decode step"
               f" {counts[shallow]:.0f} at {shallow} layers, {counts[deep]:.0f} at {deep} ->"
               f" {per_layer:.1f} per layer + {fixed:.0f} fixed; Qwen3-4B ({QWEN3_4B_LAYERS} layers) -> {projected:.0f}"
               f" launches per step, {low:.0f}-{high:.0f} ms of host time at {LAUNCH_US[0]}-{LAUNCH_US[1]} us each")
-    print("decode ops: a CUDA-graph replay of a static step is one launch (not built yet)")
+    outside = ops_per_decode_step(models[shallow], tokenizer, prompts, options.batch, options.attention,
+                                  StaticSlotsEngine, capture=replay_without_ops)
+    print(f"decode ops: static, replayed as a CUDA graph, batch {options.batch}: {outside:.0f} ATen ops per step"
+          f" outside the graph + 1 replay, at any depth; Qwen3-4B -> {outside + 1:.0f} launches per step,"
+          f" {(outside + 1) * LAUNCH_US[1]:.0f} us of host time at most")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ loader quantizes it as it would the real checkpoint.
     simple preset's batch of 8 x 384 tokens: tokens/s, peak GPU memory and the FLOP utilisation
     (6 x parameters x tokens / time over the card's dense bf16 peak).
 (b) Decoding: the engine at each batch size with an 800-token shared prefix and 40-token
-    suffixes, 256 new tokens each, with each shared-prefix attention kernel (eager matmul, fused
-    with log-sum-exp merge) and the host reading tokens every step or every 8, against plain
+    suffixes, 256 new tokens each: the dynamic decode step with each shared-prefix attention kernel
+    (eager matmul, fused with log-sum-exp merge) and the host reading tokens every step or every 8,
+    and the static step (a CUDA graph replay on CUDA) with the fused kernel; against plain
     left-padded batched `generate` on the same prompts (its attention: SDPA over the prefix copied
-    into every row); and the floor set by reading the bf16 weights once per step (bytes / HBM bandwidth).
+    into every row) and the floor: the step's bf16 weights and live cache read once from HBM. Per
+    variant: tokens/s, host time per step, and GSM8K's 1,319 questions at that rate.
 (c) The attention kernels alone, one layer's decode step at Qwen3-4B's heads (32 query, 8 key/value,
     dim 128) with an 800-token prefix and 300 own tokens a row, bf16: eager, fused, and one public
     SDPA call over [prefix ; own keys], which needs the prefix copied into every row each step.
@@ -41,7 +43,10 @@ QWEN3_4B = dict(  # Qwen/Qwen3-4B-Instruct-2507 config.json
 )
 TINY = {**QWEN3_4B, "vocab_size": 4096, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "bos_token_id": 1, "eos_token_id": 2}
-ENGINE_VARIANTS = [("eager", 1), ("fused", 1), ("eager", 8), ("fused", 8)]  # (attention kernel, steps per sync)
+# (decode step, attention kernel, steps per sync); static is replayed as a CUDA graph on CUDA
+ENGINE_VARIANTS = [("dynamic", "eager", 1), ("dynamic", "fused", 1), ("dynamic", "eager", 8), ("dynamic", "fused", 8),
+                   ("static", "fused", 8)]
+GSM8K_QUESTIONS = 1319
 CARDS = {  # dense bf16 peak FLOP/s, HBM bytes/s
     "h100": (989e12, 3.35e12), "h200": (989e12, 4.8e12), "a100": (312e12, 2.0e12),
 }
@@ -103,11 +108,14 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
 
 
 def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, suffix: int, new_tokens: int) -> dict:
+    """Per batch: each engine variant's generated tokens/s and host milliseconds per decode step
+    (the time to issue a step, the token reads between blocks left out), and plain generate's tokens/s."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from lib.devices import process_state
     from lib.engine.scheduler import PrefixSharingEngine
+    from lib.engine.static import StaticSlotsEngine
 
     class Tokens:  # the engine decodes text only for stop strings; none here
         pad_token_id, eos_token_id = 0, shape["eos_token_id"]
@@ -123,15 +131,18 @@ def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, s
     for batch in batches:
         prompts = [shared + torch.randint(3, shape["vocab_size"], (suffix,), generator=generator).tolist()
                    for _ in range(batch)]
-        engine_tps = {}
-        for attention, steps_per_sync in ENGINE_VARIANTS:
+        engines = {}
+        for decode, attention, steps_per_sync in ENGINE_VARIANTS:
             # No EOS: every row decodes all new_tokens, the same work for all. A short run of the same
             # variant first, so no timed variant pays for kernel selection or allocator growth.
             for tokens in (8, new_tokens):
-                engine = PrefixSharingEngine(model, Tokens(), tokens, batch, eos_token_ids=(-1,),
-                                             attention=attention, steps_per_sync=steps_per_sync)
+                engine = (StaticSlotsEngine if decode == "static" else PrefixSharingEngine)(
+                    model, Tokens(), tokens, batch, eos_token_ids=(-1,), attention=attention,
+                    steps_per_sync=steps_per_sync)
+                host = _time_steps(engine)
                 _, stats = engine.generate(prompts)
-            engine_tps[attention, steps_per_sync] = stats.generated_tokens / stats.seconds
+            engines[engine.decode_mode, attention, steps_per_sync] = {
+                "tps": stats.generated_tokens / stats.seconds, "host_ms": 1e3 * sum(host) / len(host)}
         ids = torch.tensor(prompts, device=model.device)
         for tokens in (8, new_tokens):  # warm-up, then timed
             start = time.perf_counter()
@@ -141,8 +152,30 @@ def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, s
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
         plain_tps = (out.shape[1] - ids.shape[1]) * batch / (time.perf_counter() - start)
-        results[batch] = {"engine_tps": engine_tps, "generate_tps": plain_tps}
+        results[batch] = {"engines": engines, "generate_tps": plain_tps}
     return results
+
+
+def _time_steps(engine) -> list[float]:
+    """Seconds the host spends in each of the engine's decode steps (filled as it runs)."""
+    seconds, step = [], engine._decode_step
+
+    def timed(rows):
+        start = time.perf_counter()
+        step(rows)
+        seconds.append(time.perf_counter() - start)
+
+    engine._decode_step = timed
+    return seconds
+
+
+def step_floor_seconds(shape: dict, parameters: int, batch: int, prefix: int, suffix: int, new_tokens: int,
+                       bandwidth: float) -> float:
+    """The least time of one decode step on this card: its bf16 weights, the shared prefix's cache
+    and the rows' own cache (on average suffix + half the new tokens) read once from HBM."""
+    kv_bytes_per_token = 2 * shape["num_hidden_layers"] * shape["num_key_value_heads"] * shape["head_dim"] * 2
+    cached = prefix + batch * (suffix + new_tokens / 2)
+    return (2 * parameters + cached * kv_bytes_per_token) / bandwidth
 
 
 def bench_attention(batches: list[int], heads: tuple[int, int, int], prefix: int, own: int, repeats: int) -> dict:
@@ -251,14 +284,18 @@ def main() -> None:
     print(f"QLoRA train, batch 8 x {384 if not options.tiny else 64} tokens: {training['tokens_per_s']:.0f} tokens/s,"
           f" {training['seconds_per_step']:.2f} s/step, peak {training['peak_gib']:.1f} GiB,"
           f" FLOP utilisation {utilisation:.1%} (6 N tokens / peak)")
-    floor_steps = bandwidth / (2 * parameters)  # bf16 weights read once per decode step
+    prefix, suffix = (32, 8) if options.tiny else (800, 40)
     for batch, result in decoding.items():
-        ceiling = floor_steps * batch
-        print(f"decode, batch {batch}: plain generate {result['generate_tps']:.0f} tokens/s;"
-              f" weights-bandwidth ceiling {ceiling:.0f} tokens/s")
-        for (attention, steps_per_sync), tps in result["engine_tps"].items():
-            print(f"  engine, {attention} attention, host reads every {steps_per_sync} step(s): {tps:.0f} tokens/s"
-                  f" -> x{tps / result['generate_tps']:.2f} of generate, {tps / ceiling:.0%} of the ceiling")
+        floor = step_floor_seconds(shape, parameters, batch, prefix, suffix, new_tokens, bandwidth)
+        print(f"decode, batch {batch}, {prefix}-token shared prefix: plain generate {result['generate_tps']:.0f}"
+              f" tokens/s; bandwidth floor {batch / floor:.0f} tokens/s ({1e3 * floor:.2f} ms per step: weights"
+              f" and live cache read once)")
+        for (decode, attention, steps_per_sync), figures in result["engines"].items():
+            tps = figures["tps"]
+            print(f"  engine, {decode} decode, {attention} attention, host reads every {steps_per_sync} step(s):"
+                  f" {tps:.0f} tokens/s, x{tps / result['generate_tps']:.2f} of generate, x{batch / floor / tps:.1f}"
+                  f" of the floor's time; host {figures['host_ms']:.2f} ms per step; GSM8K's {GSM8K_QUESTIONS}"
+                  f" questions x {new_tokens} tokens -> {GSM8K_QUESTIONS * new_tokens / tps:.0f} s")
     print_attention(kernels, 32 if options.tiny else 800, 16 if options.tiny else 300)
 
 
