@@ -1,6 +1,10 @@
-"""What tests share besides fixtures: paths, the CPU pin, small data writers, stage arguments."""
+"""What tests share besides fixtures: paths, the CPU pin, small data writers, stage arguments, a kill."""
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,3 +51,15 @@ def engine_prompts(tokenizer, count: int, k: int = 2) -> list[list[int]]:
     questions = [p["question"] for p in make_problems(count)] + ["Name three colours."]
     return [tokenizer.apply_chat_template(gsm8k_messages(q, exemplars, None, True), add_generation_prompt=True,
                                           return_dict=True)["input_ids"] for q in questions]
+
+
+def kill_when(command: list[str], ready, timeout: float = 300) -> None:
+    """Start `command`, SIGKILL its process group as soon as ready() is true."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not ready():
+        time.sleep(0.05)
+    assert process.poll() is None, "the stage ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -1,31 +1,16 @@
 """SIGKILL a stage mid-run, rerun it: no lost or doubled rows, the same bytes as an uninterrupted run."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from safetensors.torch import load_file
 
-from tests.helpers import PIN_CPU, PRESET_DIR, REPO, write_jsonl
+from tests.helpers import PIN_CPU, PRESET_DIR, REPO, kill_when, write_jsonl
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Question number {i}: how do I stay safe online?", "hazard": "prv",
             "persona": "normal"} for i in range(6)]
-
-
-def kill_when(command: list[str], ready, timeout: float = 300) -> None:
-    """Start `command`, SIGKILL its process group as soon as ready() is true."""
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None and not ready():
-        time.sleep(0.05)
-    assert process.poll() is None, "the stage ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def lines(path) -> int:

@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -14,7 +12,7 @@ from lib.errors import InputError
 from lib.io import read_jsonl
 from lib.models import check_adapter_base
 from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, train
-from tests.helpers import PIN_CPU, PRESET_DIR, REPO, write_jsonl
+from tests.helpers import PIN_CPU, PRESET_DIR, REPO, kill_when, write_jsonl
 
 PROMPTS = [{"id": f"p{i}", "prompt": text, "hazard": hazard, "persona": "normal"}
            for i, (text, hazard) in enumerate([("How do I reset a forgotten email password?", "prv"),
@@ -126,43 +124,43 @@ def _stage_command(args, run):
     return [sys.executable, "-m", "stages.infer_gsm8k", *args, "--run", run, "--base-only"]
 
 
+STATIC = ["--set", "hardware.decode=static"]  # the second run of a pair: the static step, the same bytes
+
+
 @pytest.mark.slow  # a kill and a rerun: the slow tier's kind of test
 def test_killed_run_resumes_to_identical_bytes(infer_args, tmp_path):
+    """The cut run decodes with the static step: killed, resumed, it writes the dynamic run's bytes."""
     invoke(prep_fewshot, infer_args, "--run", "whole")
     invoke(infer_gsm8k, infer_args, "--run", "whole", "--base-only")
-    invoke(prep_fewshot, infer_args, "--run", "cut")
+    invoke(prep_fewshot, infer_args, *STATIC, "--run", "cut")
 
     partial = tmp_path / "artifacts" / "run_cut" / "partial_gsm8k_base" / "outputs.rank0.jsonl"
-    process = subprocess.Popen(_stage_command(infer_args, "cut"), cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if partial.is_file() and len(partial.read_text().splitlines()) >= 2:  # first chunk written
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(_stage_command([*infer_args, *STATIC], "cut"),  # once the first chunk is written
+              lambda: partial.is_file() and len(partial.read_text().splitlines()) >= 2)
     final = tmp_path / "artifacts" / "gsm8k_preds_cut_base.jsonl"
     assert not final.exists()
 
-    rerun = subprocess.run(_stage_command(infer_args, "cut"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(_stage_command([*infer_args, *STATIC], "cut"), cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert final.read_bytes() == (tmp_path / "artifacts" / "gsm8k_preds_whole_base.jsonl").read_bytes()
+    metrics = json.loads((tmp_path / "artifacts" / "gsm8k_metrics_cut_base.json").read_text())
+    assert metrics["generation"]["decode"] == "static"
 
 
 @pytest.mark.slow
 def test_two_processes_write_the_same_file_as_one(infer_args, tmp_path):
+    """Two processes decoding with the static step write the bytes of one with the dynamic step."""
     invoke(prep_fewshot, infer_args, "--run", "one")
     invoke(infer_gsm8k, infer_args, "--run", "one", "--base-only")
-    invoke(prep_fewshot, infer_args, "--run", "two")
+    invoke(prep_fewshot, infer_args, *STATIC, "--run", "two")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "stages.infer_gsm8k", *infer_args, "--run", "two", "--base-only"]
+               "-m", "stages.infer_gsm8k", *infer_args, *STATIC, "--run", "two", "--base-only"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     metrics = json.loads((tmp_path / "artifacts" / "gsm8k_metrics_two_base.json").read_text())
-    assert metrics["generation"]["processes"] == 2
+    assert metrics["generation"]["processes"] == 2 and metrics["generation"]["decode"] == "static"
     one = (tmp_path / "artifacts" / "gsm8k_preds_one_base.jsonl").read_bytes()
     assert (tmp_path / "artifacts" / "gsm8k_preds_two_base.jsonl").read_bytes() == one
