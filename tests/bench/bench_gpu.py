@@ -3,6 +3,7 @@
     make bench                                   # runs this only where CUDA is usable
     .venv/bin/python tests/bench/bench_gpu.py [--card h100|h200|a100] [--batches 64 128]
     .venv/bin/python tests/bench/bench_gpu.py --tiny     # the same code paths on a 2-layer model (CPU too)
+    .venv/bin/python tests/bench/bench_gpu.py --compiled # also the static step through torch.compile
     .venv/bin/python tests/bench/bench_gpu.py --attention-only   # (c) alone, at the real shapes (CPU too)
 
 Qwen3-4B-Instruct-2507's architecture from its config values written below (no download: random
@@ -46,6 +47,9 @@ TINY = {**QWEN3_4B, "vocab_size": 4096, "hidden_size": 128, "intermediate_size":
 # (decode step, attention kernel, steps per sync); static is replayed as a CUDA graph on CUDA
 ENGINE_VARIANTS = [("dynamic", "eager", 1), ("dynamic", "fused", 1), ("dynamic", "eager", 8), ("dynamic", "fused", 8),
                    ("static", "fused", 8)]
+# --compiled adds the static step captured by torch.compile(mode="reduce-overhead") instead of a plain
+# CUDA graph (inductor's fused kernels inside its own graphs; minutes of compiling per batch size)
+COMPILED_VARIANT = ("static-compiled", "fused", 8)
 GSM8K_QUESTIONS = 1319
 CARDS = {  # dense bf16 peak FLOP/s, HBM bytes/s
     "h100": (989e12, 3.35e12), "h200": (989e12, 4.8e12), "a100": (312e12, 2.0e12),
@@ -107,7 +111,19 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
     return {"tokens_per_s": batch * length / seconds, "seconds_per_step": seconds, "peak_gib": peak}
 
 
-def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, suffix: int, new_tokens: int) -> dict:
+def compiled_capture(body):
+    """The static step through torch.compile(mode="reduce-overhead"): the slots' tensors it updates in
+    place are marked as fixed addresses, so its CUDA graphs may keep them (the cache's already are)."""
+    import torch
+
+    rows = body.args[1]  # body = partial(step_body, model, rows)
+    for tensor in (rows.mask, rows.positions, rows.last):
+        torch._dynamo.mark_static_address(tensor)
+    return torch.compile(body, mode="reduce-overhead", fullgraph=True, dynamic=False)
+
+
+def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, suffix: int, new_tokens: int,
+                   variants: list[tuple] = ENGINE_VARIANTS) -> dict:
     """Per batch: each engine variant's generated tokens/s and host milliseconds per decode step
     (the time to issue a step, the token reads between blocks left out), and plain generate's tokens/s."""
     import torch
@@ -132,16 +148,19 @@ def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, s
         prompts = [shared + torch.randint(3, shape["vocab_size"], (suffix,), generator=generator).tolist()
                    for _ in range(batch)]
         engines = {}
-        for decode, attention, steps_per_sync in ENGINE_VARIANTS:
+        for decode, attention, steps_per_sync in variants:
             # No EOS: every row decodes all new_tokens, the same work for all. A short run of the same
-            # variant first, so no timed variant pays for kernel selection or allocator growth.
+            # variant first, so no timed variant pays for kernel selection, compiling or allocator growth.
             for tokens in (8, new_tokens):
-                engine = (StaticSlotsEngine if decode == "static" else PrefixSharingEngine)(
-                    model, Tokens(), tokens, batch, eos_token_ids=(-1,), attention=attention,
-                    steps_per_sync=steps_per_sync)
+                options = dict(eos_token_ids=(-1,), attention=attention, steps_per_sync=steps_per_sync)
+                if decode == "static-compiled":
+                    options["capture"] = compiled_capture
+                engine = (PrefixSharingEngine if decode == "dynamic" else StaticSlotsEngine)(
+                    model, Tokens(), tokens, batch, **options)
                 host = _time_steps(engine)
                 _, stats = engine.generate(prompts)
-            engines[engine.decode_mode, attention, steps_per_sync] = {
+            mode = "static-torch-compile" if decode == "static-compiled" else engine.decode_mode
+            engines[mode, attention, steps_per_sync] = {
                 "tps": stats.generated_tokens / stats.seconds, "host_ms": 1e3 * sum(host) / len(host)}
         ids = torch.tensor(prompts, device=model.device)
         for tokens in (8, new_tokens):  # warm-up, then timed
@@ -247,6 +266,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind (checks the code paths)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also the static step through torch.compile(mode='reduce-overhead') (slow to compile)")
     parser.add_argument("--attention-only", action="store_true",
                         help="only (c), the attention kernels at the real shapes (runs on the CPU too)")
     options = parser.parse_args()
@@ -272,7 +293,8 @@ def main() -> None:
         training = bench_training(folder, shape, batch=8, length=64 if options.tiny else 384, steps=options.train_steps)
         decoding = bench_decoding(folder, shape, [4] if options.tiny else options.batches,
                                   prefix=32 if options.tiny else 800, suffix=8 if options.tiny else 40,
-                                  new_tokens=new_tokens)
+                                  new_tokens=new_tokens,
+                                  variants=ENGINE_VARIANTS + [COMPILED_VARIANT] * options.compiled)
         kernels = bench_attention([4] if options.tiny else options.batches,
                                     (4, 2, 32) if options.tiny else heads, 32 if options.tiny else 800,
                                     16 if options.tiny else 300, 5 if options.tiny else 50)
