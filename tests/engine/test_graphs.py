@@ -5,7 +5,8 @@ depend on no Python value that changes between steps. torch.compile's tracer che
 CPU: with fullgraph=True a host read or data-dependent branch is an error, and with dynamic=False
 any Python value the step depends on is guarded, so a changed value traces the step again. One trace
 for a whole call (refills, freed slots and a left shift of the columns included) is one graph that
-replays every step. Models in fp32 on the CPU."""
+replays every step, and every tensor the step touches must keep its address across the call (a
+graph replays the addresses it recorded). Models in fp32 on the CPU."""
 
 import pytest
 import torch
@@ -25,22 +26,40 @@ def tiny(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
 
 
+def addresses(rows) -> list[int]:
+    """Where every tensor the step reads or writes lives: a graph replays these addresses."""
+    layers = rows.cache.layers
+    tensors = [rows.mask, rows.positions, rows.last, *(t for layer in layers
+                                                        for t in (layer.keys, layer.values, layer.cumulative_length))]
+    return [tensor.data_ptr() for tensor in tensors]
+
+
 class Tracer:
-    """A capture by torch.compile's tracer: counts the graphs it traces, runs each eagerly."""
+    """A capture by torch.compile's tracer: counts the graphs it traces, runs each eagerly, and
+    counts the replays that found a tensor of the step moved since the capture (the tracer would
+    read the new one; a CUDA graph would keep writing the old)."""
 
     def __init__(self):
         self.traces = 0
+        self.moved = 0
 
     def backend(self, graph_module, example_inputs):
         self.traces += 1
         return graph_module.forward
 
     def __call__(self, body):
-        return torch.compile(body, backend=self.backend, fullgraph=True, dynamic=False)
+        rows, captured = body.args[1], addresses(body.args[1])
+        traced = torch.compile(body, backend=self.backend, fullgraph=True, dynamic=False)
+
+        def replay():
+            self.moved += addresses(rows) != captured
+            return traced()
+
+        return replay
 
 
 def traced_run(model, tokenizer, prompts, monkeypatch, max_new_tokens: int = 6):
-    """(tokens of the dynamic engine, tokens of the static one with a traced step, traces, shifts)."""
+    """(tokens of the dynamic engine, tokens of the static one with a traced step, its tracer, shifts)."""
     torch._dynamo.reset()
     shifts = []
     shift = StaticSlotsEngine._shift
@@ -49,14 +68,15 @@ def traced_run(model, tokenizer, prompts, monkeypatch, max_new_tokens: int = 6):
     options = dict(max_new_tokens=max_new_tokens, batch_size=2, eos_token_ids=(-1,))
     dynamic, _ = PrefixSharingEngine(model, tokenizer, **options).generate(prompts, in_order=True)
     traced, _ = StaticSlotsEngine(model, tokenizer, capture=tracer, **options).generate(prompts, in_order=True)
-    return [r.token_ids for r in dynamic], [r.token_ids for r in traced], tracer.traces, len(shifts)
+    return [r.token_ids for r in dynamic], [r.token_ids for r in traced], tracer, len(shifts)
 
 
 def test_one_traced_step_serves_a_whole_call(tiny, smollm2_tokenizer, monkeypatch):
     prompts = engine_prompts(smollm2_tokenizer, 15)  # 16 prompts through 2 slots: refills and a shift
-    dynamic, traced, traces, shifts = traced_run(tiny, smollm2_tokenizer, prompts, monkeypatch)
+    dynamic, traced, tracer, shifts = traced_run(tiny, smollm2_tokenizer, prompts, monkeypatch)
     assert shifts >= 1
-    assert traces == 1  # fullgraph: no host read; one trace: no Python value the replays would freeze
+    assert tracer.traces == 1  # fullgraph: no host read; one trace: no Python value the replays would freeze
+    assert tracer.moved == 0  # refills, retirements and shifts wrote in place
     assert traced == dynamic
 
 
@@ -71,8 +91,22 @@ def test_a_step_that_reads_the_host_column_is_traced_again(tiny, smollm2_tokeniz
 
     monkeypatch.setattr(static, "step_body", host_column_body)
     prompts = engine_prompts(smollm2_tokenizer, 1)  # 2 prompts, 5 tokens: a warm-up step and 3 traced ones
-    _, _, traces, _ = traced_run(tiny, smollm2_tokenizer, prompts, monkeypatch, max_new_tokens=5)
-    assert traces == 3  # one per column
+    _, _, tracer, _ = traced_run(tiny, smollm2_tokenizer, prompts, monkeypatch, max_new_tokens=5)
+    assert tracer.traces == 3  # one per column
+
+
+def test_a_shift_that_reallocates_the_mask_is_seen(tiny, smollm2_tokenizer, monkeypatch):
+    """The address check has teeth: a shift that builds a new mask (as the dynamic engine grows its
+    own) leaves a graph writing the old one."""
+    shift = StaticSlotsEngine._shift
+
+    def reallocating_shift(self, rows):
+        shift(self, rows)
+        rows.mask = rows.mask.clone()
+
+    monkeypatch.setattr(StaticSlotsEngine, "_shift", reallocating_shift)
+    _, _, tracer, shifts = traced_run(tiny, smollm2_tokenizer, engine_prompts(smollm2_tokenizer, 15), monkeypatch)
+    assert shifts >= 1 and tracer.moved >= 1
 
 
 def test_the_probe_passes_a_faithful_capture_and_names_a_broken_one(tiny, smollm2_tokenizer, monkeypatch):
