@@ -83,8 +83,7 @@ PROBE_PROMPTS, PROBE_TOKENS = 2, 4  # auto's probe: the first steps of a graph r
 _AUTO_CHOICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (step, why), probed once
 
 
-def resolve_decode(decode: str, model=None, tokenizer=None, prompts=(), attention: str = "auto",
-                   label: str = "") -> str:
+def resolve_decode(decode: str, model, tokenizer=None, prompts=(), attention: str = "auto", label: str = "") -> str:
     """The decode step to run, "dynamic" or "static": as `hardware.decode` says, and for auto the
     static one where its step is replayed as a CUDA graph and a probe on the first prompts gives the
     dynamic step's tokens; elsewhere dynamic (eager, the static step issues as many kernels and is
