@@ -71,9 +71,24 @@ def traced_run(model, tokenizer, prompts, monkeypatch, max_new_tokens: int = 6):
     return [r.token_ids for r in dynamic], [r.token_ids for r in traced], tracer, len(shifts)
 
 
-def test_one_traced_step_serves_a_whole_call(tiny, smollm2_tokenizer, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_qwen3(smollm2_tokenizer):
+    """The target model's architecture (q/k norms, its rotary embedding), 2 random layers."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                         max_position_embeddings=1024, tie_word_embeddings=True,
+                         eos_token_id=smollm2_tokenizer.eos_token_id, pad_token_id=smollm2_tokenizer.pad_token_id)
+    return Qwen3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen3"])
+def test_one_traced_step_serves_a_whole_call(architecture, request, smollm2_tokenizer, monkeypatch):
+    model = request.getfixturevalue({"llama": "tiny", "qwen3": "tiny_qwen3"}[architecture])
     prompts = engine_prompts(smollm2_tokenizer, 15)  # 16 prompts through 2 slots: refills and a shift
-    dynamic, traced, tracer, shifts = traced_run(tiny, smollm2_tokenizer, prompts, monkeypatch)
+    dynamic, traced, tracer, shifts = traced_run(model, smollm2_tokenizer, prompts, monkeypatch)
     assert shifts >= 1
     assert tracer.traces == 1  # fullgraph: no host read; one trace: no Python value the replays would freeze
     assert tracer.moved == 0  # refills, retirements and shifts wrote in place
