@@ -87,7 +87,7 @@ def test_engine_matches_generate_in_bf16_on_the_embedded_model(smollm2_bf16, smo
 
 
 def test_auto_replays_the_static_step_on_cuda_after_its_probe(smollm2_bf16, smollm2_tokenizer, capsys):
-    assert resolve_decode("auto", smollm2_bf16, smollm2_tokenizer, _prompts(smollm2_tokenizer, 2), label="t") == (
+    assert resolve_decode("auto", smollm2_bf16, smollm2_tokenizer, _prompts(smollm2_tokenizer, 3), label="t") == (
         "static")
     assert "t: hardware.decode auto -> static (replayed as a CUDA graph" in capsys.readouterr().out
 

@@ -79,7 +79,8 @@ def step_body(model, rows: Slots) -> torch.Tensor:
     return out.logits[:, -1]
 
 
-PROBE_PROMPTS, PROBE_TOKENS = 2, 4  # auto's probe: the first steps of a graph replay on the call's own prompts
+# auto's probe: the call's first 3 prompts through 2 slots, 4 tokens each: replays before and after a refill
+PROBE_PROMPTS, PROBE_SLOTS, PROBE_TOKENS = 3, 2, 4
 _AUTO_CHOICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (step, why), probed once
 
 
@@ -104,12 +105,14 @@ def resolve_decode(decode: str, model, tokenizer=None, prompts=(), attention: st
 
 def probe_static(model, tokenizer, prompts, attention: str = "auto") -> str | None:
     """Why the captured static step cannot stand in for the dynamic one here, or None: the first
-    PROBE_PROMPTS prompts decoded PROBE_TOKENS greedy tokens both ways (the last ones by replays)
-    must give the same tokens. No EOS stops a row early (a judge's one-word verdict would leave no
-    replay to compare), and the prompts are cut to one length, so no padding is needed."""
+    PROBE_PROMPTS prompts, through PROBE_SLOTS slots, decoded PROBE_TOKENS greedy tokens both ways
+    (all but the first by replays, the last prompt's in a refilled slot) must give the same tokens.
+    No EOS stops a row early (a judge's one-word verdict would leave no replay to compare), and the
+    prompts are cut to one length, so no padding is needed."""
     shortest = min(len(prompt) for prompt in prompts[:PROBE_PROMPTS])
     sample = [list(prompt[:shortest]) for prompt in prompts[:PROBE_PROMPTS]]
-    options = dict(max_new_tokens=PROBE_TOKENS, batch_size=len(sample), eos_token_ids=(-1,), attention=attention)
+    options = dict(max_new_tokens=PROBE_TOKENS, batch_size=min(PROBE_SLOTS, len(sample)), eos_token_ids=(-1,),
+                   attention=attention)
     try:
         static, _ = StaticSlotsEngine(model, tokenizer, **options).generate(sample)
     except Exception as error:  # a probe: whatever stops the capture or a replay means the dynamic step
