@@ -10,6 +10,6 @@ class InputError(Exception):
 
 
 def error_line(error: BaseException) -> str:
-    """"Type: first line of the message": an error said in one line (a probe's reason, a failed fetch)."""
+    """An error in one line, its type and the first line of its message (a probe's reason, a failed fetch)."""
     text = str(error)
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
