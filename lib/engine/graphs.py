@@ -33,20 +33,26 @@ def warm_up(body: Step, device: torch.device) -> torch.Tensor:
     return logits
 
 
-def cuda_graph(body: Step) -> Step:
-    """Record `body` as a CUDA graph; calling the result replays it and returns its logits (a
-    tensor of the graph's own memory, overwritten by the next replay)."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):  # records the kernels; nothing runs, so no state changes
-        logits = body()
+class CudaGraphs:
+    """Records a step as a CUDA graph on `device`; calling what it returns replays the graph and
+    gives its logits (a tensor of the graph's own memory, overwritten by the next replay)."""
 
-    def replay() -> torch.Tensor:
-        graph.replay()
-        return logits
+    def __init__(self, device: torch.device):
+        self.device = device
 
-    return replay
+    def __call__(self, body: Step) -> Step:
+        graph = torch.cuda.CUDAGraph()
+        # The capture stream on the model's device, whichever device is current in this process.
+        with torch.cuda.device(self.device), torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
+            logits = body()  # recorded: nothing runs, so no state changes
+
+        def replay() -> torch.Tensor:
+            graph.replay()
+            return logits
+
+        return replay
 
 
 def capture_for(device: torch.device) -> Capture | None:
     """How the static step is captured on this device: a CUDA graph on CUDA; elsewhere none (eager)."""
-    return cuda_graph if device.type == "cuda" else None
+    return CudaGraphs(device) if device.type == "cuda" else None

@@ -27,7 +27,7 @@ from functools import partial
 
 import torch
 
-from lib.engine.graphs import Capture, capture_for, cuda_graph, warm_up
+from lib.engine.graphs import Capture, CudaGraphs, capture_for, warm_up
 from lib.engine.kv_rows import Rows, cache_layers
 from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
 from lib.errors import InputError, error_line
@@ -133,7 +133,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
     def __init__(self, *args, capture: Capture | None | str = "device", **options):
         super().__init__(*args, **options)
         self.capture = capture_for(self.device) if capture == "device" else capture
-        self.decode_mode = "static-cuda-graph" if self.capture is cuda_graph else "static"
+        self.decode_mode = "static-cuda-graph" if isinstance(self.capture, CudaGraphs) else "static"
 
     def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
                                on_result) -> list[Generated]:
