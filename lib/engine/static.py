@@ -13,7 +13,7 @@ step of a call, refills and shifts included; sampling draws outside it (per-prom
 Layout: as in the dynamic engine, every row writes its next token at the same column `col`, with
 its own tokens right-aligned before it. A call starts at `col` = its longest prompt suffix, so a
 prompt refilled into a free slot later has room for its prefilled suffix at [col - width, col).
-When `col` reaches `capacity` (2 x (longest suffix + max_new_tokens)) all slots shift left by the
+When `col` reaches `capacity` (1.25 x the longest a row can span) all slots shift left by the
 columns none of them uses; that copy is the only data-dependent step, and it is rare. The shared
 prefix stays stored once, as in the dynamic engine. Prefill and refill stay outside the step.
 """
@@ -142,7 +142,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
         self._width = max(len(p) - prefix_len for p in prompts)
         slot_count = min(self.batch_size, len(prompts))
         first = self._prefill(prefix_len, prompts, [pending.popleft() for _ in range(slot_count)], stats)
-        slots = self._empty_slots(first, slot_count, 2 * (self._width + self.max_new_tokens))
+        slots = self._empty_slots(first, slot_count, self._capacity())
         self._place(slots, first, list(range(slot_count)))
         while True:
             self._retire_finished(slots, results, stats, progress, on_result)
@@ -156,6 +156,14 @@ class StaticSlotsEngine(PrefixSharingEngine):
             if all(item is None for item in slots.items):
                 return results
             self._decode_block(slots, stats)
+
+    def _capacity(self) -> int:
+        """Columns a slot holds: the longest a row can span (suffix, new tokens, a block's overrun
+        after its stop) and a quarter more. A row spans at most `longest` columns back from `col`,
+        so a shift frees at least the quarter: shifts (one copy of the cache) come at most every
+        longest/4 steps, while each step reads 1.25x the longest row, not more."""
+        longest = self._width + self.max_new_tokens + self.steps_per_sync
+        return longest + max(longest // 4, 1)
 
     def _empty_slots(self, like: Rows, slot_count: int, capacity: int) -> Slots:
         device = like.mask.device
