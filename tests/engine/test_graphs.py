@@ -8,6 +8,8 @@ for a whole call (refills, freed slots and a left shift of the columns included)
 replays every step, and every tensor the step touches must keep its address across the call (a
 graph replays the addresses it recorded). Models in fp32 on the CPU."""
 
+import weakref
+
 import pytest
 import torch
 
@@ -154,7 +156,8 @@ def test_static_asked_for_says_in_one_line_that_its_step_could_not_be_captured(t
                                  " or dynamic")
 
 
-def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, capsys):
+def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, capsys, monkeypatch):
+    monkeypatch.setattr(static, "_AUTO_CHOICE", weakref.WeakKeyDictionary())  # no choice left by another test
     prompts = engine_prompts(smollm2_tokenizer, 1)
     kinds = {decode: type(choose_generator(tiny, smollm2_tokenizer, prompts, 4, 2, label="t", decode=decode))
              for decode in ("auto", "dynamic", "static", "auto")}
