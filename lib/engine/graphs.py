@@ -6,7 +6,8 @@ and replays them with one call. A recording keeps the addresses of every tensor 
 step it records (lib/engine/static.py `step_body`) reads and writes only tensors that keep their
 address for the whole call, reads nothing back to the host (capture fails on such a read), and
 depends on no Python value that changes between steps (a replay would repeat the captured value).
-tests/engine/test_graphs.py checks the last two on the CPU with torch.compile's tracer.
+tests/engine/test_graphs.py checks all three on the CPU (the addresses at every replay, the other two
+with torch.compile's tracer).
 """
 
 from __future__ import annotations
