@@ -63,3 +63,12 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> None:
     assert process.poll() is None, "the stage ended before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def count_shifts(monkeypatch) -> list[int]:
+    """The columns at which the static engine shifts its slots left, filled as it runs."""
+    from lib.engine.static import StaticSlotsEngine
+
+    shifts, shift = [], StaticSlotsEngine._shift
+    monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows: shifts.append(rows.col) or shift(self, rows))
+    return shifts

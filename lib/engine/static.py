@@ -46,9 +46,19 @@ class Slots:
     generated: list[list[int]] = field(default_factory=list)
     replay: Callable[[], torch.Tensor] | None = None  # the captured body, after the call's first step
 
+    def __post_init__(self):
+        self.move_to(self.col)
+
     @property
     def capacity(self) -> int:
         return self.mask.shape[1]
+
+    def move_to(self, col: int) -> None:
+        """Write the next token at `col`: the host's column and each layer's device counter
+        (StaticLayer.cumulative_length, which a captured step reads and advances), set in place together."""
+        self.col = col
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(col)
 
 
 def static_cache(like: Rows, slots: int, capacity: int):
@@ -167,10 +177,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
 
     def _empty_slots(self, like: Rows, slot_count: int, capacity: int) -> Slots:
         device = like.mask.device
-        cache = static_cache(like, slot_count, capacity)
-        for layer in cache.layers:
-            layer.cumulative_length.fill_(self._width)  # the first column written (the step advances it)
-        return Slots(cache=cache,
+        return Slots(cache=static_cache(like, slot_count, capacity),
                      mask=torch.zeros((slot_count, capacity), dtype=like.mask.dtype, device=device),
                      positions=torch.zeros(slot_count, dtype=like.positions.dtype, device=device),
                      last=torch.zeros(slot_count, dtype=like.last.dtype, device=device), col=self._width,
@@ -257,6 +264,4 @@ class StaticSlotsEngine(PrefixSharingEngine):
             layer.values[:, :, :kept] = layer.values[:, :, shift:].clone()
         rows.mask[:, :kept] = rows.mask[:, shift:].clone()
         rows.mask[:, kept:] = 0
-        rows.col -= shift
-        for layer in rows.cache.layers:  # in place: a captured step keeps reading the same counter
-            layer.cumulative_length.fill_(rows.col)
+        rows.move_to(rows.col - shift)

@@ -18,7 +18,7 @@ from lib.engine.batched import choose_generator
 from lib.engine.scheduler import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, probe_static, resolve_decode
 from lib.errors import InputError
-from tests.helpers import engine_prompts
+from tests.helpers import count_shifts, engine_prompts
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,7 @@ class Tracer:
 def traced_run(model, tokenizer, prompts, monkeypatch, max_new_tokens: int = 6):
     """(tokens of the dynamic engine, tokens of the static one with a traced step, its tracer, shifts)."""
     torch._dynamo.reset()
-    shifts = []
-    shift = StaticSlotsEngine._shift
-    monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows: shifts.append(rows.col) or shift(self, rows))
+    shifts = count_shifts(monkeypatch)
     tracer = Tracer()
     options = dict(max_new_tokens=max_new_tokens, batch_size=2, eos_token_ids=(-1,))
     dynamic, _ = PrefixSharingEngine(model, tokenizer, **options).generate(prompts, in_order=True)

@@ -9,7 +9,7 @@ import torch
 from lib.engine.sampling import Sampling
 from lib.engine.scheduler import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine
-from tests.helpers import engine_prompts
+from tests.helpers import count_shifts, engine_prompts
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,7 @@ def test_a_refill_that_ends_at_its_first_token_frees_its_slot(smollm2, smollm2_t
 
 
 def test_a_long_stream_shifts_its_columns_and_keeps_the_answers(smollm2, smollm2_tokenizer, monkeypatch):
-    shifts = []
-    shift = StaticSlotsEngine._shift
-    monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows: shifts.append(rows.col) or shift(self, rows))
+    shifts = count_shifts(monkeypatch)
     prompts = engine_prompts(smollm2_tokenizer, 9)  # 10 prompts of <= 6 new tokens through one slot: the columns
     assert_same(*both(smollm2, smollm2_tokenizer, prompts, 6, 1, in_order=True))  # run out at least once
     assert len(shifts) >= 1
