@@ -186,7 +186,11 @@ def load_for_inference(base_path: str, adapter: Path | None, model_format: str, 
     if adapter is not None:
         check_adapter_base(adapter, base_path)
     precision = base_precision(model_format, adapter, trained)
-    load_dtype, quant_config = dtype, None
+    # An adapter is merged at full precision and the result cast once to the evaluation dtype: a LoRA
+    # delta is small next to the weights, and merging in bf16 (8 mantissa bits) would round part of
+    # the training away before it is evaluated. The original weights in fp32 are exact (bf16 widens).
+    merges = adapter is not None and precision != "nf4"
+    load_dtype, quant_config = (torch.float32 if merges else dtype), None
     if precision == "nf4":
         quant_config = nf4_config(trained.double_quant, dtype)
     elif precision == "nf4-dequantized":  # quantized from the same dtype as in training: the same 4-bit codes
@@ -197,21 +201,37 @@ def load_for_inference(base_path: str, adapter: Path | None, model_format: str, 
             use_safetensors=None if allow_pickle else True, quantization_config=quant_config, dtype=load_dtype,
             device_map={"": process_state().device},
         )
+    if precision == "nf4":
+        keep_4bit_compute_dtype(model, dtype)
     if precision == "nf4-dequantized":
-        model = dequantized(model, dtype)
+        model = dequantized(model, torch.float32 if merges else dtype)
         if process_state().is_main_process:
             trained_name, eval_name = (str(d).removeprefix("torch.") for d in (trained.compute_dtype, dtype))
-            print(f"model: the base quantized to nf4 as in training ({trained_name}), dequantized to {eval_name};"
-                  " the adapter is merged into it")
+            print(f"model: the base quantized to nf4 as in training ({trained_name}), dequantized to float32;"
+                  f" the adapter merged into it, then cast to {eval_name}")
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
-        if precision != "nf4":
-            model = model.merge_and_unload()
+        if merges:
+            model = model.merge_and_unload().to(dtype)
     with hub_errors(base_path, "model", revision):
         tokenizer = AutoTokenizer.from_pretrained(base_path, revision=revision, trust_remote_code=trust_remote_code)
     return model.eval(), tokenizer, precision
+
+
+def keep_4bit_compute_dtype(model, dtype: torch.dtype) -> None:
+    """Make an fp32 evaluation of a 4-bit model compute in fp32 on every CPU. bitsandbytes' CPU backend
+    repacks the weights for its own kernel at the first inference call on CPUs with AVX512-BF16, and
+    that kernel casts the input and the scales to bf16 whatever the compute dtype: on those CPUs an
+    fp32 evaluation would silently be a bf16 one, and differ from the same evaluation elsewhere.
+    (`support_avx512bf16_for_cpu` is the flag each Linear4bit reads before repacking; a bf16
+    evaluation keeps the fast kernel, whose arithmetic is then the dtype it asked for.)"""
+    if dtype != torch.float32:
+        return
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
 
 
 def dequantized(model, dtype: torch.dtype):

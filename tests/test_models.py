@@ -160,3 +160,89 @@ def test_merged_and_nf4_answer_the_demo_questions_alike(on_cpu, smollm2_dir, smo
         top_two = scores[first].topk(2).values
         assert top_two[0] - top_two[1] <= merge_tolerance(config, scores[first]), f"diverged at token {first}"
     assert [t for t, _ in answers["merged_original"]] != [t for t, _ in answers["nf4"]]
+
+
+BF16_UNIT_ROUNDOFF = 2.0 ** -8
+
+
+def linear_weights(model) -> dict[str, torch.Tensor]:
+    return {name: module.weight.detach().float() for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)}
+
+
+def bf16_merge_the_old_way(model_dir, adapter):
+    """The merge before fp32 merging: the nf4 base dequantized to bf16 and the LoRA delta added in bf16."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lib.models import dequantized, nf4_config
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=nf4_config(True, torch.float32),
+                                                 dtype=torch.float32, device_map={"": "cpu"})
+    return PeftModel.from_pretrained(dequantized(model, torch.bfloat16), str(adapter)).merge_and_unload()
+
+
+def load_merged(model_dir, adapter, dtype):
+    from lib.models import TrainedBase, load_for_inference
+
+    trained = TrainedBase("nf4", double_quant=True, compute_dtype=torch.float32)
+    return load_for_inference(str(model_dir), adapter, "merged", dtype, trained)[0]
+
+
+def test_bf16_merged_weights_are_the_rounding_of_the_fp32_merge(on_cpu, tiny_model_dir, tmp_path):
+    # A delta a tenth of the random adapter's: the size of a trained one next to the weights.
+    adapter = random_adapter(tiny_model_dir, tmp_path / "adapter", b_scale=0.1)
+    exact = linear_weights(load_merged(tiny_model_dir, adapter, torch.float32))
+    merged = linear_weights(load_merged(tiny_model_dir, adapter, torch.bfloat16))
+    old = linear_weights(bf16_merge_the_old_way(tiny_model_dir, adapter))
+    assert exact.keys() == merged.keys() == old.keys() and len(exact) > 1
+    for name, weight in exact.items():  # rounded once: bit for bit the fp32 merge cast to bf16
+        assert torch.equal(merged[name], weight.to(torch.bfloat16).float()), name
+    # Rounded once, each weight is the bf16 value nearest the fp32 merge: never farther than the
+    # old merge's, which rounded the base to bf16 first and the sum again; farther somewhere is a defect.
+    worse = 0
+    for name, weight in exact.items():
+        assert ((merged[name] - weight).abs() <= (old[name] - weight).abs()).all(), name
+        worse += int(((old[name] - weight).abs() > (merged[name] - weight).abs()).sum())
+    assert worse > 0, "the two merges agree everywhere: the comparison would prove nothing"
+
+
+def bf16_tolerance(config, logits: torch.Tensor) -> float:
+    """bf16 rounding between nf4 and merged evaluated in bf16, for either of bitsandbytes' CPU paths (its
+    AVX512-BF16 kernel, which rounds the input and the scales to bf16, or a bf16 dequantize and matmul):
+    each side rounds a matmul's input, its weights (merged: W + s·BA once; nf4: the scales) and its
+    output, at most 3 bf16 unit roundoffs a matmul apart from the fp32 accumulation (negligible here),
+    chained over about 4 matmuls a layer plus the head, to first order; x2 for the two sides."""
+    matmuls = 4 * config.num_hidden_layers + 1
+    return float(logits.abs().max()) * matmuls * 2 * 3 * BF16_UNIT_ROUNDOFF
+
+
+@pytest.mark.parametrize("kernel", ["bitsandbytes' choice", "dequantize-matmul"])
+def test_nf4_and_merged_agree_in_bf16_within_bf16_rounding(on_cpu, tiny_model_dir, smollm2_tokenizer, tmp_path,
+                                                          kernel):
+    """Both of bitsandbytes' CPU paths where this CPU has AVX512-BF16 (its own choice is then the bf16
+    kernel; the repack flag turned off gives the other); elsewhere both cases run the second path."""
+    from bitsandbytes.functional import has_avx512bf16
+    from transformers import AutoConfig
+
+    from lib.models import TrainedBase, load_for_inference
+
+    adapter = random_adapter(tiny_model_dir, tmp_path / "adapter", b_scale=1.0)
+    prompts = [smollm2_tokenizer(text)["input_ids"] for text in ("Natalia sold clips to 48 friends.", "What is 7?")]
+    trained = TrainedBase("nf4", double_quant=True, compute_dtype=torch.float32)
+
+    def logits(model_format, with_adapter=adapter):
+        model = load_for_inference(str(tiny_model_dir), with_adapter, model_format, torch.bfloat16, trained)[0]
+        for module in model.modules():
+            if kernel == "dequantize-matmul" and hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        with torch.no_grad():
+            return torch.stack([model(torch.tensor([ids])).logits[0, -1].float() for ids in prompts])
+
+    nf4, merged, untrained = logits("nf4"), logits("merged"), logits("nf4", None)
+    tolerance = bf16_tolerance(AutoConfig.from_pretrained(tiny_model_dir), nf4)
+    path = ("bitsandbytes' AVX512-BF16 kernel" if has_avx512bf16() and kernel == "bitsandbytes' choice"
+            else "bf16 dequantize and matmul")
+    print(f"nf4 path: {path}; merged vs nf4 {float((merged - nf4).abs().max()):.3g}, bound {tolerance:.3g}")
+    assert (merged - nf4).abs().max() <= tolerance, path
+    assert (untrained - nf4).abs().max() > 4 * tolerance  # the adapter's effect: the bound can tell it apart
