@@ -57,7 +57,7 @@ GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check
+.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -213,15 +213,40 @@ docker: ## run a Make target inside the image: make docker T=strong (or T="smoke
 	mkdir -p "$(abspath $(ARTIFACTS))" "$(HF_CACHE)"
 	$(DOCKER_RUN) make $(strip $(T) $(DOCKER_VARS))
 
-CARD ?= h100## the card gpu-check and bench_gpu.py set their figures against (h100, h200, a100)
-GPU_CHECK := $(ARTIFACTS)/gpu_check
-gpu-check: $(VENV_STAMP) ## on a lent GPU: pytest -m gpu, bench_gpu.py at Qwen3-4B's shapes, the whole chain; one table (also $OUT/gpu_check.md)
-	@$(PY) tests/bench/gpu_check.py require
-	@mkdir -p $(GPU_CHECK)
-	$(PY) -m pytest -m gpu 2>&1 | tee $(GPU_CHECK)/pytest.txt
-	$(PY) tests/bench/bench_gpu.py --card $(CARD) 2>&1 | tee $(GPU_CHECK)/bench.txt
-	$(PY) tests/bench/gpu_check.py chain --work $(GPU_CHECK) 2>&1 | tee $(GPU_CHECK)/chain.txt
-	$(PY) tests/bench/gpu_check.py table --work $(GPU_CHECK)
+CARD ?= h100## the card gpu-check and bench_gpu.py print datasheet peaks for (h100, h200, a100)
+GPU_CHECK := $(or $(OUT),$(ARTIFACTS)/gpu_check)
+BUNDLE ?= gpu-bundle## what `make wheelhouse` writes: wheels/ and the GPU check's tiny models/
+# The GPU node's image (not IMAGE, which names the Docker image): what its own Python holds.
+NODE_IMAGE ?= docker/images/h200-cuda13.txt## the GPU node's Python packages, for `make wheelhouse`
+NODE_PYTHON ?= 3.12## the GPU node's Python version, for `make wheelhouse`
+CUDA ?= 13.0## the GPU node's CUDA version: the bitsandbytes library `make wheelhouse` keeps
+gpu-check: $(VENV_STAMP) ## on a GPU: both parts of the check (stages/gpu_check.py), logs and gpu_check.md in OUT or artifacts/gpu_check
+	$(PY) -m stages.gpu_check part1 --out $(GPU_CHECK) --card $(CARD) --bundle $(BUNDLE)
+	$(PY) -m stages.gpu_check part2 --out $(GPU_CHECK) --card $(CARD) --bundle $(BUNDLE)
+
+wheelhouse: $(VENV_STAMP) ## wheels and the check's models for an offline GPU node whose image has torch -> BUNDLE
+	$(PY) -m stages.wheelhouse --image $(NODE_IMAGE) --cuda $(CUDA) --python $(NODE_PYTHON) --out $(BUNDLE)
+
+# The node rehearsed here: a Python NODE_PYTHON venv with NODE_IMAGE's versions (its CUDA torch too, GBs;
+# kept in REHEARSAL between calls), the bundle installed exactly as on the node, every module imported,
+# both parts at tiny size on the CPU, and the real check's one-line stop without CUDA.
+REHEARSAL ?= /tmp/gsm8k-rehearsal## where gpu-check-rehearsal keeps its image-like venv
+REHEARSAL_PYTHON ?= python$(NODE_PYTHON)## the interpreter gpu-check-rehearsal builds its venv with
+REHEARSAL_PY := $(REHEARSAL)/image/bin/python
+REHEARSE = PYTHONPATH=$(REHEARSAL)/site:$(CURDIR) $(REHEARSAL_PY)
+gpu-check-rehearsal: wheelhouse ## without a GPU: the bundle installed into an image-like venv, the check at tiny size
+	@command -v $(REHEARSAL_PYTHON) >/dev/null || { echo "Error: $(REHEARSAL_PYTHON) not found (set REHEARSAL_PYTHON=/path/to/python$(NODE_PYTHON))" >&2; exit 1; }
+	test -x $(REHEARSAL_PY) || $(REHEARSAL_PYTHON) -m venv $(REHEARSAL)/image
+	grep -v '^#' $(NODE_IMAGE) | $(REHEARSAL_PY) -m pip install --quiet -r /dev/stdin
+	rm -rf $(REHEARSAL)/site && $(REHEARSAL_PY) -m pip install --quiet --no-index --no-deps --target $(REHEARSAL)/site $(BUNDLE)/wheels/*.whl
+	$(REHEARSE) -m stages.gpu_check environment
+	$(REHEARSE) -c "import importlib, pathlib; [importlib.import_module('.'.join(p.with_suffix('').parts).removesuffix('.__init__')) \
+		for d in ('lib', 'stages') for p in sorted(pathlib.Path(d).rglob('*.py'))]; print('rehearsal: every module of lib/ and stages/ imports')"
+	rm -rf $(REHEARSAL)/out $(REHEARSAL)/work
+	$(REHEARSE) -m stages.gpu_check part1 --tiny --out $(REHEARSAL)/out --work $(REHEARSAL)/work --bundle $(BUNDLE)
+	$(REHEARSE) -m stages.gpu_check part2 --tiny --out $(REHEARSAL)/out --work $(REHEARSAL)/work --bundle $(BUNDLE)
+	! $(REHEARSE) -m stages.gpu_check part1 --out $(REHEARSAL)/out-cuda --bundle $(BUNDLE) 2> $(REHEARSAL)/no-cuda.txt
+	test "$$(grep -c . $(REHEARSAL)/no-cuda.txt)" = 1 && grep '^Error: gpu-check needs CUDA' $(REHEARSAL)/no-cuda.txt
 
 download: $(VENV_STAMP) ## fetch what PRESET needs from the hub into the HF cache (a login node) and check data/; then run offline
 	$(PY) -m lib.tasks.download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))

@@ -10,7 +10,7 @@ from pathlib import Path
 from lib.pipeline.stage_inputs import REPO
 
 LAYERS = [
-    "lib.errors", "lib.io",  # plain Python: errors and files
+    "lib.errors", "lib.io", "lib.wheelhouse",  # plain Python: errors, files, the wheels a GPU node needs
     "lib.pipeline",  # the config, run identity, artifact map, stage inputs, fingerprints, CLI (no ML libraries)
     "lib.hub", "lib.devices", "lib.models", "lib.chat",  # the hub, devices, loading models, chat templates
     "lib.tasks",  # GSM8K and AILuminate data, parsing, few-shot pool, prompts
@@ -18,6 +18,7 @@ LAYERS = [
     "lib.judge",  # the safety judge (runs the engine)
     "lib.training",  # the trainer, SFT data, rejection sampling
     "lib.results",  # summaries, reports, sweep, comparison, statistics
+    "lib.checks",  # the GPU check's parts and models (runs every stage)
 ]
 
 

@@ -37,13 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-QWEN3_4B = dict(  # Qwen/Qwen3-4B-Instruct-2507 config.json
-    vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-    num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rope_theta=5_000_000.0,
-    rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
-)
-TINY = {**QWEN3_4B, "vocab_size": 4096, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "bos_token_id": 1, "eos_token_id": 2}
+from lib.checks.gpu import QWEN3_4B, TINY  # noqa: E402 (after the path is set)
+
 # (decode step, attention kernel, steps per sync); static is replayed as a CUDA graph on CUDA
 ENGINE_VARIANTS = [("dynamic", "eager", 1), ("dynamic", "fused", 1), ("dynamic", "eager", 8), ("dynamic", "fused", 8),
                    ("static", "fused", 8)]
@@ -257,7 +252,7 @@ def print_attention(results: dict, prefix: int, own: int) -> None:
         line = ", ".join(f"{name} {ms:.3f} ms (x{eager / ms:.2f} of eager, max error {result['max_error'][name]:.1e})"
                          for name, ms in result["ms"].items())
         print(f"attention, one layer's decode step, batch {batch}, prefix {prefix} + {own} own tokens: {line};"
-              f" errors against fp32, outputs up to {result['max_output']:.2f}")
+              f" errors against fp32, outputs up to {result['max_output']:.2f}", flush=True)
 
 
 def main() -> None:
@@ -268,16 +263,20 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind (checks the code paths)")
     parser.add_argument("--compiled", action="store_true",
                         help="also the static step through torch.compile(mode='reduce-overhead') (slow to compile)")
-    parser.add_argument("--attention-only", action="store_true",
-                        help="only (c), the attention kernels at the real shapes (runs on the CPU too)")
+    parser.add_argument("--only", action="append", choices=["train", "decode", "attention"],
+                        help="measure only these parts (repeat; default all)")
+    parser.add_argument("--model-folder", type=Path, default=None,
+                        help="the random model folder: used when present, else built there (default: temporary)")
+    parser.add_argument("--attention-only", action="store_true", help="the same as --only attention")
     options = parser.parse_args()
+    parts = set(options.only or (["attention"] if options.attention_only else ["train", "decode", "attention"]))
 
     import torch
 
     heads = (QWEN3_4B["num_attention_heads"], QWEN3_4B["num_key_value_heads"], QWEN3_4B["head_dim"])
-    if options.attention_only:
-        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-        print(f"attention kernels on {device}, bf16, Qwen3-4B heads {heads}")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    if parts == {"attention"}:
+        print(f"attention kernels on {device}, bf16, Qwen3-4B heads {heads}", flush=True)
         print_attention(bench_attention(options.batches, heads, 800, 300, 50 if torch.cuda.is_available() else 5),
                         800, 300)
         return
@@ -288,37 +287,58 @@ def main() -> None:
     flops, bandwidth = CARDS[options.card]
     new_tokens = 8 if options.tiny else 256
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch) / "qwen3-4b-shaped"
-        parameters = build_model(shape, folder)
-        training = bench_training(folder, shape, batch=8, length=64 if options.tiny else 384, steps=options.train_steps)
-        decoding = bench_decoding(folder, shape, [4] if options.tiny else options.batches,
-                                  prefix=32 if options.tiny else 800, suffix=8 if options.tiny else 40,
-                                  new_tokens=new_tokens,
-                                  variants=ENGINE_VARIANTS + [COMPILED_VARIANT] * options.compiled)
-        kernels = bench_attention([4] if options.tiny else options.batches,
-                                    (4, 2, 32) if options.tiny else heads, 32 if options.tiny else 800,
-                                    16 if options.tiny else 300, 5 if options.tiny else 50)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    utilisation = 6 * parameters * training["tokens_per_s"] / flops
-    print(f"GPU benchmark on {device} ({'tiny shape' if options.tiny else 'Qwen3-4B shape'}, {parameters / 1e9:.2f}B"
-          f" parameters, random bf16 weights); peaks assumed for {options.card}: {flops / 1e12:.0f} TFLOP/s bf16,"
-          f" {bandwidth / 1e12:.2f} TB/s")
-    print(f"QLoRA train, batch 8 x {384 if not options.tiny else 64} tokens: {training['tokens_per_s']:.0f} tokens/s,"
-          f" {training['seconds_per_step']:.2f} s/step, peak {training['peak_gib']:.1f} GiB,"
-          f" FLOP utilisation {utilisation:.1%} (6 N tokens / peak)")
-    prefix, suffix = (32, 8) if options.tiny else (800, 40)
-    for batch, result in decoding.items():
-        floor = step_floor_seconds(shape, parameters, batch, prefix, suffix, new_tokens, bandwidth)
-        print(f"decode, batch {batch}, {prefix}-token shared prefix: plain generate {result['generate_tps']:.0f}"
-              f" tokens/s; bandwidth floor {batch / floor:.0f} tokens/s ({1e3 * floor:.2f} ms per step: weights"
-              f" and live cache read once)")
-        for (decode, attention, steps_per_sync), figures in result["engines"].items():
-            tps = figures["tps"]
-            print(f"  engine, {decode} decode, {attention} attention, host reads every {steps_per_sync} step(s):"
-                  f" {tps:.0f} tokens/s, x{tps / result['generate_tps']:.2f} of generate, x{batch / floor / tps:.1f}"
-                  f" of the floor's time; host {figures['host_ms']:.2f} ms per step; GSM8K's {GSM8K_QUESTIONS}"
-                  f" questions x {new_tokens} tokens -> {GSM8K_QUESTIONS * new_tokens / tps:.0f} s")
-    print_attention(kernels, 32 if options.tiny else 800, 16 if options.tiny else 300)
+        folder = options.model_folder or Path(scratch) / "qwen3-4b-shaped"
+        if (folder / "config.json").is_file():
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(folder)
+            shape = {**shape, "vocab_size": config.vocab_size, "eos_token_id": config.eos_token_id}
+            parameters = count_parameters(config)
+        else:
+            parameters = build_model(shape, folder)
+        print(f"GPU benchmark on {device} ({'tiny shape' if options.tiny else 'Qwen3-4B shape'},"
+              f" {parameters / 1e9:.2f}B parameters, random bf16 weights); peaks assumed for {options.card}:"
+              f" {flops / 1e12:.0f} TFLOP/s bf16, {bandwidth / 1e12:.2f} TB/s", flush=True)
+        if "train" in parts:
+            length = 64 if options.tiny else 384
+            training = bench_training(folder, shape, batch=8, length=length, steps=options.train_steps)
+            utilisation = 6 * parameters * training["tokens_per_s"] / flops
+            print(f"QLoRA train, batch 8 x {length} tokens: {training['tokens_per_s']:.0f} tokens/s,"
+                  f" {training['seconds_per_step']:.2f} s/step, peak {training['peak_gib']:.1f} GiB,"
+                  f" FLOP utilisation {utilisation:.1%} (6 N tokens / peak)", flush=True)
+        if "decode" in parts:
+            prefix, suffix = (32, 8) if options.tiny else (800, 40)
+            for batch in [4] if options.tiny else options.batches:
+                result = bench_decoding(folder, shape, [batch], prefix=prefix, suffix=suffix, new_tokens=new_tokens,
+                                        variants=ENGINE_VARIANTS + [COMPILED_VARIANT] * options.compiled)[batch]
+                print_decoding(batch, result, shape, parameters, prefix, suffix, new_tokens, bandwidth)
+    if "attention" in parts:
+        prefix, own = (32, 16) if options.tiny else (800, 300)
+        kernel_heads = (4, 2, 32) if options.tiny else heads
+        print_attention(bench_attention([4] if options.tiny else options.batches, kernel_heads, prefix, own,
+                                        5 if options.tiny else 50), prefix, own)
+
+
+def count_parameters(config) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+
+
+def print_decoding(batch: int, result: dict, shape: dict, parameters: int, prefix: int, suffix: int, new_tokens: int,
+                   bandwidth: float) -> None:
+    floor = step_floor_seconds(shape, parameters, batch, prefix, suffix, new_tokens, bandwidth)
+    print(f"decode, batch {batch}, {prefix}-token shared prefix: plain generate {result['generate_tps']:.0f}"
+          f" tokens/s; bandwidth floor {batch / floor:.0f} tokens/s ({1e3 * floor:.2f} ms per step: weights"
+          f" and live cache read once)")
+    for (decode, attention, steps_per_sync), figures in result["engines"].items():
+        tps = figures["tps"]
+        print(f"  engine, {decode} decode, {attention} attention, host reads every {steps_per_sync} step(s):"
+              f" {tps:.0f} tokens/s, x{tps / result['generate_tps']:.2f} of generate, x{batch / floor / tps:.1f}"
+              f" of the floor's time; host {figures['host_ms']:.2f} ms per step; GSM8K's {GSM8K_QUESTIONS}"
+              f" questions x {new_tokens} tokens -> {GSM8K_QUESTIONS * new_tokens / tps:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

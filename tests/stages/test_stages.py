@@ -54,7 +54,9 @@ def test_resolved_config_records_provenance(run_stage, tmp_path, gsm8k_files):
     assert record["config"]["train"]["epochs"] == 3.0
     assert "train.epochs=3" in record["overrides"]
     assert record["seeds"] == {"fewshot": 42, "train": 1234}
-    assert record["libraries"]["torch"].startswith("2.13.0")
+    import torch
+
+    assert record["libraries"]["torch"] == torch.__version__  # the installed one, whichever is supported
     assert record["inputs"]["data.gsm8k_train"] == {"path": str(gsm8k_files[0]), "records": 20}
     assert "git_commit" in record and "date" in record
 
