@@ -10,6 +10,7 @@ InputError that names the key and the file it came from.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -80,8 +81,14 @@ def _apply_mapping(config: Config, values: dict, source: str) -> None:
             setattr(section, key, _coerce(value, hints[key], dotted, source))
 
 
+# YAML 1.1 (PyYAML) reads a float written without a dot, `1e-4`, as a string; every user writes it so.
+_EXPONENT_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
 def _coerce(value, hint, key: str, source: str):
-    """The value if it fits the annotation (ints are accepted for floats), else an InputError."""
+    """The value if it fits the annotation (ints are accepted for floats, and `1e-4` strings), else an InputError."""
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value) and _fits(1.0, hint) and not _fits(value, hint):
+        return float(value)
     if _fits(value, hint):
         return float(value) if hint is float and isinstance(value, int) else value
     raise InputError(f"{source}: key '{key}' expects {_describe(hint)}, got {value!r}")

@@ -65,6 +65,8 @@ def test_a_variant_inherits_everything_it_does_not_change():
     ("train:\n  epoch: 2\n", "unknown key 'train.epoch'"),
     ("trian:\n  epochs: 2\n", "unknown section 'trian'"),
     ("train:\n  epochs: two\n", "key 'train.epochs' expects float"),
+    ("train:\n  learning_rate: 1e-4x\n", "key 'train.learning_rate' expects float"),
+    ("fewshot:\n  k: 1e1\n", "key 'fewshot.k' expects int"),  # an exponent is a float, never an int
     ("train:\n  gradient_checkpointing: 1\n", "key 'train.gradient_checkpointing' expects bool"),
     ("lora:\n  r: 8.5\n", "key 'lora.r' expects int"),
     ("quant:\n  quantization: int3\n", "key 'quant.quantization' expects one of 'nf4', 'none'"),
@@ -76,6 +78,14 @@ def test_unknown_key_or_wrong_type_fails_naming_key_and_file(tmp_path, text, mes
     with pytest.raises(InputError) as err:
         load_config(preset)
     assert str(err.value).startswith(f"{preset}: {message}")
+
+
+def test_a_float_written_with_an_exponent_and_no_dot_is_a_float(tmp_path):
+    preset = tmp_path / "lr.yaml"  # YAML 1.1 reads `1e-4` as a string; users write it so
+    preset.write_text("extends: " + str(PRESET_DIR / "simple.yaml") + "\ntrain:\n  learning_rate: 1e-4\n")
+    assert load_config(preset).train.learning_rate == 1e-4
+    assert load_config(PRESET_DIR / "simple.yaml", ["train.learning_rate=2E-5"]).train.learning_rate == 2e-5
+    assert load_config(PRESET_DIR / "simple.yaml", ["model.base=1e5"]).model.base == "1e5"  # a string key stays one
 
 
 def test_bad_override_names_the_key():
