@@ -72,3 +72,18 @@ def count_shifts(monkeypatch) -> list[int]:
     shifts, shift = [], StaticSlotsEngine._shift
     monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows: shifts.append(rows.col) or shift(self, rows))
     return shifts
+
+
+def tiny_random_qwen3(tokenizer, hidden_size: int = 64, head_dim: int = 16, max_positions: int = 1024):
+    """The target model's architecture (q/k norms, its rotary embedding) in 2 random layers, fp32 on the CPU,
+    with the tokenizer's vocabulary and special ids."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    return Qwen3ForCausalLM(config).eval()

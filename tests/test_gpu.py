@@ -18,7 +18,7 @@ from lib.engine.scheduler import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, resolve_decode
 from lib.tasks.gsm8k import strict_answer
 from lib.tasks.prompts import gsm8k_messages
-from tests.helpers import make_problems
+from tests.helpers import make_problems, tiny_random_qwen3
 
 ENGINES = {"dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -109,15 +109,8 @@ def _host_waits(model, tokenizer, prompts, steps_per_sync: int, new_tokens: int,
 @pytest.fixture(scope="module")
 def tiny_qwen3_bf16(smollm2_tokenizer):
     """A 2-layer Qwen3 with random weights in bf16 on CUDA: the target's architecture, any machine's files."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=len(smollm2_tokenizer), hidden_size=128, intermediate_size=256,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id,
-                         pad_token_id=smollm2_tokenizer.pad_token_id)
-    return Qwen3ForCausalLM(config).to(device="cuda", dtype=torch.bfloat16).eval()
+    return tiny_random_qwen3(smollm2_tokenizer, hidden_size=128, head_dim=32, max_positions=2048).to(
+        device="cuda", dtype=torch.bfloat16)
 
 
 @pytest.mark.parametrize("decode", ["dynamic", "static"])

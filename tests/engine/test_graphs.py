@@ -18,7 +18,7 @@ from lib.engine.batched import choose_generator
 from lib.engine.scheduler import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, probe_static, resolve_decode
 from lib.errors import InputError
-from tests.helpers import count_shifts, engine_prompts
+from tests.helpers import count_shifts, engine_prompts, tiny_random_qwen3
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +74,7 @@ def traced_run(model, tokenizer, prompts, monkeypatch, max_new_tokens: int = 6):
 @pytest.fixture(scope="module")
 def tiny_qwen3(smollm2_tokenizer):
     """The target model's architecture (q/k norms, its rotary embedding), 2 random layers."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                         max_position_embeddings=1024, tie_word_embeddings=True,
-                         eos_token_id=smollm2_tokenizer.eos_token_id, pad_token_id=smollm2_tokenizer.pad_token_id)
-    return Qwen3ForCausalLM(config).eval()
+    return tiny_random_qwen3(smollm2_tokenizer)
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen3"])
