@@ -191,8 +191,8 @@ def load_for_inference(base_path: str, adapter: Path | None, model_format: str, 
     # the training away before it is evaluated. The original weights in fp32 are exact (bf16 widens).
     merges = adapter is not None and precision != "nf4"
     load_dtype, quant_config = (torch.float32 if merges else dtype), None
-    if precision == "nf4":
-        quant_config = nf4_config(trained.double_quant, dtype)
+    if precision == "nf4":  # quantized from the dtype training loaded (the same 4-bit codes), computing in eval's
+        load_dtype, quant_config = trained.compute_dtype, nf4_config(trained.double_quant, dtype)
     elif precision == "nf4-dequantized":  # quantized from the same dtype as in training: the same 4-bit codes
         load_dtype, quant_config = trained.compute_dtype, nf4_config(trained.double_quant, trained.compute_dtype)
     with hub_errors(base_path, "model", revision):
@@ -203,6 +203,7 @@ def load_for_inference(base_path: str, adapter: Path | None, model_format: str, 
         )
     if precision == "nf4":
         keep_4bit_compute_dtype(model, dtype)
+        cast_unquantized(model, dtype)
     if precision == "nf4-dequantized":
         model = dequantized(model, torch.float32 if merges else dtype)
         if process_state().is_main_process:
@@ -232,6 +233,14 @@ def keep_4bit_compute_dtype(model, dtype: torch.dtype) -> None:
     for module in model.modules():
         if getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
+
+
+def cast_unquantized(model, dtype: torch.dtype) -> None:
+    """The modules a 4-bit model keeps unquantized (norms, embeddings, head) in the evaluation dtype:
+    loaded in training's dtype so the 4-bit codes match, they are what training upcast them from."""
+    for parameter in model.parameters():
+        if parameter.dtype.is_floating_point and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)
 
 
 def dequantized(model, dtype: torch.dtype):

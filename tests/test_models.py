@@ -246,3 +246,33 @@ def test_nf4_and_merged_agree_in_bf16_within_bf16_rounding(on_cpu, tiny_model_di
     print(f"nf4 path: {path}; merged vs nf4 {float((merged - nf4).abs().max()):.3g}, bound {tolerance:.3g}")
     assert (merged - nf4).abs().max() <= tolerance, path
     assert (untrained - nf4).abs().max() > 4 * tolerance  # the adapter's effect: the bound can tell it apart
+
+
+def dequantized_4bit(model) -> list[torch.Tensor]:
+    from bitsandbytes.functional import dequantize_4bit
+    from bitsandbytes.nn import Linear4bit  # bitsandbytes' own: peft's LoRA wrapper shares the class name
+
+    return [dequantize_4bit(m.weight.data, m.weight.quant_state).float() for m in model.modules()
+            if isinstance(m, Linear4bit)]
+
+
+def test_nf4_evaluation_uses_the_4bit_codes_training_made(on_cpu, tiny_model_dir, tmp_path):
+    """Trained in bf16 (a GPU, or a CPU with AVX512-BF16) and evaluated in fp32: the base is quantized
+    from the same bf16 weights as in training, and only the computation is fp32."""
+    from lib.models import TrainedBase, load_base_for_training, load_for_inference, nf4_config
+
+    adapter = random_adapter(tiny_model_dir, tmp_path / "adapter", b_scale=0.1)
+    trained = TrainedBase("nf4", double_quant=True, compute_dtype=torch.bfloat16)
+    evaluated = load_for_inference(str(tiny_model_dir), adapter, "nf4", torch.float32, trained)[0]
+    training = load_base_for_training(str(tiny_model_dir), "nf4", True, torch.bfloat16, gradient_checkpointing=False)
+    codes, trained_codes = dequantized_4bit(evaluated), dequantized_4bit(training)
+    assert len(codes) == len(trained_codes) > 1
+    assert all(torch.equal(a, b) for a, b in zip(codes, trained_codes))
+    assert {p.dtype for p in evaluated.parameters() if p.dtype.is_floating_point} == {torch.float32}
+
+    from transformers import AutoModelForCausalLM  # what the fp32 checkpoint quantizes to: other codes
+
+    fp32_nf4 = nf4_config(True, torch.float32)
+    from_fp32 = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=fp32_nf4, dtype=torch.float32,
+                                                     device_map={"": "cpu"})
+    assert not all(torch.equal(a, b) for a, b in zip(dequantized_4bit(from_fp32), trained_codes))

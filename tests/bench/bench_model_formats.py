@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="base model folder (default: the embedded SmolLM2)")
     parser.add_argument("--adapter", type=Path, default=None, help="adapter folder (default: a random one)")
-    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--agreement-tokens", type=int, default=128, help="new tokens for the agreement table")
     options = parser.parse_args()
