@@ -3,7 +3,8 @@
     python -m stages.train --preset presets/demo.yaml
     make train PRESET=simple
     make train PRESET=simple NPROC=2    # accelerate launch --multi_gpu --num_processes 2
-    accelerate launch --config_file presets/accelerate/multi_gpu.yaml -m stages.train --preset presets/simple.yaml
+    accelerate launch --config_file presets/accelerate/multi_gpu.yaml --num_processes 4 \
+        -m stages.train --preset presets/simple.yaml
 
 Writes artifacts/run_<run>/checkpoints/checkpoint-<step>/, train_log.jsonl, tensorboard/ (and the
 trackers of train.report_to, e.g. wandb), and the final PEFT adapter in artifacts/run_<run>/adapter/

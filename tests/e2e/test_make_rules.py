@@ -294,3 +294,11 @@ def test_no_make_started_by_the_suite_builds_a_venv(tmp_path):
     planned = subprocess.run(["make", "-n", "venv", f"VENV={stamp.parent}"], cwd=REPO, env=env, capture_output=True,
                              text=True, check=True).stdout
     assert "-m venv" not in planned and "pip install" not in planned
+
+
+def test_every_documented_accelerate_launch_names_its_process_count():
+    """The launch configs name no process count, so accelerate refuses a command without --num_processes."""
+    paths = [REPO / "README.md", *REPO.glob("docs/*.md"), *REPO.glob("stages/*.py")]
+    commands = [(path.name, line.strip()) for path in paths for line in path.read_text().splitlines()
+                if "accelerate launch " in line and ("-m " in line or line.rstrip().endswith("\\"))]
+    assert commands and all("--num_processes" in line for _, line in commands), commands
