@@ -8,8 +8,14 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from lib.errors import InputError
-from lib.wheelhouse import (direct_needs, missing_dependencies, node_environment, read_ranges, read_versions,
-                            slim_bitsandbytes)
+from lib.wheelhouse import (
+    direct_needs,
+    missing_dependencies,
+    node_environment,
+    read_ranges,
+    read_versions,
+    slim_bitsandbytes,
+)
 
 
 def write_wheel(path, files: dict[str, bytes], requires: list[str] = ()):
@@ -44,7 +50,8 @@ def test_a_carried_wheel_brings_what_it_needs_that_the_image_lacks(tmp_path):
                          "pywin32; sys_platform == 'win32'", "tokenizers>=0.30"])
     image = {"numpy": Version("2.5.2"), "pyarrow": None, "tokenizers": Version("0.23.2")}
     needs = missing_dependencies(wheel, node_environment("3.12"), image, carried=set())
-    assert {(n.name, n.requirement) for n in needs} == {("dill", "dill<0.4.2,>=0.3.0"), ("tokenizers", "tokenizers>=0.30")}
+    assert {(n.name, n.requirement) for n in needs} == {("dill", "dill<0.4.2,>=0.3.0"),
+                                                        ("tokenizers", "tokenizers>=0.30")}
     assert [n.reason for n in needs if n.name == "tokenizers"] == ["needed by datasets; the image has 0.23.2"]
 
 
