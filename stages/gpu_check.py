@@ -5,6 +5,7 @@
     PYTHONPATH=/tmp/gsm8k-site:. python3 -m stages.gpu_check part1 --out /some/folder --card h200
     PYTHONPATH=/tmp/gsm8k-site:. python3 -m stages.gpu_check part2 --out /some/folder --card h200
     make gpu-check CARD=h200            # both parts, where the venv and make are there
+    python -m stages.gpu_check part2 --tiny --out /tmp/check   # the same steps on a 2-layer model, any machine
 
 part1: the environment (library versions and where each comes from), a random Qwen3-4B-shaped model
 built once, `pytest -m gpu`, and bench_gpu.py's decoding and attention at Qwen3-4B's shapes.
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import click
 
+from lib.checks.assets import write_check_models
 from lib.checks.gpu import build_model, describe_environment, run_chain, run_part
+from lib.errors import InputError
 from lib.pipeline.cli import stage_help
 
 WORK = Path("/tmp/gsm8k-gpu-check")
@@ -53,8 +56,12 @@ def _part(part: str):
             from lib.devices import cuda_report
 
             raise click.ClickException(f"gpu-check needs CUDA: {cuda_report()}")
-        if not (bundle / "models").is_dir():
-            raise click.ClickException(f"{bundle}/models: not found (run `make wheelhouse` and copy gpu-bundle/)")
+        if not (bundle / "models").is_dir():  # built here where the embedded model is installed, else copied
+            try:
+                write_check_models(bundle / "models", Path("artifacts") / "models")
+            except InputError as err:
+                raise click.ClickException(f"{bundle}/models: not found and cannot be built here ({err});"
+                                           " run `make wheelhouse` where the venv is and copy gpu-bundle/") from None
         work.mkdir(parents=True, exist_ok=True)
         sys.exit(0 if run_part(part, out, work, bundle, card, budget, tiny) else 1)
 

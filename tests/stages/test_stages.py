@@ -112,7 +112,9 @@ def test_every_stage_help_shows_its_description_and_example_commands(name):
 
     stage = importlib.import_module(f"stages.{name}")
     result = CliRunner().invoke(stage.main, ["--help"])
-    run_options = ("--runs",) if name == "compare" else ("--preset", "--set")  # compare reads several runs
+    # compare reads several runs; the GPU check and its wheelhouse are about machines, not a run
+    run_options = {"compare": ("--runs",), "gpu_check": ("part1", "part2"),
+                   "wheelhouse": ("--image", "--cuda", "--python")}.get(name, ("--preset", "--set"))
     assert result.exit_code == 0 and all(option in result.output for option in run_options)
     first_line = stage.__doc__.strip().splitlines()[0]
     assert first_line.split()[0] in result.output  # the description
