@@ -97,7 +97,8 @@ def run_part(part: str, out: Path, work: Path, bundle: Path, card: str, budget: 
     deadline, results = time.monotonic() + budget, []
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GSM8K_CHECK_MODELS": str(bundle / "models"),
            "TQDM_DISABLE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    for step in steps(part, work, bundle, card, tiny):
+    planned = steps(part, work, bundle, card, tiny)
+    for step in planned:
         left = int(deadline - time.monotonic())
         start, log = time.monotonic(), out / f"{step.log}.txt"
         if left < 10:
@@ -118,9 +119,9 @@ def run_part(part: str, out: Path, work: Path, bundle: Path, card: str, budget: 
         echo(f"gpu-check {part}: {step.name}: {'PASS' if passed else 'FAIL'} in {seconds:.0f} s (log {log})")
         results.append(passed)
         if step.log in ("model", "environment") and not passed:
-            break
+            break  # every later step needs the model (and a working environment)
     echo(table.read_text(encoding="utf-8"))
-    return all(results) and len(results) == len(steps(part, work, bundle, card, tiny))
+    return all(results) and len(results) == len(planned)
 
 
 def write_problems(path: Path, count: int, start: int) -> Path:
