@@ -180,12 +180,23 @@ TINY = {**QWEN3_4B, "vocab_size": 49152, "hidden_size": 128, "intermediate_size"
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32}
 
 
+def save_random_qwen3(shape: dict, folder: Path) -> int:
+    """A Qwen3 of `shape` with random bf16 weights (seed 0) saved as safetensors; returns its parameter count."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # random init of 4B: seconds on a card
+        model = Qwen3ForCausalLM(Qwen3Config(**shape)).to(torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
+    return sum(p.numel() for p in model.parameters())
+
+
 def build_model(work: Path, bundle: Path, tiny: bool) -> Path:
     """<work>/qwen3-4b-shaped: Qwen3-4B's architecture with random bf16 weights and the bundle's tokenizer
     (its special ids), saved as safetensors so the 4-bit loader quantizes it as the real checkpoint;
     kept when present, so the part that comes second on a node reuses it."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoTokenizer
 
     from lib.checks.assets import CHECK_TOKENIZER
 
@@ -197,14 +208,10 @@ def build_model(work: Path, bundle: Path, tiny: bool) -> Path:
     shape = {**(TINY if tiny else QWEN3_4B), "bos_token_id": tokenizer.bos_token_id,
              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     start = time.perf_counter()
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # random init of 4B: seconds on a card
-        model = Qwen3ForCausalLM(Qwen3Config(**shape)).to(torch.bfloat16)
     staging = work / f".{MODEL}.partial"
-    model.save_pretrained(staging, safe_serialization=True)
+    parameters = save_random_qwen3(shape, staging)
     tokenizer.save_pretrained(staging)
     staging.rename(folder)  # complete or absent: a killed build is redone
-    parameters = sum(p.numel() for p in model.parameters())
     seconds = time.perf_counter() - start
     print(f"model: {folder}, {parameters / 1e9:.2f}B parameters, built and saved in {seconds:.0f} s")
     return folder

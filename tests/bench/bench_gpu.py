@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from lib.checks.gpu import QWEN3_4B, TINY  # noqa: E402 (after the path is set)
+from lib.checks.gpu import QWEN3_4B, TINY, save_random_qwen3  # noqa: E402 (after the path is set)
 
 # (decode step, attention kernel, steps per sync); static is replayed as a CUDA graph on CUDA
 ENGINE_VARIANTS = [("dynamic", "eager", 1), ("dynamic", "fused", 1), ("dynamic", "eager", 8), ("dynamic", "fused", 8),
@@ -49,17 +49,6 @@ GSM8K_QUESTIONS = 1319
 CARDS = {  # dense bf16 peak FLOP/s, HBM bytes/s
     "h100": (989e12, 3.35e12), "h200": (989e12, 4.8e12), "a100": (312e12, 2.0e12),
 }
-
-
-def build_model(shape: dict, folder: Path):
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # random init of 4B: seconds on a card
-        model = Qwen3ForCausalLM(Qwen3Config(**shape)).to(torch.bfloat16)
-    model.save_pretrained(folder, safe_serialization=True)
-    return sum(p.numel() for p in model.parameters())
 
 
 def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: int) -> dict:
@@ -295,7 +284,7 @@ def main() -> None:
             shape = {**shape, "vocab_size": config.vocab_size, "eos_token_id": config.eos_token_id}
             parameters = count_parameters(config)
         else:
-            parameters = build_model(shape, folder)
+            parameters = save_random_qwen3(shape, folder)
         print(f"GPU benchmark on {device} ({'tiny shape' if options.tiny else 'Qwen3-4B shape'},"
               f" {parameters / 1e9:.2f}B parameters, random bf16 weights); peaks assumed for {options.card}:"
               f" {flops / 1e12:.0f} TFLOP/s bf16, {bandwidth / 1e12:.2f} TB/s", flush=True)
