@@ -48,13 +48,18 @@ class Carried:
     reason: str
 
 
-def read_versions(path: Path, what: str) -> dict[str, Version | None]:
-    """name -> version from `name==version` (or bare `name`) lines; comments and blanks skipped."""
-    versions: dict[str, Version | None] = {}
+def requirement_lines(path: Path):
+    """(line number, text) of each line with its comment and blanks removed."""
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
+        if line:
+            yield number, line
+
+
+def read_versions(path: Path, what: str) -> dict[str, Version | None]:
+    """name -> version from `name==version` (or bare `name`) lines."""
+    versions: dict[str, Version | None] = {}
+    for number, line in requirement_lines(path):
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s;]+))?", line)
         if not match:
             raise InputError(f"{path}:{number}: expected `name==version` or `name` in {what}, got {line!r}")
@@ -64,14 +69,12 @@ def read_versions(path: Path, what: str) -> dict[str, Version | None]:
 
 def read_ranges(path: Path) -> dict[str, SpecifierSet]:
     ranges = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            try:
-                requirement = Requirement(line)
-            except ValueError as err:
-                raise InputError(f"{path}:{number}: not a requirement ({err})") from None
-            ranges[canonicalize_name(requirement.name)] = requirement.specifier
+    for number, line in requirement_lines(path):
+        try:
+            requirement = Requirement(line)
+        except ValueError as err:
+            raise InputError(f"{path}:{number}: not a requirement ({err})") from None
+        ranges[canonicalize_name(requirement.name)] = requirement.specifier
     return ranges
 
 
