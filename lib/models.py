@@ -226,10 +226,14 @@ def keep_4bit_compute_dtype(model, dtype: torch.dtype) -> None:
     repacks the weights for its own kernel at the first inference call on CPUs with AVX512-BF16, and
     that kernel casts the input and the scales to bf16 whatever the compute dtype: on those CPUs an
     fp32 evaluation would silently be a bf16 one, and differ from the same evaluation elsewhere.
-    (`support_avx512bf16_for_cpu` is the flag each Linear4bit reads before repacking; a bf16
-    evaluation keeps the fast kernel, whose arithmetic is then the dtype it asked for.)"""
-    if dtype != torch.float32:
-        return
+    A bf16 evaluation keeps the fast kernel, whose arithmetic is then the dtype it asked for."""
+    if dtype == torch.float32:
+        without_bf16_cpu_kernel(model)
+
+
+def without_bf16_cpu_kernel(model) -> None:
+    """Turn off bitsandbytes' AVX512-BF16 repacking (`support_avx512bf16_for_cpu`, the flag each
+    Linear4bit reads before repacking): its 4-bit layers dequantize and multiply in their compute dtype."""
     for module in model.modules():
         if getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False

@@ -225,7 +225,7 @@ def test_nf4_and_merged_agree_in_bf16_within_bf16_rounding(on_cpu, tiny_model_di
     from bitsandbytes.functional import has_avx512bf16
     from transformers import AutoConfig
 
-    from lib.models import TrainedBase, load_for_inference
+    from lib.models import TrainedBase, load_for_inference, without_bf16_cpu_kernel
 
     adapter = random_adapter(tiny_model_dir, tmp_path / "adapter", b_scale=1.0)
     prompts = [smollm2_tokenizer(text)["input_ids"] for text in ("Natalia sold clips to 48 friends.", "What is 7?")]
@@ -233,9 +233,8 @@ def test_nf4_and_merged_agree_in_bf16_within_bf16_rounding(on_cpu, tiny_model_di
 
     def logits(model_format, with_adapter=adapter):
         model = load_for_inference(str(tiny_model_dir), with_adapter, model_format, torch.bfloat16, trained)[0]
-        for module in model.modules():
-            if kernel == "dequantize-matmul" and hasattr(module, "support_avx512bf16_for_cpu"):
-                module.support_avx512bf16_for_cpu = False
+        if kernel == "dequantize-matmul":
+            without_bf16_cpu_kernel(model)
         with torch.no_grad():
             return torch.stack([model(torch.tensor([ids])).logits[0, -1].float() for ids in prompts])
 
