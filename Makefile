@@ -22,6 +22,10 @@ IMAGE ?= gsm8k-qlora-toolkit## docker image name for docker-build / docker
 T ?= help## the Make target `make docker` runs inside the image
 HF_CACHE ?= $(HOME)/.cache/huggingface## host folder mounted as the image's HF cache
 PY := $(VENV)/bin/python
+# A run name becomes file and target names: one word, checked before Make reads any rule that uses it.
+ifneq ($(words $(RUN)),1)
+$(error RUN="$(RUN)": a run name is one word of letters, digits, '-', '_' and '.' (e.g. RUN=my-run))
+endif
 VENV_STAMP := $(VENV)/.installed
 RUN_DIR := $(ARTIFACTS)/run_$(RUN)
 PARAMS := $(RUN_DIR)/params
@@ -121,17 +125,22 @@ push: $(VENV_STAMP) ## upload RUN's adapter with its model card to the Hub: make
 
 # Writes params/<stage>.json only where they change; the empty rules below let Make compare
 # their mtimes afterwards, so only stages whose keys changed rerun.
+# For a chain target a missing make.mk means recording the run failed just above (its error printed once).
 params: $(VENV_STAMP)
+	@test -f $(PARAMS)/make.mk -o -z "$(CHAIN_GOALS)"
 	@$(PY) -m lib.pipeline.run $(RUN_ARGS)
 $(PARAMS)/%.json: params ;
 # What Make needs of the run before it plans anything, from params/make.mk (lib.pipeline.run writes it with
-# the params): REFINED_TRAIN, the run's data.refined_train (empty when it names none), and BASE_RUN
-# (1 when eval.adapter is none). A call that builds a new run's files records the run first, and
+# the params): REFINED_TRAIN, the run's data.refined_train (empty when it names none), BASE_RUN
+# (1 when eval.adapter is none) and SWEEP (1 when sweep.enabled). A call that builds a new run's files records the run first, and
 # Make restarts with it read (a dry run, make -n, records the run too, so it prints the real plan).
+CHAIN_GOALS := $(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine,$(MAKECMDGOALS))
 -include $(PARAMS)/make.mk
-ifneq ($(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine,$(MAKECMDGOALS)),)
+ifneq ($(CHAIN_GOALS),)
+# Make restarts after remaking an included file (e.g. stage_inputs.mk after a code change); a make.mk
+# still missing then failed in the first pass, and trying again would print its error twice.
 $(PARAMS)/make.mk: | $(VENV_STAMP)
-	@$(PY) -m lib.pipeline.run $(RUN_ARGS)
+	@$(if $(MAKE_RESTARTS),exit 1,$(PY) -m lib.pipeline.run $(RUN_ARGS))
 endif
 
 refine: params $(RUN_DIR)/fewshot.jsonl ## rejection-sampled training file -> data.refined_train or run_<run>/gsm8k_train_self-instruct.jsonl
@@ -173,7 +182,7 @@ $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SCORE_
 
 # The sweep (presets with sweep.enabled): the final adapter is evaluated as the run itself; the
 # sweep adds the checkpoints before it, each through the three evaluation stages.
-sweep: $(ADAPTER) ## evaluate the latest checkpoints (presets with sweep.enabled; no-op otherwise)
+sweep: $(if $(SWEEP),$(ADAPTER)) ## evaluate the latest checkpoints (presets with sweep.enabled, training first; nothing otherwise)
 	@for checkpoint in $$($(PY) -m lib.results.sweep $(RUN_ARGS)); do \
 		$(MAKE) --no-print-directory $(ARTIFACTS)/gsm8k_preds_$(RUN)_$$checkpoint.jsonl \
 			$(ARTIFACTS)/ailuminate_safety_$(RUN)_$$checkpoint.jsonl || exit 1; \

@@ -10,7 +10,7 @@ import click
 
 from lib.errors import InputError
 from lib.pipeline.config import Config
-from lib.pipeline.run import resolve_run, run_options, write_run_config
+from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides, write_run_config
 
 
 @dataclass
@@ -45,7 +45,7 @@ def stage_command(func):
             models = Path(models_dir) if models_dir else Path(artifacts) / "models"
             return func(Stage(config, run, folder, Path(artifacts), models), **options)
         except InputError as err:
-            raise click.ClickException(str(err)) from None
+            raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
 
     return wrapper
 

@@ -26,11 +26,12 @@ from lib.pipeline.ranges import check_values
 def load_config(preset: str | Path, overrides: tuple[str, ...] | list[str] = (), smoke: bool = False) -> Config:
     """Defaults, then the preset chain, then overrides; smoke applies the preset's smoke sizes."""
     config = Config()
+    sources: dict[str, str] = {}  # section.key -> where its value came from, for range errors
     for path, values in _preset_chain(Path(preset)):
-        _apply_mapping(config, values, source=str(path))
+        _apply_mapping(config, values, source=str(path), sources=sources)
     for override in overrides:
         key, value = _parse_override(override)
-        _apply_mapping(config, _nest(key, value), source=f"override '{override}'")
+        _apply_mapping(config, _nest(key, value), source=f"override '{override}'", sources=sources)
     if smoke:
         config.data.train_limit = config.smoke.train_limit
         config.data.gsm8k_limit = config.smoke.gsm8k_limit
@@ -39,7 +40,7 @@ def load_config(preset: str | Path, overrides: tuple[str, ...] | list[str] = (),
         if config.data.refined_train:  # never the real file: a smoke run's small one would take its place
             refined = Path(config.data.refined_train)
             config.data.refined_train = str(refined.with_name(f"{refined.stem}.smoke{refined.suffix}"))
-    check_values(config, source=str(preset))
+    check_values(config, lambda key: sources.get(key, str(preset)))
     return config
 
 
@@ -64,7 +65,7 @@ def _preset_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, d
     return _preset_chain(path.parent / parent, seen + (path.resolve(),)) + [(path, values)]
 
 
-def _apply_mapping(config: Config, values: dict, source: str) -> None:
+def _apply_mapping(config: Config, values: dict, source: str, sources: dict[str, str]) -> None:
     for section_name, section_values in values.items():
         section = getattr(config, str(section_name), None)
         if not dataclasses.is_dataclass(section):
@@ -79,6 +80,7 @@ def _apply_mapping(config: Config, values: dict, source: str) -> None:
                 known = ", ".join(hints)
                 raise InputError(f"{source}: unknown key '{dotted}' (known in {section_name}: {known})")
             setattr(section, key, _coerce(value, hints[key], dotted, source))
+            sources[dotted] = source
 
 
 # YAML 1.1 (PyYAML) reads a float written without a dot, `1e-4`, as a string; every user writes it so.

@@ -12,7 +12,8 @@ they replace into run_<run>/superseded/ (see lib/pipeline/artifacts.py) rather t
 - params/<stage>.json: only the keys each stage reads, plus fingerprints of its local input
   files, each rewritten only when its content changes. Make targets depend on these, so changing
   a preset value reruns from the first stage that reads it and nothing earlier;
-- params/make.mk: the few facts Make itself needs (the refined training file to wait for, a base run).
+- params/make.mk: the few facts Make itself needs (the refined training file to wait for, a base run,
+  a sweep).
 
 `python -m lib.pipeline.run --run R [--preset P] [--set k=v ...]` is what the Makefile calls before stages.
 """
@@ -85,6 +86,20 @@ def resolve_run(run: str | None, preset: str | None, overrides=(), smoke: bool |
     return run, config, identity
 
 
+def with_remembered_overrides(message: str, run: str | None, given=(), artifacts: str | Path = "artifacts") -> str:
+    """An error message, plus the overrides the run remembers from earlier calls (not given in this
+    one) whose key or value the message names: a rerun that fails again says where the value came from."""
+    recorded = read_identity(run_dir(artifacts, run)) if run else None
+    given_keys = {item.partition("=")[0].strip() for item in given}
+    named = [item for item in (recorded.overrides if recorded else [])
+             if item.partition("=")[0].strip() not in given_keys
+             and any(part.strip() and part.strip() in message for part in item.partition("=")[::2])]
+    if not named:
+        return message
+    return (f"{message} (run {run!r} remembers SET={' '.join(named)} from an earlier call, in"
+            f" {run_dir(artifacts, run) / IDENTITY_FILE}: give that key another value with SET=...)")
+
+
 def read_identity(folder: Path) -> Identity | None:
     path = folder / IDENTITY_FILE
     if not path.is_file():
@@ -146,10 +161,12 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, identity: 
         write_if_changed(folder / PARAMS_FOLDER / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
     # What Make needs to know of the run before it runs anything (the Makefile includes this file):
     # the refined training file that tokenize waits for (built by refine when absent), and whether
-    # the run evaluates the base model alone (then no evaluation waits for an adapter).
+    # the run evaluates the base model alone (then no evaluation waits for an adapter), and whether
+    # it sweeps checkpoints (only then does `make sweep` wait for training).
     write_if_changed(folder / PARAMS_FOLDER / MAKE_VARS_FILE,
                      f"REFINED_TRAIN := {config.data.refined_train or ''}\n"
-                     f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n")
+                     f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n"
+                     f"SWEEP := {'1' if config.sweep.enabled else ''}\n")
     record = {
         "run": run,
         **dataclasses.asdict(read_identity(folder)),
@@ -248,7 +265,7 @@ def main(preset, run, overrides, smoke, reconfigure, artifacts):
         run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
         write_run_config(config, run, artifacts, identity, reconfigure)
     except InputError as err:
-        raise click.ClickException(str(err)) from None
+        raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
 
 
 if __name__ == "__main__":

@@ -117,10 +117,21 @@ def test_out_of_range_values_are_refused():
                        " are kept"),
     ("fewshot.k=9", "key 'fewshot.k' must be between 0 and fewshot.pool_size (8), got 9"),
 ])
-def test_each_range_rule_gives_one_line_naming_the_key(override, message):
+def test_each_range_rule_gives_one_line_naming_the_key_and_the_override_that_set_it(override, message):
     with pytest.raises(InputError) as err:
         load_config(PRESET_DIR / "simple.yaml", [override])
-    assert str(err.value) == f"{PRESET_DIR / 'simple.yaml'}: {message}"
+    assert str(err.value) == f"override '{override}': {message}"
+
+
+def test_a_range_error_names_the_preset_file_that_set_the_value(tmp_path):
+    (tmp_path / "base.yaml").write_text("extends: " + str(PRESET_DIR / "simple.yaml") + "\ntrain:\n  epochs: 0\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nfewshot:\n  k: 2\n")
+    with pytest.raises(InputError) as err:
+        load_config(tmp_path / "child.yaml")
+    assert str(err.value) == f"{tmp_path / 'base.yaml'}: key 'train.epochs' must be > 0, got 0.0"
+    # A later override of the same key takes the blame only for its own value.
+    with pytest.raises(InputError, match=r"^override 'fewshot.k=12': key 'fewshot.k'"):
+        load_config(tmp_path / "child.yaml", ["train.epochs=1", "fewshot.k=12"])
 
 
 def test_every_numeric_key_has_a_documented_range():

@@ -40,3 +40,17 @@ def test_the_distributed_timeout_changes_without_reconfigure_and_reruns_nothing(
     _, config = _record(tmp_path, "hardware.distributed_timeout_minutes=720")
     assert config.hardware.distributed_timeout_minutes == 720
     assert {p.name: p.read_bytes() for p in (folder / "params").iterdir()} == params
+
+
+def test_an_error_names_the_override_the_run_remembers_from_an_earlier_call(tmp_path):
+    from lib.pipeline.run import with_remembered_overrides
+
+    _record(tmp_path, "data.gsm8k_train=data/nope.jsonl", "train.epochs=2")  # a first call that then failed
+    message = with_remembered_overrides("data/nope.jsonl: file not found", "r", [], tmp_path)
+    assert message == ("data/nope.jsonl: file not found (run 'r' remembers SET=data.gsm8k_train=data/nope.jsonl"
+                       f" from an earlier call, in {tmp_path / 'run_r' / 'run.json'}: give that key another value"
+                       " with SET=...)")
+    # Not when this call gives the key itself, nor for an error that has nothing to do with it.
+    assert with_remembered_overrides("x: file not found", "r", ["data.gsm8k_train=x"], tmp_path) == "x: file not found"
+    assert with_remembered_overrides("other.csv: no rows", "r", [], tmp_path) == "other.csv: no rows"
+    assert with_remembered_overrides("no run yet", None, [], tmp_path) == "no run yet"
