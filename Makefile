@@ -121,7 +121,7 @@ compare: stages/compare.py $(LIB_COMPARE) $(VENV_STAMP) ## paired differences of
 REPO ?=## Hub model repository for `make push`, e.g. REPO=you/qwen3-4b-gsm8k-qlora
 PUBLIC ?=## PUBLIC=1: `make push` creates the repository public (default: private)
 push: $(VENV_STAMP) ## upload RUN's adapter with its model card to the Hub: make push RUN=simple REPO=you/name [PUBLIC=1]
-	$(PY) -m lib.results.push --run $(RUN) --repo "$(REPO)" $(if $(filter 1,$(PUBLIC)),--public)
+	$(PY) -m stages.push --run $(RUN) --repo "$(REPO)" $(if $(filter 1,$(PUBLIC)),--public)
 
 # Writes params/<stage>.json only where they change; the empty rules below let Make compare
 # their mtimes afterwards, so only stages whose keys changed rerun.
@@ -183,7 +183,7 @@ $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SCORE_
 # The sweep (presets with sweep.enabled): the final adapter is evaluated as the run itself; the
 # sweep adds the checkpoints before it, each through the three evaluation stages.
 sweep: $(if $(SWEEP),$(ADAPTER)) ## evaluate the latest checkpoints (presets with sweep.enabled, training first; nothing otherwise)
-	@for checkpoint in $$($(PY) -m lib.results.sweep $(RUN_ARGS)); do \
+	@for checkpoint in $$($(PY) -m stages.sweep $(RUN_ARGS)); do \
 		$(MAKE) --no-print-directory $(ARTIFACTS)/gsm8k_preds_$(RUN)_$$checkpoint.jsonl \
 			$(ARTIFACTS)/ailuminate_safety_$(RUN)_$$checkpoint.jsonl || exit 1; \
 	done
@@ -258,7 +258,7 @@ gpu-check-rehearsal: wheelhouse ## without a GPU: the bundle installed into an i
 	test "$$(grep -c . $(REHEARSAL)/no-cuda.txt)" = 1 && grep '^Error: gpu-check needs CUDA' $(REHEARSAL)/no-cuda.txt
 
 download: $(VENV_STAMP) ## fetch what PRESET needs from the hub into the HF cache (a login node) and check data/; then run offline
-	$(PY) -m lib.tasks.download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))
+	$(PY) -m stages.download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))
 
 lint: $(VENV_STAMP) ## ruff on the Python code (rules in pyproject.toml; run by make test)
 	$(VENV)/bin/ruff check .
@@ -267,4 +267,4 @@ lint-docker: $(VENV_STAMP) ## hadolint on docker/Dockerfile (run by make test)
 	$(VENV)/bin/hadolint docker/Dockerfile
 
 clean-run: $(VENV_STAMP) ## delete one run's folder and evaluation files (RUN=name; the only command that deletes work)
-	$(PY) -m lib.pipeline.artifacts clean --run $(RUN)
+	$(PY) -m stages.clean_run --run $(RUN)

@@ -26,7 +26,15 @@ def is_hub_id(name: str | None) -> bool:
         and not Path(name.split("/")[0]).is_dir()
 
 
-def why_not(error: Exception) -> str:
+# The fix for a model missing offline, where the command that failed is a stage (`make download`
+# itself says where to run instead).
+FETCH_ELSEWHERE = ("run `make download PRESET=<preset>` where there is internet (same HF_HOME), or point the"
+                   " setting at a local folder")
+DOWNLOAD_ELSEWHERE = ("run this `make download` on a machine with internet (a login node) with the same HF_HOME,"
+                      " or point the setting at a local folder")
+
+
+def why_not(error: Exception, offline_fix: str = FETCH_ELSEWHERE) -> str:
     """The reason a hub fetch failed and its fix, from huggingface_hub's error types."""
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -43,8 +51,7 @@ def why_not(error: Exception) -> str:
     if any(issubclass(k, RepositoryNotFoundError) for k in kinds):
         return "no such repository on the hub (a typo, or a private one: set HF_TOKEN)"
     if _unreachable(error) or any(issubclass(k, LocalEntryNotFoundError) for k in kinds):
-        return ("not in the HF cache and the hub cannot be reached (offline): run `make download PRESET=<preset>`"
-                " where there is internet (same HF_HOME), or point the setting at a local folder")
+        return f"not in the HF cache and the hub cannot be reached (offline): {offline_fix}"
     return error_line(error)
 
 
@@ -74,11 +81,27 @@ def _unreachable(error: Exception) -> bool:
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    return offline or any(isinstance(e, (OfflineModeIsEnabled, ConnectionError)) for e in _chain(error))
+    return offline or any(isinstance(e, (OfflineModeIsEnabled, ConnectionError)) or _transport_failure(e)
+                          for e in _chain(error))
+
+
+def _transport_failure(error: BaseException) -> bool:
+    """A failed connection of the HTTP client huggingface_hub uses: httpx or httpx2 (TransportError:
+    connect, DNS, timeout, proxy) or requests (its ConnectionError is no subclass of Python's own).
+    Matched by class name, as the client differs between huggingface_hub versions."""
+    return any(cls.__name__ in ("TransportError", "ConnectionError", "Timeout")
+               and cls.__module__.split(".")[0] in ("httpx", "httpx2", "requests")
+               for cls in type(error).__mro__)
+
+
+def is_hub_failure(error: Exception) -> bool:
+    """An error a hub call raises for a reason outside this program (missing, refused, unreachable),
+    as opposed to a bug: these become one line."""
+    return isinstance(error, (OSError, ValueError)) or _transport_failure(error)
 
 
 @contextmanager
-def hub_errors(name: str, what: str, revision: str | None = None):
+def hub_errors(name: str, what: str, revision: str | None = None, offline_fix: str = FETCH_ELSEWHERE):
     """Turn a failed hub fetch of `name` inside the block into one InputError line. Local folders
     are left alone: their loaders report their own errors."""
     if not is_hub_id(name):
@@ -86,14 +109,16 @@ def hub_errors(name: str, what: str, revision: str | None = None):
         return
     try:
         yield
-    except (OSError, ValueError) as error:
+    except Exception as error:
+        if not is_hub_failure(error):
+            raise
         at = f"@{revision}" if revision else ""
-        raise InputError(f"{what} {name}{at}: {why_not(error)}") from None
+        raise InputError(f"{what} {name}{at}: {why_not(error, offline_fix)}") from None
 
 
 def download_model(name: str, revision: str | None, what: str) -> str:
-    """A hub model's files into the HF cache; its local snapshot folder."""
+    """A hub model's files into the HF cache (`make download`); its local snapshot folder."""
     from huggingface_hub import snapshot_download
 
-    with hub_errors(name, what, revision):
+    with hub_errors(name, what, revision, offline_fix=DOWNLOAD_ELSEWHERE):
         return snapshot_download(name, revision=revision, allow_patterns=MODEL_FILES)

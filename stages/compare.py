@@ -21,7 +21,7 @@ from lib.results.compare import compare_pair, console_lines, read_run, write_com
 
 
 @click.command(help=stage_help(__doc__))
-@click.option("--runs", "runs", multiple=True, required=True, metavar="RUN",
+@click.option("--runs", "runs", multiple=True, metavar="RUN",
               help="Runs to compare, the reference first (repeat the option, or give them space-separated).")
 @click.option("--name", default=None, help="Output name: compare_<name>.* (default: the runs joined by _vs_).")
 @click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True, type=click.Path(),
@@ -30,7 +30,8 @@ def main(runs, name, artifacts):
     runs = [run for value in runs for run in value.split()]
     try:
         if len(runs) < 2:
-            raise InputError("compare: name at least two runs, the reference first (RUNS=\"simple-base simple\")")
+            raise InputError("compare: name at least two runs, the reference first:"
+                             " make compare RUNS=\"simple-base simple\" (or --runs simple-base --runs simple)")
         for run in runs:
             validate_run_name(run)
         name = validate_run_name(name or "_vs_".join(runs))

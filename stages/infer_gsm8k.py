@@ -42,7 +42,7 @@ def main(stage, base_only, checkpoint):
     problems = apply_limit(load_gsm8k(config.data.gsm8k_test, "test", config.data.gsm8k_hub_config),
                            config.data.gsm8k_limit)
     pool_file = stage.run_dir / RUN_POOL_FILE
-    exemplars = first_k(read_pool(pool_file, config.fewshot.pool_size), config.fewshot.k)
+    exemplars = first_k(read_pool(pool_file, config.fewshot.pool_size, stage.run), config.fewshot.k)
     target = eval_target(stage.run_dir, base_only, checkpoint, base_run=config.eval.adapter == "none")
     work = prepare_evaluation(stage.artifacts, stage.run_dir, stage.run, "infer_gsm8k", target, pool_file)
     if work is None:

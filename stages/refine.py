@@ -58,7 +58,7 @@ def main(stage):
         return
 
     # Questions: GSM8K train minus the pool; the prompts as at evaluation, one per sample
-    pool = read_pool(pool_file, config.fewshot.pool_size)
+    pool = read_pool(pool_file, config.fewshot.pool_size, stage.run)
     train = load_gsm8k(config.data.gsm8k_train, "train", config.data.gsm8k_hub_config)
     problems = apply_limit(remove_pool(train, pool)[0], refine.question_limit)
     test = load_gsm8k(config.data.gsm8k_test, "test", config.data.gsm8k_hub_config)

@@ -44,7 +44,7 @@ def main(stage, base_only, checkpoint, allow_pickle):
                          base_run=stage.config.eval.adapter == "none")
     responses_file, _ = output_paths(stage.artifacts, "infer_ailuminate", stage.run, target)
     if not responses_file.is_file():
-        raise click.ClickException(f"{responses_file}: not found (run `make infer_ailuminate` first)")
+        raise click.ClickException(f"{responses_file}: not found (run `make infer_ailuminate RUN={stage.run}` first)")
     responses = read_jsonl(responses_file, required=("id",), what="AILuminate responses")
     guidelines = read_guidelines(safety.safety_prompt)
     check_template(safety.template)

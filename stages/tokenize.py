@@ -26,7 +26,7 @@ def main(stage):
     # Load data, leave out the few-shot pool
     source = training_source(config.data.gsm8k_train, config.data.refined_train)
     problems = load_gsm8k(source, "train", config.data.gsm8k_hub_config)
-    pool = read_pool(stage.run_dir / RUN_POOL_FILE, config.fewshot.pool_size)
+    pool = read_pool(stage.run_dir / RUN_POOL_FILE, config.fewshot.pool_size, stage.run)
     kept, removed = remove_pool(problems, pool)
     kept = apply_limit(kept, config.data.train_limit)
 

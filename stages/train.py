@@ -46,7 +46,7 @@ def main(stage, stop_after, force):
     # What the adapter depends on: the training keys and the tokenized data
     data_path = stage.run_dir / "train_tokenized.jsonl"
     if not data_path.is_file():
-        raise click.ClickException(f"{data_path}: not found (run `make tokenize` first)")
+        raise click.ClickException(f"{data_path}: not found (run `make tokenize RUN={stage.run}` first)")
     fingerprint = training_fingerprint(
         {"model": config.model, "quant": config.quant, "lora": config.lora, "train": config.train}, data_path)
     done = finished_training(stage.run_dir / "adapter", fingerprint)

@@ -70,11 +70,13 @@ def test_offline_smoke_with_local_gsm8k_stops_at_the_uncached_model_without_a_tr
 
 
 def test_download_offline_names_the_model_it_cannot_fetch(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lib.tasks.download", "--preset", str(PRESET_DIR / "simple.yaml")],
+    done = subprocess.run([sys.executable, "-m", "stages.download", "--preset", str(PRESET_DIR / "simple.yaml")],
                           cwd=REPO, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: model.base Qwen/Qwen3-4B-Instruct-2507: not in the HF cache")
+    # Its fix is where to run it, not the command that just failed.
+    assert "run this `make download` on a machine with internet" in last and "PRESET=<preset>" not in last
 
 
 def test_download_of_a_preset_with_nothing_on_the_hub_checks_the_provided_files(tmp_path):

@@ -53,7 +53,8 @@ def eval_target(run_dir: Path, base_only: bool, checkpoint: str | None, need_wei
         return EvalTarget(path, f"_{checkpoint}")
     adapter = run_dir / "adapter"
     if not (adapter / COMPLETE_FILE).is_file():
-        raise InputError(f"{adapter}: no finished adapter (run `make train` first, or pass --base-only)")
+        run = run_dir.name.removeprefix("run_")
+        raise InputError(f"{adapter}: no finished adapter (run `make train RUN={run}` first, or pass --base-only)")
     return EvalTarget(adapter, "")
 
 

@@ -4,9 +4,7 @@ Evaluation files sit at the artifact root where users look for them
 (`gsm8k_preds_<run>.jsonl`, ...); everything else of a run is under `run_<run>/`. An evaluation of
 something other than the final adapter carries a tag: `_base` (the base model alone) or
 `_checkpoint-<step>`. Run names may not end in such a tag, so every file name belongs to exactly
-one run (`clean-run RUN=demo` never touches run `demo_2` or `demo_base`).
-
-    python -m lib.pipeline.artifacts clean --run demo      # what `make clean-run RUN=demo` calls
+one run (`clean-run RUN=demo`, stages/clean_run.py, never touches run `demo_2` or `demo_base`).
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ import datetime as dt
 import re
 import shutil
 from pathlib import Path
-
-import click
 
 from lib.errors import InputError
 
@@ -123,28 +119,3 @@ def supersede(run_folder: Path, paths: list[Path], why: str) -> Path | None:
     names = ", ".join(p.name for p in present)
     print(f"{why}: moved the earlier {names} to {target} (delete it yourself when no longer needed)")
     return target
-
-
-@click.group()
-def main():
-    """Artifact housekeeping."""
-
-
-@main.command()
-@click.option("--run", "run", required=True, help="The run whose artifacts are removed.")
-@click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True, help="Artifact root.")
-def clean(run, artifacts):
-    """Delete one run's folder and its evaluation files (exact names; other runs are untouched)."""
-    try:
-        paths = run_files(artifacts, run)
-    except InputError as err:
-        raise click.ClickException(str(err)) from None
-    for path in paths:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-        print(f"removed {path}")
-    if not paths:
-        print(f"clean-run: nothing of run {run!r} under {artifacts}")
-
-
-if __name__ == "__main__":
-    main()

@@ -89,7 +89,10 @@ def resolve_run(run: str | None, preset: str | None, overrides=(), smoke: bool |
 def with_remembered_overrides(message: str, run: str | None, given=(), artifacts: str | Path = "artifacts") -> str:
     """An error message, plus the overrides the run remembers from earlier calls (not given in this
     one) whose key or value the message names: a rerun that fails again says where the value came from."""
-    recorded = read_identity(run_dir(artifacts, run)) if run else None
+    try:
+        recorded = read_identity(run_dir(artifacts, run)) if run else None
+    except InputError:  # the run name itself is what is wrong
+        return message
     given_keys = {item.partition("=")[0].strip() for item in given}
     named = [item for item in (recorded.overrides if recorded else [])
              if item.partition("=")[0].strip() not in given_keys

@@ -1,7 +1,5 @@
-"""Share a run: its adapter folder with the model card, uploaded to a Hub model repository.
-
-    python -m lib.results.push --run simple --repo you/qwen3-4b-gsm8k-qlora [--public]
-    make push RUN=simple REPO=you/qwen3-4b-gsm8k-qlora [PUBLIC=1]
+"""Share a run: its adapter folder with the model card, uploaded to a Hub model repository
+(stages/push.py, `make push`).
 
 Refuses a run that has not been summarized (no card yet) and a run that trained nothing. The
 repository is created private unless asked otherwise; the upload is one commit of the adapter's
@@ -14,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 from lib.errors import InputError
-from lib.hub import is_hub_id, why_not_uploaded
+from lib.hub import is_hub_failure, is_hub_id, why_not_uploaded
 from lib.pipeline.artifacts import COMPLETE_FILE, run_dir, validate_run_name
 
 UPLOADED = ("adapter_config.json", "adapter_model.safetensors", "README.md")
@@ -58,25 +54,8 @@ def upload(plan: Upload, api=None) -> str:
     try:
         url = api.create_repo(plan.repo_id, private=plan.private, exist_ok=True, repo_type="model")
         api.create_commit(plan.repo_id, plan.operations(), commit_message="Upload the adapter and its model card")
-    except (OSError, ValueError) as error:
+    except Exception as error:
+        if not is_hub_failure(error):
+            raise
         raise InputError(f"push {plan.repo_id}: {why_not_uploaded(error)}") from None
     return str(url)
-
-
-@click.command()
-@click.option("--run", "run", required=True, help="The run whose adapter is uploaded.")
-@click.option("--repo", "repo_id", required=True, help="Hub model repository, e.g. you/qwen3-4b-gsm8k-qlora.")
-@click.option("--public", is_flag=True, help="Create the repository public (default: private).")
-@click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True, help="Artifact root.")
-def main(run, repo_id, public, artifacts):
-    """Upload RUN's adapter and model card to the Hub."""
-    try:
-        plan = prepare_upload(Path(artifacts), run, repo_id, public)
-        url = upload(plan)
-    except InputError as error:
-        raise click.ClickException(str(error)) from None
-    print(f"push: {', '.join(plan.files)} -> {url} ({'private' if plan.private else 'public'})")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,19 +1,14 @@
 """Checkpoint sweep: which checkpoints to evaluate, and which one to report.
 
 The final adapter is the last checkpoint's weights and is evaluated as the run itself, so the
-sweep adds the `sweep.last_n - 1` checkpoints before it.
-
-    python -m lib.results.sweep --run medium   # prints their names (Make uses it)
+sweep adds the `sweep.last_n - 1` checkpoints before it (stages/sweep.py lists them for Make).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, checkpoint_step
-from lib.pipeline.run import resolve_run, run_options
 from lib.results.stats import paired_difference
 
 
@@ -52,22 +47,3 @@ def distinguishable_line(scores: list[dict], chosen: str, final: str) -> str:
 def choose_best(scores: list[dict]) -> dict:
     """Highest accuracy, then highest safety; a tie goes to the later step."""
     return max(scores, key=lambda s: (s["accuracy"], s["safety"], s["step"]))
-
-
-@click.command()
-@run_options
-def main(preset, run, overrides, smoke, reconfigure, artifacts):
-    """Print the checkpoints the sweep evaluates (nothing when the run's sweep is off)."""
-    from lib.errors import InputError
-    from lib.pipeline.artifacts import run_dir
-
-    try:
-        run, config, _ = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
-    except InputError as err:
-        raise click.ClickException(str(err)) from None
-    if config.sweep.enabled:
-        print(" ".join(earlier_checkpoints(run_dir(artifacts, run), config.sweep.last_n)))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,5 @@
 """What a preset needs from outside: its hub models and datasets fetched into the HF cache where
-there is internet, and the files a user provides checked, each in one line.
-
-    python -m lib.tasks.download --preset presets/simple.yaml    # make download PRESET=simple
+there is internet, and the files a user provides checked, each in one line (stages/download.py).
 
 `download` fetches the base model (at its revision), a hub `refine.model`, GSM8K and a hub
 safeguard model into the HF cache (HF_HOME) on a login node, and reads the provided files as the
@@ -12,12 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
 from lib.errors import InputError
-from lib.hub import download_model, is_hub_id
-from lib.pipeline.presets import load_config
-from lib.tasks.data import is_local_source, load_ailuminate, load_gsm8k
+from lib.hub import is_hub_id
+from lib.tasks.data import is_local_source, load_ailuminate
 
 
 def needs(config) -> list[tuple[str, str, str | None]]:
@@ -51,30 +46,3 @@ def check_provided(config) -> list[str]:
             raise InputError(f"safety.safeguard_model {guard}: not a model folder with config.json and *.safetensors")
         lines.append(f"safety.safeguard_model {guard}: a local model folder")
     return lines
-
-
-@click.command()
-@click.option("--preset", required=True, type=click.Path(exists=True, dir_okay=False), help="Preset YAML.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (repeatable).")
-def main(preset, overrides):
-    """Fetch what PRESET needs from the hub into the HF cache and check the provided files."""
-    try:
-        config = load_config(preset, list(overrides))
-        for kind, name, revision in needs(config):
-            if kind.startswith("data."):
-                split = "train" if kind.endswith("train") else "test"
-                count = len(load_gsm8k(name, split, config.data.gsm8k_hub_config))
-                print(f"download: {kind} {name} ({split}): {count} problems in the HF datasets cache")
-            else:
-                folder = download_model(name, revision, kind)
-                print(f"download: {kind} {name}{'@' + revision if revision else ''}: {folder}")
-        for line in check_provided(config):
-            print(f"download: {line}")
-    except InputError as error:
-        raise click.ClickException(str(error)) from None
-    print(f"download: everything {preset} needs is local; where there is no internet run with HF_HUB_OFFLINE=1"
-          " HF_DATASETS_OFFLINE=1 (same HF_HOME)")
-
-
-if __name__ == "__main__":
-    main()

@@ -26,9 +26,9 @@ def draw_pool(train: list[dict], size: int, seed: int) -> list[dict]:
     return [{"id": train[i]["id"], "question": train[i]["question"], "answer": train[i]["answer"]} for i in indices]
 
 
-def read_pool(path: str | Path, size: int) -> list[dict]:
+def read_pool(path: str | Path, size: int, run: str = "<run>") -> list[dict]:
     if not Path(path).is_file():
-        raise InputError(f"{path}: few-shot pool not found (run `make prep_fewshot` first)")
+        raise InputError(f"{path}: few-shot pool not found (run `make prep_fewshot RUN={run}` first)")
     rows = read_jsonl(path, required=("question", "answer"), what="the few-shot pool")
     if len(rows) != size:
         raise InputError(f"{path}: has {len(rows)} examples, expected {size} (delete it to draw the pool again)")

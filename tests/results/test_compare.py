@@ -91,3 +91,13 @@ def test_a_base_run_beside_a_finetuned_one_is_said_to_include_quantization(tmp_p
     result = CliRunner().invoke(compare.main, ["--runs", "tuned tuned4bit", "--artifacts", str(artifacts)])
     assert result.exit_code == 0 and "note" not in result.output
     assert json.loads((artifacts / "compare_tuned_vs_tuned4bit.json").read_text())["comparisons"][0]["note"] is None
+
+
+@pytest.mark.parametrize("args", [[], ["--runs", "only-one"]], ids=["no-runs", "one-run"])
+def test_compare_without_two_runs_says_how_to_name_them(tmp_path, args):
+    from stages import compare
+
+    result = CliRunner().invoke(compare.main, [*args, "--artifacts", str(tmp_path)])
+    assert result.exit_code != 0 and "Missing option" not in result.output
+    assert result.output.strip() == ('Error: compare: name at least two runs, the reference first: make compare'
+                                     ' RUNS="simple-base simple" (or --runs simple-base --runs simple)')

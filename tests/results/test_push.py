@@ -42,3 +42,23 @@ def test_a_repository_id_must_be_owner_slash_name(tmp_path):
     _run(tmp_path, "s")
     with pytest.raises(InputError, match="REPO 'just-a-name': expected a Hub repository id"):
         prepare_upload(tmp_path, "s", "just-a-name")
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9", "http://no-such-host.invalid"], ids=["refused", "dns"])
+def test_push_without_a_network_is_one_error_line_not_a_traceback(tmp_path, endpoint):
+    """The hub's HTTP client raises its own connection errors (httpx/httpx2), not Python's."""
+    import os
+    import subprocess
+
+    from tests.helpers import REPO
+
+    _run(tmp_path, "s")
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "HF_HUB_OFFLINE")}
+    done = subprocess.run(["make", "--no-print-directory", "push", "RUN=s", "REPO=me/s", f"ARTIFACTS={tmp_path}"],
+                          cwd=REPO, env={**env, "HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_not_a_real_token"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: push me/s: the hub cannot be reached (offline, or HF_HUB_OFFLINE is set):"
+                      " run `make push` where there is internet"]
+    assert "hf_not_a_real_token" not in done.stdout + done.stderr

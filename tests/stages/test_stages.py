@@ -91,8 +91,20 @@ def test_malformed_train_file_fails_in_one_line_without_artifacts(run_stage, tmp
 
 def test_tokenize_before_prep_fewshot_says_what_to_run(run_stage, tmp_path):
     result = run_stage(tokenize)
-    assert result.exit_code != 0 and "run `make prep_fewshot` first" in result.output
+    assert result.exit_code != 0 and "run `make prep_fewshot RUN=t` first" in result.output
     assert not (tmp_path / "artifacts" / "run_t" / "train_tokenized.jsonl").exists()
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("train", "run `make tokenize RUN=t` first"),
+    ("score_safety", "run `make infer_ailuminate RUN=t` first"),
+    ("infer_ailuminate", "run `make train RUN=t` first, or pass --base-only"),
+])
+def test_a_stage_whose_input_is_missing_names_the_make_call_for_this_run(run_stage, name, hint):
+    import importlib
+
+    result = run_stage(importlib.import_module(f"stages.{name}"))
+    assert result.exit_code != 0 and hint in result.output, result.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -114,7 +126,8 @@ def test_every_stage_help_shows_its_description_and_example_commands(name):
     result = CliRunner().invoke(stage.main, ["--help"])
     # compare reads several runs; the GPU check and its wheelhouse are about machines, not a run
     run_options = {"compare": ("--runs",), "gpu_check": ("part1", "part2"),
-                   "wheelhouse": ("--image", "--cuda", "--python")}.get(name, ("--preset", "--set"))
+                   "wheelhouse": ("--image", "--cuda", "--python"), "push": ("--run", "--repo", "--public"),
+                   "clean_run": ("--run",)}.get(name, ("--preset", "--set"))
     assert result.exit_code == 0 and all(option in result.output for option in run_options)
     first_line = stage.__doc__.strip().splitlines()[0]
     assert first_line.split()[0] in result.output  # the description
