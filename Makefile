@@ -61,7 +61,7 @@ GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
+.PHONY: check help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -115,6 +115,9 @@ base: ## the PRESET's base model evaluated as run <preset>-base, no training (SM
 
 RUNS ?=## runs for `make compare`, the reference first: RUNS="simple-base simple strong"
 COMPARE_NAME ?=## output name for `make compare` (default: the runs joined by _vs_)
+check: $(VENV_STAMP) ## the preflight alone: every input PRESET's (or RUN's) remaining stages need, all problems at once
+	$(PY) -m stages.check $(RUN_ARGS)
+
 compare: stages/compare.py $(LIB_COMPARE) $(VENV_STAMP) ## paired differences of RUNS against the first -> compare_<name>.md/.csv/.json/.png
 	$(PY) -m stages.compare $(foreach r,$(RUNS),--runs $(r)) $(if $(COMPARE_NAME),--name $(COMPARE_NAME))
 
@@ -123,24 +126,26 @@ PUBLIC ?=## PUBLIC=1: `make push` creates the repository public (default: privat
 push: $(VENV_STAMP) ## upload RUN's adapter with its model card to the Hub: make push RUN=simple REPO=you/name [PUBLIC=1]
 	$(PY) -m stages.push --run $(RUN) --repo "$(REPO)" $(if $(filter 1,$(PUBLIC)),--public)
 
-# Writes params/<stage>.json only where they change; the empty rules below let Make compare
-# their mtimes afterwards, so only stages whose keys changed rerun.
+# Records the run (params/<stage>.json written only where they change; the empty rules below let
+# Make compare their mtimes afterwards, so only stages whose keys changed rerun), then the preflight:
+# every input the goals' remaining stages read, all problems at once, before any stage works.
 # For a chain target a missing make.mk means recording the run failed just above (its error printed once).
 params: $(VENV_STAMP)
 	@test -f $(PARAMS)/make.mk -o -z "$(CHAIN_GOALS)"
-	@$(PY) -m lib.pipeline.run $(RUN_ARGS)
+	@$(PY) -m stages.check --record $(RUN_ARGS) $(foreach g,$(CHAIN_GOALS),--goal $(g))
 $(PARAMS)/%.json: params ;
-# What Make needs of the run before it plans anything, from params/make.mk (lib.pipeline.run writes it with
-# the params): REFINED_TRAIN, the run's data.refined_train (empty when it names none), BASE_RUN
-# (1 when eval.adapter is none) and SWEEP (1 when sweep.enabled). A call that builds a new run's files records the run first, and
-# Make restarts with it read (a dry run, make -n, records the run too, so it prints the real plan).
+# What Make needs of the run before it plans anything, from params/make.mk (written with the params):
+# REFINED_TRAIN, the run's data.refined_train (empty when it names none), BASE_RUN (1 when
+# eval.adapter is none) and SWEEP (1 when sweep.enabled). A call that builds a new run's files records
+# the run first, and Make restarts with it read (a dry run, make -n, records the run too, so it prints
+# the real plan).
 CHAIN_GOALS := $(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine,$(MAKECMDGOALS))
 -include $(PARAMS)/make.mk
 ifneq ($(CHAIN_GOALS),)
 # Make restarts after remaking an included file (e.g. stage_inputs.mk after a code change); a make.mk
 # still missing then failed in the first pass, and trying again would print its error twice.
 $(PARAMS)/make.mk: | $(VENV_STAMP)
-	@$(if $(MAKE_RESTARTS),exit 1,$(PY) -m lib.pipeline.run $(RUN_ARGS))
+	@$(if $(MAKE_RESTARTS),exit 1,$(PY) -m stages.check --record $(RUN_ARGS))
 endif
 
 refine: params $(RUN_DIR)/fewshot.jsonl ## rejection-sampled training file -> data.refined_train or run_<run>/gsm8k_train_self-instruct.jsonl

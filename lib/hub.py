@@ -28,7 +28,8 @@ def is_hub_id(name: str | None) -> bool:
 
 # The fix for a model missing offline, where the command that failed is a stage (`make download`
 # itself says where to run instead).
-FETCH_ELSEWHERE = ("run `make download PRESET=<preset>` where there is internet (same HF_HOME), or point the"
+ANY_PRESET = "PRESET=<preset>"  # a caller that knows the preset puts its name here
+FETCH_ELSEWHERE = (f"run `make download {ANY_PRESET}` where there is internet (same HF_HOME), or point the"
                    " setting at a local folder")
 DOWNLOAD_ELSEWHERE = ("run this `make download` on a machine with internet (a login node) with the same HF_HOME,"
                       " or point the setting at a local folder")

@@ -15,7 +15,7 @@ they replace into run_<run>/superseded/ (see lib/pipeline/artifacts.py) rather t
 - params/make.mk: the few facts Make itself needs (the refined training file to wait for, a base run,
   a sweep).
 
-`python -m lib.pipeline.run --run R [--preset P] [--set k=v ...]` is what the Makefile calls before stages.
+stages/check.py --record is what the Makefile calls before stages (it records, then runs the preflight).
 """
 
 from __future__ import annotations
@@ -258,18 +258,3 @@ def run_options(func):
     for option in reversed(options):
         func = option(func)
     return func
-
-
-@click.command()
-@run_options
-def main(preset, run, overrides, smoke, reconfigure, artifacts):
-    """Resolve a run's config, check it against the run's record, record it (Make calls this before stages)."""
-    try:
-        run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
-        write_run_config(config, run, artifacts, identity, reconfigure)
-    except InputError as err:
-        raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
-
-
-if __name__ == "__main__":
-    main()

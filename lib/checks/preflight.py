@@ -1,0 +1,221 @@
+"""The preflight: every input the stages still to run will read, checked before the first one works.
+
+A run on a GPU node should not find a missing safeguard folder after an hour of training. For the
+Make goals of a call, `stages_to_run` names the stages whose outputs are not there yet (a stage
+with its output in place is not asked about, nor what only it reads), and `problems` runs each of
+their checks on the resolved config: files read as the stages read them, the safeguard folder and
+format, the trackers, hub models and datasets (in the HF cache, or reachable with the token there
+is). Each problem is one line; all of them are reported at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from lib.errors import InputError
+from lib.hub import ANY_PRESET, FETCH_ELSEWHERE, hub_errors, is_hub_id
+from lib.judge.inputs import check_template, read_guidelines
+from lib.judge.setup import judge_architectures, resolve_setup
+from lib.pipeline.artifacts import COMPLETE_FILE, evaluation_file
+from lib.pipeline.config import Config
+from lib.tasks.data import is_local_source, load_ailuminate, load_gsm8k, training_source
+from lib.tasks.fewshot import RUN_POOL_FILE
+
+EMBEDDED = "embedded:"  # converted on first use from a pinned requirement: nothing to fetch
+
+# Each stage and the stages whose outputs it reads (Make's chain, as lib/pipeline/artifacts.py names it).
+UPSTREAM = {
+    "prep_fewshot": (),
+    "refine": ("prep_fewshot",),
+    "tokenize": ("prep_fewshot", "refine"),
+    "train": ("tokenize",),
+    "infer_gsm8k": ("prep_fewshot", "train"),
+    "infer_ailuminate": ("train",),
+    "score_safety": ("infer_ailuminate",),
+    "summarize": ("infer_gsm8k", "score_safety"),
+}
+GOALS = (*UPSTREAM, "sweep", "check")
+
+
+def stages_to_run(goals: list[str], config: Config, run_folder: Path, artifacts: Path, run: str) -> list[str]:
+    """The stages the goals need whose outputs are missing, in chain order (`check` and `sweep`:
+    the whole chain; a base run trains nothing; refine only when the refined file is absent)."""
+    outputs = {
+        "prep_fewshot": run_folder / RUN_POOL_FILE,
+        "refine": Path(config.data.refined_train) if config.data.refined_train else None,
+        "tokenize": run_folder / "train_tokenized.jsonl",
+        "train": run_folder / "adapter" / COMPLETE_FILE,
+        "infer_gsm8k": evaluation_file(artifacts, "infer_gsm8k", "preds", run),
+        "infer_ailuminate": evaluation_file(artifacts, "infer_ailuminate", "preds", run),
+        "score_safety": evaluation_file(artifacts, "score_safety", "preds", run),
+        "summarize": run_folder / "summary.json",
+    }
+    skipped = {"refine"} if outputs["refine"] is None else set()
+    if config.eval.adapter == "none":
+        skipped |= {"refine", "tokenize", "train"}
+    pending: set[str] = set()
+
+    def visit(stage: str) -> None:
+        if stage in skipped or stage in pending or outputs[stage].exists():
+            return
+        pending.add(stage)
+        for upstream in UPSTREAM[stage]:
+            visit(upstream)
+
+    for goal in goals:
+        for stage in ("summarize", "train") if goal in ("check", "sweep") else (goal,):
+            visit(stage)
+    return [stage for stage in UPSTREAM if stage in pending]
+
+
+def problems(config: Config, stages: list[str], preset: str = "<preset>") -> list[str]:
+    """One line per problem with the inputs `stages` read; empty when all of them are usable. A fix
+    that is `make download` names `preset`."""
+    found = []
+    _reach.cache_clear()
+    for check in dict.fromkeys(check for stage in stages for check in _CHECKS[stage]):
+        try:
+            check(config)
+        except InputError as error:
+            found.append(str(error).replace(ANY_PRESET, f"PRESET={preset}"))
+    return list(dict.fromkeys(found))  # two checks reading one file report it once
+
+
+def _gsm8k_train(config: Config) -> None:
+    _dataset(config.data.gsm8k_train, "train", config)
+
+
+def _gsm8k_test(config: Config) -> None:
+    _dataset(config.data.gsm8k_test, "test", config)
+
+
+def _dataset(source: str, split: str, config: Config) -> None:
+    if is_local_source(source):
+        load_gsm8k(source, split)
+    else:
+        _hub_repo(source, f"data.gsm8k_{split}", None, repo_type="dataset")
+
+
+def _training_data(config: Config) -> None:
+    # A refined file that is absent is refine's to build (stages_to_run then lists refine); GSM8K
+    # train is read either way, to leave the few-shot pool out.
+    refined = config.data.refined_train
+    if refined and Path(refined).is_file():
+        _dataset(training_source(config.data.gsm8k_train, refined), "train", config)
+    _gsm8k_train(config)
+
+
+def _base_model(config: Config) -> None:
+    _model(config.model.base, "model.base", config.model.revision)
+
+
+def _refine_model(config: Config) -> None:
+    if config.refine.model:
+        _model(config.refine.model, "refine.model", None)
+
+
+def _trackers(config: Config) -> None:
+    from lib.training.tracking import TENSORBOARD, check_trackers
+
+    # TensorBoard is a pinned requirement; asking transformers about the others costs seconds of imports.
+    if set(config.train.report_to) - {TENSORBOARD}:
+        check_trackers(config.train.report_to)
+
+
+def _ailuminate(config: Config) -> None:
+    load_ailuminate(config.data.ailuminate)
+
+
+def _safety_inputs(config: Config) -> None:
+    read_guidelines(config.safety.safety_prompt)
+    check_template(config.safety.template)
+
+
+def _safeguard(config: Config) -> None:
+    safety = config.safety
+    if safety.safeguard_model.startswith(EMBEDDED):
+        return
+    if is_hub_id(safety.safeguard_model):
+        _model(safety.safeguard_model, "safety.safeguard_model", None)
+        return
+    folder = Path(safety.safeguard_model)
+    architectures = judge_architectures(folder, safety.allow_pickle)
+    resolve_setup(safety, architectures, folder_chat_template(folder), str(folder))
+
+
+def folder_chat_template(folder: Path) -> str | None:
+    """A model folder's chat template as its tokenizer would read it, without loading the tokenizer."""
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = folder / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        return template if isinstance(template, str) else None
+    return None
+
+
+def _model(name: str, what: str, revision: str | None) -> None:
+    """A model is usable when embedded, a local folder with config.json, or a hub id that is cached
+    or reachable (gated ones with a token that may read them)."""
+    if name.startswith(EMBEDDED):
+        return
+    if not is_hub_id(name):
+        if not (Path(name) / "config.json").is_file():
+            raise InputError(f"{what} {name}: not a model folder (no config.json) and not a hub id like owner/name")
+        return
+    _hub_repo(name, what, revision, repo_type="model")
+
+
+def _hub_repo(name: str, what: str, revision: str | None, repo_type: str) -> None:
+    if _cached(name, revision, repo_type):
+        return
+    failure = _reach(name, repo_type)
+    if failure is not None:
+        with hub_errors(name, what, revision, offline_fix=FETCH_ELSEWHERE):
+            raise failure
+
+
+@functools.lru_cache
+def _reach(name: str, repo_type: str) -> Exception | None:
+    """Why the hub will not give this repository (None: it will); asked once per repository, as
+    GSM8K's train and test splits are one dataset."""
+    from huggingface_hub import HfApi
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return OSError("not cached and HF_HUB_OFFLINE is set")
+    try:
+        HfApi().auth_check(name, repo_type=repo_type)  # existence, gating and the token's access, no download
+    except Exception as error:  # classified by hub_errors: a hub failure becomes one line, anything else raises
+        return error
+    return None
+
+
+def _cached(name: str, revision: str | None, repo_type: str) -> bool:
+    """A model's config.json in the HF cache (at the revision); a dataset's folder in the hub's or
+    the datasets library's cache (where `make download` left it)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if repo_type == "model":
+        return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+    hub_folder = Path(constants.HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}"
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets")
+    return hub_folder.is_dir() or (datasets_cache / name.replace("/", "___")).is_dir()
+
+
+_CHECKS: dict[str, tuple[Callable[[Config], None], ...]] = {
+    "prep_fewshot": (_gsm8k_train,),
+    "refine": (_gsm8k_train, _refine_model),
+    "tokenize": (_training_data, _base_model),
+    "train": (_base_model, _trackers),
+    "infer_gsm8k": (_gsm8k_test, _base_model),
+    "infer_ailuminate": (_ailuminate, _base_model),
+    "score_safety": (_safety_inputs, _safeguard),
+    "summarize": (),
+}

@@ -1,0 +1,50 @@
+"""Check every input a run's remaining stages will read, before any of them works (the preflight).
+
+    make check PRESET=simple                  # before the GPU hour: everything `make simple` will need
+    make check RUN=medium                     # an existing run: what its missing outputs still need
+    python -m stages.check --preset presets/strong.yaml --goal train
+
+Reads the resolved config and, for the stages whose outputs are not there yet, checks the data
+files (as the stages read them), the safeguard folder and its format, the Safety Guidelines
+prompt, the trackers in train.report_to, and each hub model or dataset: in the HF cache, or
+reachable with the token there is (gated repositories included). Prints one `Error:` line per
+problem, all at once, and exits 1; writes nothing. Make runs it with --record before the stages
+of every chain target, so `make simple` stops here too.
+"""
+
+from pathlib import Path
+
+import click
+
+from lib.checks.preflight import GOALS, problems, stages_to_run
+from lib.errors import InputError
+from lib.pipeline.artifacts import run_dir
+from lib.pipeline.cli import stage_help
+from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides, write_run_config
+
+
+@click.command(help=stage_help(__doc__))
+@run_options
+@click.option("--goal", "goals", multiple=True, type=click.Choice(GOALS),
+              help="The Make targets to check for (repeatable; default: check, the whole chain; with --record: none).")
+@click.option("--record", is_flag=True,
+              help="Record the run first (run.json, the resolved config, params/): what Make does before any stage.")
+def main(preset, run, overrides, smoke, reconfigure, artifacts, goals, record):
+    try:
+        run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
+        folder = write_run_config(config, run, artifacts, identity, reconfigure) if record else run_dir(artifacts, run)
+    except InputError as err:
+        raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
+    goals = list(goals) or ([] if record else ["check"])
+    stages = stages_to_run(goals, config, folder, Path(artifacts), run)
+    found = problems(config, stages, Path(identity.preset).stem)
+    for line in found:
+        click.echo(f"Error: {with_remembered_overrides(line, run, overrides, artifacts)}", err=True)
+    if found:
+        raise SystemExit(1)
+    if not record:
+        print(f"check: run {run!r}: the inputs of {', '.join(stages) or 'no remaining stage'} are usable")
+
+
+if __name__ == "__main__":
+    main()
