@@ -61,7 +61,7 @@ GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: check help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
+.PHONY: check export help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -139,7 +139,7 @@ $(PARAMS)/%.json: params ;
 # eval.adapter is none) and SWEEP (1 when sweep.enabled). A call that builds a new run's files records
 # the run first, and Make restarts with it read (a dry run, make -n, records the run too, so it prints
 # the real plan).
-CHAIN_GOALS := $(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine,$(MAKECMDGOALS))
+CHAIN_GOALS := $(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine export,$(MAKECMDGOALS))
 -include $(PARAMS)/make.mk
 ifneq ($(CHAIN_GOALS),)
 # Make restarts after remaking an included file (e.g. stage_inputs.mk after a code change); a make.mk
@@ -198,6 +198,10 @@ $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl: stages/infer_ailuminate.py $(LIB_I
 	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS) --checkpoint $*
 $(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl: stages/score_safety.py $(LIB_SCORE_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl
 	$(LAUNCH) stages.score_safety $(RUN_ARGS) --checkpoint $*
+
+export: $(RUN_DIR)/merged/config.json ## the model as evaluated (merged), one folder transformers and vLLM load -> run_<run>/merged/
+$(RUN_DIR)/merged/config.json: stages/export.py $(LIB_EXPORT) $(PARAMS)/export.json $(ADAPTER)
+	$(PY) -m stages.export $(RUN_ARGS)
 
 summarize: $(RUN_DIR)/summary.json ## row in summary.csv, baseline check, indicative grades, reports
 # The sweep is order-only: it runs first, but only changed evaluations (through the adapter) rerun summarize.

@@ -21,7 +21,14 @@ import json
 import click
 
 from lib.io import atomic_write_json, atomic_write_text
-from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, checkpoint_step, evaluation_file, run_file
+from lib.pipeline.artifacts import (
+    CHECKPOINT_PREFIX,
+    COMPLETE_FILE,
+    SUMMARY_FILE,
+    checkpoint_step,
+    evaluation_file,
+    run_file,
+)
 from lib.pipeline.cli import stage_command, stage_help
 from lib.results.grades import ailuminate_grades, grade_lines
 from lib.results.model_card import model_card
@@ -91,7 +98,7 @@ def main(stage):
     upsert_summary(artifacts / "summary.csv", row)
     run_report(run, stage.run_dir, row, line, safety, grades, scores if config.sweep.enabled else None)
     index_report(artifacts)
-    atomic_write_json(stage.run_dir / "summary.json", {
+    atomic_write_json(stage.run_dir / SUMMARY_FILE, {
         "row": row, "baseline_check": line, "checkpoint_scores": scores, "reported": {
             "gsm8k_predictions": str(evaluation_file(artifacts, "infer_gsm8k", "preds", run, tags[chosen])),
             "safety_labels": str(evaluation_file(artifacts, "score_safety", "preds", run, tags[chosen]))},

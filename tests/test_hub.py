@@ -56,7 +56,7 @@ def test_a_model_missing_from_the_cache_offline_is_one_line_naming_it_and_make_d
     assert "make download PRESET=<preset>" in message
 
 
-def test_offline_smoke_with_local_gsm8k_stops_at_the_uncached_model_without_a_traceback(tmp_path):
+def test_offline_smoke_with_local_gsm8k_stops_before_any_stage_naming_the_uncached_model(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", make_problems(20))
     test = write_jsonl(tmp_path / "test.jsonl", make_problems(5, start=100))
     done = subprocess.run(["make", "--no-print-directory", "smoke", "PRESET=simple", f"ARTIFACTS={tmp_path / 'a'}",
@@ -64,9 +64,12 @@ def test_offline_smoke_with_local_gsm8k_stops_at_the_uncached_model_without_a_tr
                            f" fewshot.path={tmp_path / 'pool.jsonl'}"],
                           cwd=REPO, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
-    assert done.returncode != 0 and "Traceback" not in output
-    (error,) = [line for line in output.splitlines() if line.startswith("Error:")]
-    assert "Qwen/Qwen3-4B-Instruct-2507" in error and "make download" in error
+    assert done.returncode != 0 and "Traceback" not in output and "-m stages.prep_fewshot" not in output
+    # The preflight lists every problem at once (here also the AILuminate and safety files this clone lacks).
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert ("Error: model.base Qwen/Qwen3-4B-Instruct-2507: not in the HF cache and the hub cannot be reached"
+            " (offline): run `make download PRESET=simple` where there is internet (same HF_HOME), or point the"
+            " setting at a local folder") in errors
 
 
 def test_download_offline_names_the_model_it_cannot_fetch(tmp_path):

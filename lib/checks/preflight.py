@@ -20,7 +20,7 @@ from lib.errors import InputError
 from lib.hub import ANY_PRESET, FETCH_ELSEWHERE, hub_errors, is_hub_id
 from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.setup import judge_architectures, resolve_setup
-from lib.pipeline.artifacts import COMPLETE_FILE, evaluation_file
+from lib.pipeline.artifacts import COMPLETE_FILE, MERGED_FOLDER, SUMMARY_FILE, evaluation_file
 from lib.pipeline.config import Config
 from lib.tasks.data import is_local_source, load_ailuminate, load_gsm8k, training_source
 from lib.tasks.fewshot import RUN_POOL_FILE
@@ -37,6 +37,7 @@ UPSTREAM = {
     "infer_ailuminate": ("train",),
     "score_safety": ("infer_ailuminate",),
     "summarize": ("infer_gsm8k", "score_safety"),
+    "export": ("train",),
 }
 GOALS = (*UPSTREAM, "sweep", "check")
 
@@ -52,7 +53,8 @@ def stages_to_run(goals: list[str], config: Config, run_folder: Path, artifacts:
         "infer_gsm8k": evaluation_file(artifacts, "infer_gsm8k", "preds", run),
         "infer_ailuminate": evaluation_file(artifacts, "infer_ailuminate", "preds", run),
         "score_safety": evaluation_file(artifacts, "score_safety", "preds", run),
-        "summarize": run_folder / "summary.json",
+        "summarize": run_folder / SUMMARY_FILE,
+        "export": run_folder / MERGED_FOLDER / "config.json",
     }
     skipped = {"refine"} if outputs["refine"] is None else set()
     if config.eval.adapter == "none":
@@ -218,4 +220,5 @@ _CHECKS: dict[str, tuple[Callable[[Config], None], ...]] = {
     "infer_ailuminate": (_ailuminate, _base_model),
     "score_safety": (_safety_inputs, _safeguard),
     "summarize": (),
+    "export": (_base_model,),
 }

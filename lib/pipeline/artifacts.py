@@ -39,6 +39,8 @@ RUN_FILES = {"checkpoint_scores": "checkpoint_scores_{run}.csv"}  # other per-ru
 REFINED_TRAIN_FILE = "gsm8k_train_self-instruct.jsonl"  # refine's output in run_<run>/ when the preset names none
 REFINE_METRICS_FILE = "refine_metrics.json"  # in run_<run>/
 TRAINING_OUTPUTS = ("adapter", "checkpoints", "train_log.jsonl", "tensorboard")
+SUMMARY_FILE = "summary.json"  # in run_<run>/: written last by summarize (the run is summarized)
+MERGED_FOLDER = "merged"  # in run_<run>/: `make export`'s merged model (merged-checkpoint-<step> for a checkpoint)
 SUPERSEDED = "superseded"
 
 

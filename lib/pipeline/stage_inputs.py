@@ -45,6 +45,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
                          "hardware.device", "hardware.attention", "hardware.decode"),
     "score_safety": ("safety", "eval.chunk_size", "eval.adapter", "hardware.device", "hardware.attention",
                      "hardware.decode"),
+    "export": ("model", "quant", "eval", "hardware.device"),
     "summarize": (
         "model.base", "data.gsm8k_train", "lora.r", "lora.alpha", "train.learning_rate", "train.epochs", "fewshot.k",
         "thresholds.accuracy", "thresholds.safety", "sweep.enabled", "sweep.last_n", "grades.references",

@@ -10,6 +10,8 @@ machine, no token.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from lib.hub import is_hub_id
@@ -18,6 +20,22 @@ from lib.models import EMBEDDED_PREFIX
 GSM8K_HUB_ID = "openai/gsm8k"
 # Where the embedded models come from on the hub (their GGUF copies are what the package ships).
 EMBEDDED_ORIGINS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+# The licences of the bases the presets name, from their model cards: an adapter or a merged model
+# made from a base is used under the base's licence. Other bases: the `license` of the card in their folder.
+BASE_LICENSES = {"Qwen/Qwen3-4B-Instruct-2507": "apache-2.0", "HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
+
+
+def base_license(base: str, base_folder: str | Path | None = None) -> str | None:
+    """The base model's licence id: the presets' bases are known; otherwise the front matter of the
+    README.md in its local folder (a hub id's cached copy included), when there is one."""
+    known = BASE_LICENSES.get(hub_base_model(base) or "")
+    if known or base_folder is None:
+        return known
+    readme = Path(base_folder) / "README.md"
+    if not readme.is_file():
+        return None
+    license_id = ModelCard.load(readme).data.license
+    return license_id if isinstance(license_id, str) else None
 
 
 def hub_base_model(base: str) -> str | None:
@@ -43,6 +61,7 @@ def model_card(record: dict, training: dict, gsm8k: dict, safety: dict, baseline
                    metric_name=f"safety rate ({judge.get('guard_format', '?')} judge)"),
     ]
     data = ModelCardData(base_model=hub_base_model(base), library_name="peft", datasets=[GSM8K_HUB_ID],
+                         license=base_license(base),
                          model_name=run, eval_results=results, pipeline_tag="text-generation",
                          tags=["peft", "lora", "qlora" if config["quant"]["quantization"] == "nf4" else "lora-fp",
                                "gsm8k", "gsm8k-qlora-toolkit"])
@@ -93,7 +112,48 @@ def _body(record: dict, training: dict, gsm8k: dict, safety: dict, baseline_line
         f" final training loss {training['train_loss']:.4f}" if "train_loss" in training else "- Not trained here",
         "- Training hyper-parameters: " + ", ".join(f"{key}={value}" for key, value in train.items()
                                                      if key != "report_to"),
+        "", *_how_to_use(record, hub_base_model(model["base"]) or model["base"], quant),
         "", "## Library versions", "",
         ", ".join(f"{name} {version}" for name, version in record.get("libraries", {}).items() if version), "",
     ]
     return "\n".join(lines)
+
+
+def _how_to_use(record: dict, base: str, quant: dict) -> list[str]:
+    """The card's snippets: the adapter on the base as it was trained (nf4), and the merged export."""
+    run, config = record["run"], record["config"]
+    compute = "bfloat16" if quant.get("compute_dtype") in ("auto", "bfloat16") else quant.get("compute_dtype")
+    four_bit = quant.get("quantization") == "nf4"
+    load_base = (
+        ["quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\","
+         f" bnb_4bit_use_double_quant={quant.get('double_quant', True)},",
+         f"                           bnb_4bit_compute_dtype=torch.{compute})",
+         f"model = AutoModelForCausalLM.from_pretrained(\"{base}\", quantization_config=quant, device_map=\"auto\")"]
+        if four_bit else
+        [f"model = AutoModelForCausalLM.from_pretrained(\"{base}\", dtype=torch.bfloat16, device_map=\"auto\")"])
+    return [
+        "## How to use", "",
+        "The adapter on its base, 4-bit as it was trained (`pip install transformers peft bitsandbytes`; the"
+        " adapter folder or the Hub repository `make push` made):", "",
+        "```python",
+        "import torch",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer" + (", BitsAndBytesConfig" if four_bit else ""),
+        "",
+        *load_base,
+        "model = PeftModel.from_pretrained(model, \"path/to/adapter-or-you/repo\")",
+        f"tokenizer = AutoTokenizer.from_pretrained(\"{base}\")",
+        "messages = [{\"role\": \"user\", \"content\": \"Natalia sold clips to 48 of her friends in April, and then"
+        " she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?\"}]",
+        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\","
+        " return_dict=True).to(model.device)",
+        "output = model.generate(**inputs, max_new_tokens=512, do_sample=False)",
+        "print(tokenizer.decode(output[0, inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))",
+        "```", "",
+        f"The answer ends in `#### <number>`; the evaluation above also put the first {config['fewshot']['k']}"
+        " examples of the run's few-shot pool before each question as earlier chat turns.", "",
+        f"The model as it was evaluated, one folder with no PEFT or bitsandbytes: `make export RUN={run}` writes"
+        f" `artifacts/run_{run}/merged/` (safetensors, tokenizer, chat template, this card), which"
+        " `AutoModelForCausalLM.from_pretrained(\"artifacts/run_" + run + "/merged\")` and"
+        " `vllm serve artifacts/run_" + run + "/merged` load.",
+    ]

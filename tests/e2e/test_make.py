@@ -96,6 +96,8 @@ def test_the_adapter_carries_a_model_card_the_hub_can_read(smoke):
                       "safety_rate": pytest.approx(float(row["safety_rate"]), abs=5e-5)}
     assert summary["baseline_check"] in card.text and "learning_rate=" in card.text
     assert str(smoke.artifacts) not in card.content  # no path of this machine
+    assert data["license"] == "apache-2.0"  # the base model's
+    assert "make export RUN=demo-smoke" in card.text
     if summary["row"]["checkpoint"] != "checkpoint-4":  # the sweep reported an earlier checkpoint: it has the card too
         assert (smoke.run_dir / "checkpoints" / summary["row"]["checkpoint"] / "README.md").read_text() == str(card)
 
@@ -110,6 +112,18 @@ def test_the_adapter_carries_a_model_card_the_hub_can_read(smoke):
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert errors == ["Error: push someone/demo-smoke: the hub cannot be reached (offline, or HF_HUB_OFFLINE is set):"
                       " run `make push` where there is internet"], done.stderr[-2000:]
+
+
+def test_the_cards_how_to_use_snippet_runs_on_the_adapter(smoke, models_dir, capsys):
+    """The snippet as a user copies it, with the hub id and repository pointed at this machine's copies."""
+    text = (smoke.run_dir / "adapter" / "README.md").read_text()
+    snippet = text.split("## How to use")[1].split("```python\n")[1].split("```")[0]
+    assert "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\"" in snippet
+    local = (snippet.replace("HuggingFaceTB/SmolLM2-135M-Instruct", str(models_dir / "smollm2-135m-instruct"))
+             .replace("path/to/adapter-or-you/repo", str(smoke.run_dir / "adapter"))
+             .replace("max_new_tokens=512", "max_new_tokens=4"))
+    exec(compile(local, "README.md snippet", "exec"), {})
+    assert capsys.readouterr().out.strip()  # it answered
 
 
 def test_a_finished_pipeline_reruns_nothing(smoke):

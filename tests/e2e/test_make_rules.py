@@ -86,7 +86,7 @@ def test_each_stage_rule_lists_the_lib_modules_it_imports():
     rules = [line.split(": ", 1) for line in database.splitlines()
              if ": " in line and not line.startswith(("#", ".make/"))]  # not the rule that regenerates the lists
     # Commands with no file target to keep fresh, and refine (a code change never redoes hours of sampling).
-    commands = {"push", "download", "clean_run", "sweep", "gpu_check", "wheelhouse", "refine"}
+    commands = {"push", "download", "clean_run", "sweep", "gpu_check", "wheelhouse", "refine", "check"}
     for stage in stage_names():
         # The file rule that runs the stage: its prerequisites name the script.
         prerequisites = next((after.split() for _, after in rules if f"stages/{stage}.py" in after.split()), None)
@@ -132,7 +132,8 @@ def _make(tmp_path, *args, models_dir=None, dry=False):
 def _stages_make_would_run(tmp_path, *args):
     """The stages `make -n summarize` lists (a dry run records a new run first, so its plan is the real one)."""
     dry = _make(tmp_path, "summarize", *args, dry=True)
-    return [line.split("-m stages.")[1].split()[0] for line in dry.splitlines() if "-m stages." in line]
+    stages = [line.split("-m stages.")[1].split()[0] for line in dry.splitlines() if "-m stages." in line]
+    return [stage for stage in stages if stage != "check"]  # the preflight Make runs before any stage
 
 
 def test_strong_builds_its_refined_training_file_before_tokenize_only_when_it_is_absent(tmp_path):
@@ -308,3 +309,9 @@ def test_every_documented_accelerate_launch_names_its_process_count():
     commands = [(path.name, line.strip()) for path in paths for line in path.read_text().splitlines()
                 if "accelerate launch " in line and ("-m " in line or line.rstrip().endswith("\\"))]
     assert commands and all("--num_processes" in line for _, line in commands), commands
+
+
+def test_make_export_trains_first_when_needed_then_runs_the_export_stage(tmp_path):
+    dry = _make(tmp_path, "export", "PRESET=demo", "RUN=e", f"SET=fewshot.path={tmp_path / 'pool.jsonl'}", dry=True)
+    stages = [line.split("-m stages.")[1].split()[0] for line in dry.splitlines() if "-m stages." in line]
+    assert [stage for stage in stages if stage != "check"] == ["prep_fewshot", "tokenize", "train", "export"]

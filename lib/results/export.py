@@ -1,0 +1,69 @@
+"""The evaluated model as one folder other tools load: the `merged` weights, tokenizer, chat template, card.
+
+`export_merged` loads the adapter onto the base exactly as the `merged` evaluation does
+(lib/models.py: the base quantized to nf4 as in training, dequantized, the adapter merged at full
+precision, cast once to the evaluation dtype) and saves that model: safetensors shards, config,
+generation config, tokenizer with its chat template, and a card. transformers'
+`AutoModelForCausalLM.from_pretrained(folder)` and vLLM (`vllm serve folder`) load it with no
+PEFT or bitsandbytes. The folder is written beside its final place and renamed into it, so a
+killed export leaves no folder a loader would take for a whole one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from huggingface_hub import ModelCard
+
+from lib.engine.evaluation import Weights
+from lib.models import load_for_inference, resolve_model_path
+
+MERGED_FORMAT = "merged"
+
+
+def export_merged(weights: Weights, models_dir: Path, out: Path, card: ModelCard | None) -> Path:
+    """Save `weights` (a base and an adapter) merged as the evaluation loads them into `out`."""
+    from lib.devices import resolve_eval_dtype
+
+    dtype = resolve_eval_dtype(weights.dtype)
+    base = resolve_model_path(weights.base, models_dir)
+    model, tokenizer, _ = load_for_inference(base, weights.adapter, MERGED_FORMAT, dtype, weights.trained,
+                                             weights.revision, weights.trust_remote_code)
+    # The dequantized model no longer is a 4-bit one: a config that still said so would make loaders
+    # quantize it again (or refuse it).
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # an earlier export killed half-way: never a whole one
+    model.save_pretrained(partial, safe_serialization=True, max_shard_size="5GB")
+    tokenizer.save_pretrained(partial)
+    if card is not None:
+        card.save(partial / "README.md")
+    partial.rename(out)
+    return out
+
+
+def merged_card(adapter_card: Path | None, base_hub_id: str | None, license_id: str | None, run: str) -> ModelCard:
+    """The export's card: the adapter's as summarize wrote it (the run's results, training, how to
+    use it; None before summarize, whose folder holds PEFT's template) with the front matter of a
+    full model merged from a base, or a short one."""
+    if adapter_card is not None and adapter_card.is_file():
+        card = ModelCard.load(adapter_card)
+    else:
+        card = ModelCard(f"---\n---\n\n# {run}: merged export\n\nThe run was not summarized when it was exported:"
+                         f" no results are recorded here (`make summarize RUN={run}`, then `make export RUN={run}`"
+                         " again).\n")
+    card.data.library_name = "transformers"
+    card.data.tags = [tag for tag in (card.data.tags or []) if tag not in ("peft", "lora")] + ["merged"]
+    if base_hub_id:
+        card.data.base_model = base_hub_id
+        card.data.base_model_relation = "merge"
+    if license_id:
+        card.data.license = license_id
+    card.text = ("This folder is the run's adapter merged into its base exactly as the `merged` evaluation"
+                 " loaded it (the base quantized to nf4 as in training, dequantized, the adapter merged, cast to"
+                 " the evaluation dtype): load it with `AutoModelForCausalLM.from_pretrained` or serve it with"
+                 " vLLM, no PEFT needed.\n\n" + card.text)
+    return card
