@@ -207,3 +207,14 @@ def test_make_check_and_a_chain_target_stop_before_any_stage_when_the_guard_is_m
     assert {p.name for p in (tmp_path / "artifacts" / "run_p").iterdir()} == {"run.json", "config_resolved.json",
                                                                               "params"}
     assert _make(tmp_path, "check", "PRESET=demo", "RUN=p", f"SET={' '.join(inputs)}").returncode == 0
+
+
+def test_a_local_base_without_a_chat_template_is_found_before_tokenize(tmp_path, inputs):
+    base = tmp_path / "pretrained-only"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (base / "tokenizer_config.json").write_text("{}")
+    (line,) = problems(_config([*inputs, f"model.base={base}"]), ["tokenize"])
+    assert line.startswith(f"model.base {base}: its tokenizer has no chat template")
+    (base / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+    assert problems(_config([*inputs, f"model.base={base}"]), ["tokenize"]) == []

@@ -113,6 +113,11 @@ def _training_data(config: Config) -> None:
 
 def _base_model(config: Config) -> None:
     _model(config.model.base, "model.base", config.model.revision)
+    base = Path(config.model.base)
+    if not is_hub_id(config.model.base) and base.is_dir() and folder_chat_template(base) is None:
+        # tokenize renders every example with it; evaluation every prompt (lib/models.load_tokenizer)
+        raise InputError(f"model.base {base}: its tokenizer has no chat template (an instruct model is expected;"
+                         " docs/your-models.md)")
 
 
 def _refine_model(config: Config) -> None:
@@ -159,7 +164,9 @@ def folder_chat_template(folder: Path) -> str | None:
     config = folder / "tokenizer_config.json"
     if config.is_file():
         template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
-        return template if isinstance(template, str) else None
+        if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+            template = "\n".join(item.get("template", "") for item in template if isinstance(item, dict))
+        return template or None
     return None
 
 
