@@ -167,3 +167,18 @@ def test_valid_run_names(name):
 def test_run_names_with_slashes_dots_or_spaces_are_refused(name):
     with pytest.raises(InputError, match="run name"):
         validate_run_name(name)
+
+
+def test_data_readme_names_every_file_a_stage_writes_under_data():
+    """data/README.md says which stages write there: each preset's pool and refined file under data/."""
+    readme = (PRESET_DIR.parent / "data" / "README.md").read_text()
+    written = set()
+    for preset in PRESET_DIR.glob("*.yaml"):
+        config = load_config(preset)
+        written |= {path for path in (config.fewshot.path, config.data.refined_train)
+                    if path and path.startswith("data/") and not path.startswith("data/demo/")}
+    assert written == {"data/fewshot_gsm8k_fixed.jsonl", "data/gsm8k_train_self-instruct.jsonl"}
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    assert "make prep_fewshot" in rows["fewshot_gsm8k_fixed.jsonl"]
+    assert "make refine" in rows["gsm8k_train_self-instruct.jsonl"]
+    assert "nothing here is modified" not in readme.lower()
