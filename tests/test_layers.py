@@ -94,3 +94,21 @@ def test_the_checks_find_an_upward_import_and_a_cycle():
     modules = lib_modules()  # and the parser sees the real imports, lazy ones included
     assert "lib.judge.formats" in imports(modules["lib.results.compare"], modules)
     assert "lib.engine.runner" in imports(modules["lib.judge.runner"], modules)  # inside a function
+
+
+def test_importing_lib_installs_no_console_filter_and_the_stages_package_does():
+    """lib/ modules run nothing on import; the commands' package quiets the upstream messages first."""
+    import subprocess
+    import sys
+
+    probe = ("import logging, sys, warnings; import {module}; "
+             "ours = [f for f in warnings.filters if f[1] is not None and 'gradient_checkpointing' in f[1].pattern]; "
+             "print(bool(ours), bool(logging.getLogger('bitsandbytes.backends.cpu.ops').filters))")
+
+    def installed(module):
+        done = subprocess.run([sys.executable, "-c", probe.format(module=module)], cwd=REPO, capture_output=True,
+                              text=True, check=True)
+        return done.stdout.split()
+
+    assert installed("lib, lib.pipeline.cli, lib.models") == ["False", "False"]
+    assert installed("stages") == ["True", "True"]
