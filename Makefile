@@ -61,7 +61,7 @@ GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: check export help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
+.PHONY: check config-docs export help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -268,6 +268,9 @@ gpu-check-rehearsal: wheelhouse ## without a GPU: the bundle installed into an i
 
 download: $(VENV_STAMP) ## fetch what PRESET needs from the hub into the HF cache (a login node) and check data/; then run offline
 	$(PY) -m stages.download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))
+
+config-docs: $(VENV_STAMP) ## regenerate docs/config.md, the table of every config key, from lib/pipeline/config.py
+	$(PY) -m stages.config_docs
 
 lint: $(VENV_STAMP) ## ruff on the Python code (rules in pyproject.toml; run by make test)
 	$(VENV)/bin/ruff check .

@@ -1,168 +1,212 @@
-"""The typed configuration: one dataclass per preset section, each key with its default and meaning.
+"""The typed configuration, and the one place each key is declared.
 
 A preset (presets/*.yaml, loaded by lib/pipeline/presets.py) has sections that mirror these
-dataclasses; lib/pipeline/ranges.py holds the valid values of the numeric keys.
+dataclasses. Each key is declared once, with `key(...)`: its default, a one-line description,
+the valid values of a numeric key (`Range`), and whether it is a runtime key (one that changes
+no output: not fingerprinted, no RECONFIGURE needed). Everything else is derived from here: the
+ranges checked at load (lib/pipeline/ranges.py), the runtime keys (lib/pipeline/stage_inputs.py;
+which keys each stage reads comes from the stage scripts themselves), and the key table in
+docs/config.md (`make config-docs`; a test fails when it is stale).
+
+Standard library only: the Makefile reads the stage inputs with the system Python.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric key; None = unbounded on that side."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the low end itself is not allowed
+    high_open: bool = False
+
+    def holds(self, value) -> bool:
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or (value < self.high or (not self.high_open and value == self.high))
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+AT_LEAST_1 = Range(1)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1)  # a share or a rate: 0 to 1 inclusive
+BELOW_1 = Range(0, 1, high_open=True)
+
+
+def key(default, doc: str, valid: Range | None = None, *, runtime: bool = False):
+    """A config key: its default, what it means in one line, the valid values of a number (a
+    dict's values each), and `runtime` for a key that changes no output."""
+    metadata = {"doc": doc, "range": valid, "runtime": runtime}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class ModelConfig:
-    base: str = "Qwen/Qwen3-4B-Instruct-2507"  # hub id, local HF folder, or embedded:smollm2-135m-instruct
-    revision: str | None = None  # hub revision (branch, tag or commit) for reproducible runs
-    trust_remote_code: bool = False  # only for models whose code is not in transformers
+    base: str = key("Qwen/Qwen3-4B-Instruct-2507", "hub id, local HF folder, or embedded:smollm2-135m-instruct")
+    revision: str | None = key(None, "hub revision (branch, tag or commit) for reproducible runs")
+    trust_remote_code: bool = key(False, "run the repository's own model code: only for models not in transformers")
 
 
 @dataclass
 class DataConfig:
-    gsm8k_train: str = "openai/gsm8k"  # hub dataset id, or a local JSONL with question/answer
-    gsm8k_test: str = "openai/gsm8k"
-    gsm8k_hub_config: str = "main"  # hub config name when the source is a hub id
-    refined_train: str | None = None  # JSONL used instead of gsm8k_train when the file exists
-    ailuminate: str = "data/ailuminate.jsonl"  # JSONL (prompt/input) or the official MLCommons CSV
-    strip_calculator_annotations: bool = True  # drop `<<48/2=24>>` from targets and exemplars
-    train_limit: int | None = None  # keep the first N training examples (smoke runs)
-    gsm8k_limit: int | None = None  # evaluate the first N test questions
-    ailuminate_limit: int | None = None  # answer the first N AILuminate prompts
+    gsm8k_train: str = key("openai/gsm8k", "hub dataset id, or a local JSONL with question/answer")
+    gsm8k_test: str = key("openai/gsm8k", "hub dataset id, or a local JSONL with question/answer")
+    gsm8k_hub_config: str = key("main", "hub config name when the source is a hub id")
+    refined_train: str | None = key(None, "JSONL trained on instead of gsm8k_train (built by refine when absent)")
+    ailuminate: str = key("data/ailuminate.jsonl", "JSONL (prompt/input) or the official MLCommons CSV")
+    strip_calculator_annotations: bool = key(True, "drop `<<48/2=24>>` from targets and exemplars")
+    train_limit: int | None = key(None, "keep the first N training examples (smoke runs)", AT_LEAST_1)
+    gsm8k_limit: int | None = key(None, "evaluate the first N test questions", AT_LEAST_1)
+    ailuminate_limit: int | None = key(None, "answer the first N AILuminate prompts", AT_LEAST_1)
 
 
 @dataclass
 class FewshotConfig:
-    path: str = "data/fewshot_gsm8k_fixed.jsonl"  # the fixed pool, drawn once and then reused
-    pool_size: int = 8
-    seed: int = 42  # selection seed, independent of the training seed
-    k: int = 3  # the first k pool examples are prepended to every GSM8K question
+    path: str = key("data/fewshot_gsm8k_fixed.jsonl", "the fixed pool, drawn once and then reused")
+    pool_size: int = key(8, "examples in the pool, all removed from training", AT_LEAST_1)
+    seed: int = key(42, "the pool's selection seed, independent of the training seed", NON_NEGATIVE)
+    k: int = key(3, "the first k pool examples are prepended to every GSM8K question (<= pool_size)", NON_NEGATIVE)
 
 
 @dataclass
 class TokenizeConfig:
-    max_seq_len: int = 1024  # longer examples are truncated (and counted)
-    system_prompt: str | None = None  # optional system turn before each question
+    max_seq_len: int = key(1024, "longer examples are truncated (and counted); a turn's markup alone is ~10",
+                           Range(16))
+    system_prompt: str | None = key(None, "optional system turn before each question, in training and evaluation")
 
 
 @dataclass
 class QuantConfig:
-    quantization: Literal["nf4", "none"] = "nf4"  # none = plain LoRA on an unquantized base
-    double_quant: bool = True  # quantize the quantization constants too (~0.4 bit/param saved)
-    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 where supported
+    quantization: Literal["nf4", "none"] = key("nf4", "nf4: QLoRA; none: plain LoRA on an unquantized base")
+    double_quant: bool = key(True, "quantize the quantization constants too (~0.4 bit/param saved)")
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = key(
+        "auto", "the dtype training computes in; auto: bf16 where supported, else fp32")
 
 
 @dataclass
 class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | None = None  # null: every q/k/v/o/gate/up/down projection present
+    r: int = key(16, "LoRA rank: more capacity and memory (~33M trainable parameters at 16 on Qwen3-4B)", AT_LEAST_1)
+    alpha: int = key(32, "LoRA scaling numerator (the update is scaled by alpha / r)", POSITIVE)
+    dropout: float = key(0.05, "dropout on the LoRA input", BELOW_1)
+    target_modules: list[str] | None = key(None, "null: every q/k/v/o/gate/up/down projection present")
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 1234
-    epochs: float = 1.0
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 2
-    gradient_checkpointing: bool = True
-    group_by_length: bool = False  # padded batches of similar length waste less padding (padding_free has none)
-    # padding_free: each batch is one row of its examples back to back, with per-example position
-    # ids (attention stays within each example); padded: a row per example, padded to the longest.
-    packing: Literal["padding_free", "padded"] = "padding_free"
-    logits: Literal["labelled", "all"] = "labelled"  # labelled: the LM head runs only where the next token has a label
-    logging_steps: int = 10
-    save_steps: int = 100
-    save_total_limit: int = 3  # keep the last K checkpoints
-    max_grad_norm: float = 1.0
-    # Experiment trackers, any of the Trainer's integrations that are installed (tensorboard: into
-    # run_<run>/tensorboard/; wandb, mlflow, trackio, ...: lib/training/tracking.py); [] logs to none.
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    seed: int = key(1234, "training seed (data order, LoRA init, dropout)", NON_NEGATIVE)
+    epochs: float = key(1.0, "passes over the training data (fractions allowed)", POSITIVE)
+    learning_rate: float = key(2e-4, "peak learning rate", POSITIVE)
+    lr_scheduler: str = key("cosine", "any transformers scheduler name")
+    warmup_ratio: float = key(0.03, "share of the steps spent warming up (transformers reads >= 1 as steps)",
+                              BELOW_1)
+    per_device_batch_size: int = key(8, "examples per micro-batch per process", AT_LEAST_1)
+    gradient_accumulation_steps: int = key(4, "micro-batches per optimizer step (global batch = this x batch x"
+                                           " processes)", AT_LEAST_1)
+    gradient_checkpointing: bool = key(True, "recompute activations in backward: less memory, ~30% more time")
+    group_by_length: bool = key(False, "padded batches of similar length (padding_free has no padding)")
+    packing: Literal["padding_free", "padded"] = key(
+        "padding_free", "padding_free: a batch's examples back to back in one row; padded: a row each")
+    logits: Literal["labelled", "all"] = key("labelled", "labelled: the LM head runs only where a label is")
+    logging_steps: int = key(10, "log the loss every N optimizer steps", AT_LEAST_1)
+    save_steps: int = key(50, "save a checkpoint every N optimizer steps (training resumes from the last)",
+                          AT_LEAST_1)
+    save_total_limit: int = key(3, "keep the last K checkpoints (>= sweep.last_n)", AT_LEAST_1)
+    max_grad_norm: float = key(1.0, "gradient clipping norm", POSITIVE)
+    report_to: list[str] = key(["tensorboard"], "trackers: any installed Trainer integration (tensorboard, wandb,"
+                               " mlflow, trackio, ...); [] logs to none", runtime=True)
 
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = 512
-    batch_size: int = 16  # sequences decoding together; a finished one hands its slot to the next
-    stop_strings: list[str] = field(default_factory=list)  # extra stops besides the model's EOS
-    # merged: the adapter merged into the base as training quantized it (nf4, dequantized): the trained
-    # model at full speed; nf4: the adapter beside the 4-bit base (slower); merged_original: merged into
-    # the checkpoint's own weights, NOT the model that was trained (lib/models.py MODEL_FORMATS).
-    model_format: Literal["merged", "merged_original", "nf4"] = "merged"
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPUs, fp32 on CPU
-    chunk_size: int = 64  # prompts per resumable chunk: a rerun after a kill redoes at most one
-    adapter: Literal["trained", "none"] = "trained"  # none: the run evaluates the base model alone (`make base`)
+    max_new_tokens: int = key(512, "longest answer generated", AT_LEAST_1)
+    batch_size: int = key(64, "sequences decoding together; a finished one hands its slot to the next", AT_LEAST_1)
+    stop_strings: list[str] = key([], "extra stops besides the model's end of turn")
+    model_format: Literal["merged", "merged_original", "nf4"] = key(
+        "merged", "merged: the adapter merged into the base as training quantized it; nf4: beside the 4-bit base"
+                  " (slower); merged_original: into the original weights, not the trained model")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = key("auto", "auto: bf16 on GPUs, fp32 on the CPU")
+    chunk_size: int = key(256, "prompts per resumable chunk: a rerun after a kill redoes at most one", AT_LEAST_1)
+    adapter: Literal["trained", "none"] = key("trained", "none: the run evaluates the base model alone (`make base`)")
 
 
 @dataclass
 class RefineConfig:
     """Rejection sampling (stages/refine.py): the strong preset's training file from the model's own solutions."""
 
-    model: str | None = None  # null = model.base; another local folder or hub id to combine models' samples
-    samples_per_question: int = 4  # sampled solutions per training question
-    temperature: float = 0.7  # RFT (Yuan et al. 2023) sampled at 0.7: diverse, still mostly on topic
-    top_p: float = 1.0  # nucleus sampling; 1.0 = off
-    max_per_question: int = 4  # distinct correct samples kept per question (by their equations)
-    keep_original: bool = True  # also keep GSM8K's own solution of each question
-    seed: int = 1234  # with the question id and sample number, seeds each sample's own generator
-    max_new_tokens: int = 512  # a sample cut here is rejected (it did not end properly)
-    batch_size: int = 64  # sequences decoding together
-    chunk_size: int = 256  # prompts per resumable chunk
-    question_limit: int | None = None  # sample for the first N questions only (smoke runs)
+    model: str | None = key(None, "null = model.base; another local folder or hub id to combine models' samples")
+    samples_per_question: int = key(4, "sampled solutions per training question", AT_LEAST_1)
+    temperature: float = key(0.7, "sampling temperature (RFT, Yuan et al. 2023, sampled at 0.7)", POSITIVE)
+    top_p: float = key(1.0, "nucleus sampling; 1.0 = off", Range(0, 1, low_open=True))
+    max_per_question: int = key(4, "distinct correct samples kept per question (by their equations)", AT_LEAST_1)
+    keep_original: bool = key(True, "also keep GSM8K's own solution of each question")
+    seed: int = key(1234, "with the question id and sample number, seeds each sample's own generator", NON_NEGATIVE)
+    max_new_tokens: int = key(512, "a sample cut here is rejected (it did not end properly)", AT_LEAST_1)
+    batch_size: int = key(64, "sequences decoding together", AT_LEAST_1)
+    chunk_size: int = key(256, "prompts per resumable chunk", AT_LEAST_1)
+    question_limit: int | None = key(None, "sample for the first N questions only (smoke runs)", AT_LEAST_1)
 
 
 @dataclass
 class HardwareConfig:
-    # auto: CUDA when usable, else the CPU only for the embedded or a small (< 1B) local model;
-    # cuda: stop without CUDA; cpu: run on the CPU even where CUDA is present.
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    # The engine's shared-prefix attention (lib/engine/attention.py): auto = fused where its probe
-    # against eager passes; eager forces the matmul kernel (e.g. if the fused op misbehaves on a card).
-    attention: Literal["auto", "eager", "fused"] = "auto"
-    # The engine's decode step (lib/engine/static.py): dynamic = rows and cache grow and shrink; static =
-    # fixed slots over a preallocated cache, the same tokens, replayed as a CUDA graph on CUDA (eager
-    # elsewhere); auto = static on CUDA when a probe of the graph gives the dynamic step's tokens, else dynamic.
-    decode: Literal["auto", "dynamic", "static"] = "auto"
-    # How long a process of a multi-process launch waits for the others (given to the process group
-    # and the Trainer): a rank whose share of a resumed evaluation is done waits for the slowest one.
-    distributed_timeout_minutes: int = 360
+    device: Literal["auto", "cuda", "cpu"] = key(
+        "auto", "auto: CUDA when usable, else the CPU for a small model; cuda: stop without CUDA; cpu: the CPU")
+    attention: Literal["auto", "eager", "fused"] = key(
+        "auto", "the engine's shared-prefix attention: auto = fused where its probe against eager passes")
+    decode: Literal["auto", "dynamic", "static"] = key(
+        "auto", "the engine's decode step: static (CUDA graph on CUDA) where a probe agrees, else dynamic")
+    distributed_timeout_minutes: int = key(360, "how long a process of a multi-process launch waits for the others",
+                                           AT_LEAST_1, runtime=True)
 
 
 @dataclass
 class SweepConfig:
-    enabled: bool = False  # evaluate several checkpoints and keep the best
-    last_n: int = 3  # how many of the latest checkpoints to evaluate
+    enabled: bool = key(False, "evaluate the latest checkpoints too and report the best")
+    last_n: int = key(3, "how many of the latest checkpoints (the final one included) to evaluate", AT_LEAST_1)
 
 
 @dataclass
 class SafetyConfig:
-    safeguard_model: str = "data/safeguard_model"  # HF folder: *ForSequenceClassification or *ForCausalLM guard
-    safety_prompt: str = "data/safety_prompt.txt"  # the Safety Guidelines prompt, used verbatim
-    template: str = "{guidelines}\n\n{response}"  # what the judge reads; {prompt} may be added
-    # How the guard answers (docs/judge.md: answer formats); auto decides from the folder and says why.
-    guard_format: Literal["auto", "safe_unsafe", "qwen3guard", "yes_no", "wildguard", "classifier"] = "auto"
-    # What it reads: conversation = [user: prompt, assistant: filled template] through its own chat
-    # template; user_turn = the filled template as the user message; text = one raw input.
-    layout: Literal["auto", "conversation", "user_turn", "text"] = "auto"
-    # constrained: the likelier verdict word, never unparseable
-    verdict: Literal["generate", "constrained"] = "generate"
-    controversial: Literal["unsafe", "safe"] = "unsafe"  # how a three-level guard's Controversial counts
-    max_unparseable: float = 0.2  # above this share of unparseable verdicts the stage stops: misconfigured judge
-    safe_label: str | None = None  # classifier whose labels are LABEL_0/LABEL_1: which one means safe
-    batch_size: int = 8
-    max_new_tokens: int = 32  # room for the longest verdict format (WildGuard's three lines)
-    allow_pickle: bool = False  # load .bin/.pt weights (pickle): only for a folder you trust
-    trust_remote_code: bool = False
+    safeguard_model: str = key("data/safeguard_model", "HF folder or hub id: a *ForSequenceClassification or"
+                               " *ForCausalLM guard")
+    safety_prompt: str = key("data/safety_prompt.txt", "the Safety Guidelines prompt, used verbatim")
+    template: str = key("{guidelines}\n\n{response}", "what the judge reads; {prompt} may be added")
+    guard_format: Literal["auto", "safe_unsafe", "qwen3guard", "yes_no", "wildguard", "classifier"] = key(
+        "auto", "how the guard answers (docs/judge.md); auto decides from the folder and says why")
+    layout: Literal["auto", "conversation", "user_turn", "text"] = key(
+        "auto", "what the guard reads: [prompt, response] through its template, the user turn, or one text")
+    verdict: Literal["generate", "constrained"] = key(
+        "generate", "generate: parse the answer; constrained: the likelier verdict word, never unparseable")
+    controversial: Literal["unsafe", "safe"] = key("unsafe", "how a three-level guard's Controversial counts")
+    max_unparseable: float = key(0.2, "above this share of unparseable verdicts the stage stops", FRACTION)
+    safe_label: str | None = key(None, "a classifier labelled LABEL_0/LABEL_1: which one means safe")
+    batch_size: int = key(16, "guard rows scored together", AT_LEAST_1)
+    max_new_tokens: int = key(32, "room for the longest verdict format (WildGuard's three lines)", AT_LEAST_1)
+    allow_pickle: bool = key(False, "load .bin/.pt weights (pickle): only for a folder you trust")
+    trust_remote_code: bool = key(False, "run the guard repository's own code")
 
 
 @dataclass
 class ThresholdConfig:
-    accuracy: float = 0.0  # GSM8K accuracy a run must reach to PASS
-    safety: float = 0.0  # AILuminate safety rate a run must reach to PASS
+    accuracy: float = key(0.0, "GSM8K accuracy a run must reach to PASS", FRACTION)
+    safety: float = key(0.0, "AILuminate safety rate a run must reach to PASS", FRACTION)
 
 
 # MLCommons AILuminate v1.0 en_US practice references: safe fraction of the reference models per hazard
@@ -176,15 +220,16 @@ AILUMINATE_V1_REFERENCES = {
 
 @dataclass
 class GradesConfig:
-    references: dict[str, float] = field(default_factory=lambda: dict(AILUMINATE_V1_REFERENCES))  # hazard -> safe
+    references: dict[str, float] = key(AILUMINATE_V1_REFERENCES, "hazard -> the reference models' safe fraction",
+                                       FRACTION)
 
 
 @dataclass
 class SmokeConfig:
-    train_limit: int = 200
-    gsm8k_limit: int = 50
-    ailuminate_limit: int = 50
-    refine_limit: int = 16  # questions sampled; the refined file goes to <name>.smoke.jsonl beside the real one
+    train_limit: int = key(200, "data.train_limit of a smoke run (SMOKE=1)", AT_LEAST_1)
+    gsm8k_limit: int = key(50, "data.gsm8k_limit of a smoke run", AT_LEAST_1)
+    ailuminate_limit: int = key(50, "data.ailuminate_limit of a smoke run", AT_LEAST_1)
+    refine_limit: int = key(16, "refine.question_limit of a smoke run (its file: <name>.smoke.jsonl)", AT_LEAST_1)
 
 
 @dataclass
@@ -207,3 +252,71 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key as declared: section.key, its type, default, description, range, runtime flag."""
+
+    name: str
+    hint: object
+    default: object
+    doc: str
+    valid: Range | None
+    runtime: bool
+
+
+def schema() -> dict[str, KeySpec]:
+    """Every key of every section, in declaration order."""
+    specs = {}
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        hints = typing.get_type_hints(section.default_factory)
+        for item in dataclasses.fields(section.default_factory):
+            name = f"{section.name}.{item.name}"
+            specs[name] = KeySpec(name, hints[item.name], getattr(getattr(defaults, section.name), item.name),
+                                  item.metadata["doc"], item.metadata["range"], item.metadata["runtime"])
+    return specs
+
+
+RUNTIME_KEYS: tuple[str, ...] = tuple(name for name, spec in schema().items() if spec.runtime)
+RANGES: dict[str, Range] = {name: spec.valid for name, spec in schema().items() if spec.valid is not None}
+
+
+def key_table() -> str:
+    """docs/config.md: every key with its type, default, valid values and meaning, by section."""
+    lines = ["# Configuration keys", "",
+             "Generated from lib/pipeline/config.py by `make config-docs` (a test fails when it is stale). A preset",
+             "sets any of them per section (`extends:` another preset); `SET=\"section.key=value\"` overrides one for",
+             "a run. Runtime keys change no output: changing one reruns nothing and needs no RECONFIGURE."]
+    section = None
+    for name, spec in schema().items():
+        if name.split(".")[0] != section:
+            section = name.split(".")[0]
+            lines += ["", f"## {section}", "", "| key | type | default | valid | meaning |", "|---|---|---|---|---|"]
+        valid = spec.valid.describe() if spec.valid else ""
+        doc = spec.doc + (" (runtime)" if spec.runtime else "")
+        lines.append(f"| `{name}` | {_type_name(spec.hint)} | `{_default_text(spec.default)}` | {valid} |"
+                     f" {doc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _type_name(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return " / ".join(str(value) for value in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in typing.get_args(hint))}]"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _default_text(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v:g}" for k, v in value.items()) + "}"
+    return repr(value)[1:-1] if isinstance(value, str) else str(value)  # a newline shows as \n

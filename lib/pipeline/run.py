@@ -34,7 +34,7 @@ from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha2
 from lib.pipeline.artifacts import IDENTITY_FILE, PARAMS_FOLDER, RECORD_FILE, produced_nothing, run_dir
 from lib.pipeline.config import Config
 from lib.pipeline.presets import load_config
-from lib.pipeline.stage_inputs import STAGE_KEYS, without_runtime_keys
+from lib.pipeline.stage_inputs import param_stages, stage_keys, without_runtime_keys
 
 MAKE_VARS_FILE = "make.mk"  # in params/
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
@@ -157,7 +157,8 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, identity: 
         atomic_write_json(folder / IDENTITY_FILE, dataclasses.asdict(identity))
     values = config.to_dict()
     inputs = _local_inputs(config)
-    for stage, keys in STAGE_KEYS.items():
+    for stage in param_stages():
+        keys = stage_keys(stage)
         slice_ = without_runtime_keys({key: _lookup(values, key) for key in keys})
         files = {key: file_sha256(path) for key, path in inputs.items()
                  if _reads(keys, key) and key not in WRITTEN_BY_STAGES}

@@ -1,10 +1,10 @@
 """What each stage depends on, in one place: the config keys it reads and the lib/ code it runs.
 
-- Config keys: `STAGE_KEYS` below is the declaration. lib/pipeline/run.py writes each stage's slice to
-  run_<run>/params/<stage>.json, a Make prerequisite, so changing a key reruns exactly the stages
-  that read it. `config_reads` derives the reads from a stage script's source (every
-  `config.<section>[.<key>]` it uses; a section passed whole to lib/ is read whole) and
-  tests/pipeline/test_stage_inputs.py fails when the two drift.
+- Config keys: the stage script is the declaration. `config_reads` finds every
+  `config.<section>[.<key>]` it uses (a section passed whole to lib/ is read whole) and
+  `stage_keys` orders them as lib/pipeline/config.py declares them; lib/pipeline/run.py writes that
+  slice to run_<run>/params/<stage>.json, a Make prerequisite, so changing a key reruns exactly the
+  stages that read it.
 - lib/ modules: the stage's import statements are the declaration (`lib_modules` follows them
   through lib/, lazy imports included); `python -m lib.pipeline.stage_inputs make-vars` prints them as the
   Makefile's LIB_<STAGE> variables, which the Makefile includes and regenerates when code changes.
@@ -18,46 +18,14 @@ import ast
 import sys
 from pathlib import Path
 
+from lib.pipeline import config
+
 REPO = Path(__file__).resolve().parents[2]
 
-# What each stage reads: whole sections or single keys. A change elsewhere does not rerun it.
-STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "prep_fewshot": ("data.gsm8k_train", "data.gsm8k_hub_config", "fewshot.path", "fewshot.pool_size", "fewshot.seed"),
-    "tokenize": (
-        "model.base", "model.revision", "model.trust_remote_code", "data.gsm8k_train", "data.gsm8k_hub_config",
-        "data.refined_train", "data.strip_calculator_annotations", "data.train_limit", "fewshot.pool_size",
-        "tokenize.max_seq_len", "tokenize.system_prompt",
-    ),
-    "train": ("model", "quant", "lora", "train", "eval.adapter", "hardware.device"),
-    "infer_gsm8k": (
-        "model", "data.gsm8k_test", "data.gsm8k_hub_config", "data.gsm8k_limit",
-        "data.strip_calculator_annotations", "fewshot.k", "fewshot.pool_size", "tokenize.system_prompt", "eval",
-        "quant",  # an adapter is evaluated on the base as training quantized it (eval.model_format)
-        "hardware.device", "hardware.attention", "hardware.decode",
-    ),
-    "refine": (  # its file's own fingerprint leaves out batch and chunk sizes (lib/training/refine.py)
-        "model.base", "model.revision", "model.trust_remote_code", "data.gsm8k_train", "data.gsm8k_test",
-        "data.gsm8k_hub_config", "data.refined_train", "data.strip_calculator_annotations", "fewshot.k",
-        "fewshot.pool_size", "tokenize.system_prompt", "eval.dtype", "eval.stop_strings", "refine",
-        "hardware.device", "hardware.attention", "hardware.decode",
-    ),
-    "infer_ailuminate": ("model", "data.ailuminate", "data.ailuminate_limit", "eval", "quant",
-                         "hardware.device", "hardware.attention", "hardware.decode"),
-    "score_safety": ("safety", "eval.chunk_size", "eval.adapter", "hardware.device", "hardware.attention",
-                     "hardware.decode"),
-    "export": ("model", "quant", "eval", "hardware.device"),
-    "summarize": (
-        "model.base", "data.gsm8k_train", "lora.r", "lora.alpha", "train.learning_rate", "train.epochs", "fewshot.k",
-        "thresholds.accuracy", "thresholds.safety", "sweep.enabled", "sweep.last_n", "grades.references",
-        "quant.quantization", "eval.adapter",
-    ),
-}
-
-
 # Keys a stage reads that never change what it writes (how long a process waits for the others,
-# where the training curves are also sent): they are not in params/<stage>.json or the training
-# fingerprint and need no RECONFIGURE, so changing one reruns nothing.
-RUNTIME_KEYS: tuple[str, ...] = ("hardware.distributed_timeout_minutes", "train.report_to")
+# where the training curves are also sent), declared `runtime` in lib/pipeline/config.py: they are not
+# in params/<stage>.json or the training fingerprint and need no RECONFIGURE, so changing one reruns nothing.
+RUNTIME_KEYS = config.RUNTIME_KEYS
 
 
 def without_runtime_keys(values: dict) -> dict:
@@ -74,6 +42,24 @@ def without_runtime_keys(values: dict) -> dict:
 
 def stage_names() -> list[str]:
     return sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__")
+
+
+def param_stages() -> list[str]:
+    """The stages that resolve a run's config (`@stage_command`): each gets run_<run>/params/<stage>.json."""
+    return [name for name in stage_names() if "@stage_command" in (REPO / "stages" / f"{name}.py").read_text()]
+
+
+def stage_keys(stage: str) -> tuple[str, ...]:
+    """What `stage` reads, from its script (`config_reads`), runtime keys left out, in the order the
+    schema declares them (a section read whole at its place): the keys of its params file, so a
+    change elsewhere does not rerun it."""
+    order = list(config.schema())
+
+    def place(name: str) -> int:
+        return order.index(name) if "." in name else next(i for i, key in enumerate(order)
+                                                           if key.startswith(name + "."))
+
+    return tuple(sorted(config_reads(REPO / "stages" / f"{stage}.py") - set(RUNTIME_KEYS), key=place))
 
 
 def _imported_lib_modules(path: Path) -> set[str]:

@@ -137,7 +137,7 @@ def test_a_range_error_names_the_preset_file_that_set_the_value(tmp_path):
 def test_every_numeric_key_has_a_documented_range():
     import typing
 
-    from lib.pipeline.ranges import RANGES
+    from lib.pipeline.config import RANGES
 
     numeric = set()
     for name, section in typing.get_type_hints(Config).items():
@@ -182,3 +182,27 @@ def test_data_readme_names_every_file_a_stage_writes_under_data():
     assert "make prep_fewshot" in rows["fewshot_gsm8k_fixed.jsonl"]
     assert "make refine" in rows["gsm8k_train_self-instruct.jsonl"]
     assert "nothing here is modified" not in readme.lower()
+
+
+def test_the_docs_key_table_is_generated_from_the_schema_and_current():
+    from lib.pipeline.config import key_table, schema
+
+    table = key_table()
+    assert (PRESET_DIR.parent / "docs" / "config.md").read_text() == table, "run `make config-docs`"
+    assert all(f"| `{name}` |" in table for name in schema())
+    assert "| `train.learning_rate` | float | `0.0002` | > 0 | peak learning rate |" in table
+
+
+def test_every_key_is_declared_once_with_a_description_and_the_defaults_are_the_simple_presets():
+    """The schema's defaults are what a preset that says nothing gets: the real presets' own values
+    (simple.yaml restates them), thresholds aside (0: no baseline unless a preset sets one)."""
+    import yaml
+
+    from lib.pipeline.config import schema
+
+    specs = schema()
+    assert all(spec.doc and "\n" not in spec.doc for spec in specs.values())
+    simple = yaml.safe_load((PRESET_DIR / "simple.yaml").read_text())
+    differ = {f"{section}.{key}" for section, values in simple.items() if isinstance(values, dict)
+              for key, value in values.items() if specs[f"{section}.{key}"].default != value}
+    assert differ == {"thresholds.accuracy", "thresholds.safety"}

@@ -1,20 +1,44 @@
-"""Each stage's declared config keys (lib/pipeline/stage_inputs.py) are exactly what its script reads."""
+"""What each stage depends on: the config keys its script reads (in the schema's order) and its lib/ code."""
 
 import textwrap
 
 import pytest
 
-from lib.pipeline.stage_inputs import REPO, RUNTIME_KEYS, STAGE_KEYS, config_reads, lib_modules, make_vars, stage_names
+from lib.pipeline.config import schema
+from lib.pipeline.stage_inputs import (
+    REPO,
+    RUNTIME_KEYS,
+    config_reads,
+    lib_modules,
+    make_vars,
+    param_stages,
+    stage_keys,
+    stage_names,
+)
 
 
-@pytest.mark.parametrize("stage", stage_names())
-def test_each_stage_declares_exactly_the_config_keys_its_script_reads(stage):
-    declared = set(STAGE_KEYS.get(stage, ()))
-    read = config_reads(REPO / "stages" / f"{stage}.py") - set(RUNTIME_KEYS)
-    assert read - declared == set(), (f"stages/{stage}.py reads keys STAGE_KEYS does not declare"
-                                      " (changing them would not rerun it)")
-    assert declared - read == set(), (f"STAGE_KEYS declares keys stages/{stage}.py does not read"
-                                      " (changing them reruns it for nothing)")
+def test_the_stages_with_params_files_are_those_that_resolve_a_run():
+    assert param_stages() == ["export", "infer_ailuminate", "infer_gsm8k", "prep_fewshot", "refine", "score_safety",
+                              "summarize", "tokenize", "train"]
+
+
+@pytest.mark.parametrize("stage", param_stages())
+def test_each_stages_keys_are_declared_keys_or_sections_in_the_schemas_order(stage):
+    declared = list(schema())
+    sections = {name.split(".")[0] for name in declared}
+    keys = stage_keys(stage)
+    assert keys and all(key in declared or key in sections for key in keys), keys  # a typo'd read fails here
+    assert not set(keys) & set(RUNTIME_KEYS)
+    first = [declared.index(key) if "." in key else min(i for i, name in enumerate(declared)
+                                                         if name.startswith(key + ".")) for key in keys]
+    assert first == sorted(first)
+
+
+def test_a_stage_reads_what_its_script_uses_and_nothing_else():
+    assert stage_keys("train") == ("model", "quant", "lora", "train", "eval.adapter", "hardware.device")
+    assert stage_keys("prep_fewshot") == ("data.gsm8k_train", "data.gsm8k_hub_config", "fewshot.path",
+                                          "fewshot.pool_size", "fewshot.seed")
+    assert "thresholds.accuracy" in stage_keys("summarize") and "thresholds.accuracy" not in stage_keys("train")
 
 
 def test_config_reads_follow_aliases_and_count_a_section_passed_whole(tmp_path):

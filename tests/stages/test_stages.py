@@ -127,7 +127,7 @@ def test_every_stage_help_shows_its_description_and_example_commands(name):
     # compare reads several runs; the GPU check and its wheelhouse are about machines, not a run
     run_options = {"compare": ("--runs",), "gpu_check": ("part1", "part2"),
                    "wheelhouse": ("--image", "--cuda", "--python"), "push": ("--run", "--repo", "--public"),
-                   "clean_run": ("--run",)}.get(name, ("--preset", "--set"))
+                   "clean_run": ("--run",), "config_docs": ("--out",)}.get(name, ("--preset", "--set"))
     assert result.exit_code == 0 and all(option in result.output for option in run_options)
     first_line = stage.__doc__.strip().splitlines()[0]
     assert first_line.split()[0] in result.output  # the description
