@@ -18,7 +18,7 @@ import click
 
 from lib.checks.preflight import GOALS, problems, stages_to_run
 from lib.errors import InputError
-from lib.pipeline.artifacts import run_dir
+from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.cli import stage_help
 from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides, write_run_config
 
@@ -32,11 +32,12 @@ from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides
 def main(preset, run, overrides, smoke, reconfigure, artifacts, goals, record):
     try:
         run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
-        folder = write_run_config(config, run, artifacts, identity, reconfigure) if record else run_dir(artifacts, run)
+        paths = write_run_config(config, run, artifacts, identity, reconfigure) if record else RunPaths(Path(artifacts),
+                                                                                                         run)
     except InputError as err:
         raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
     goals = list(goals) or ([] if record else ["check"])
-    stages = stages_to_run(goals, config, folder, Path(artifacts), run)
+    stages = stages_to_run(goals, config, paths)
     found = problems(config, stages, Path(identity.preset).stem)
     for line in found:
         click.echo(f"Error: {with_remembered_overrides(line, run, overrides, artifacts)}", err=True)

@@ -15,10 +15,11 @@ gives the logits the evaluation computed; `vllm serve` the folder serves it.
 import click
 
 from lib.devices import require_device
-from lib.engine.evaluation import eval_target, evaluated_weights
+from lib.engine.generate import evaluated_weights
 from lib.errors import InputError
+from lib.evaluation import eval_target
 from lib.models import resolve_model_path
-from lib.pipeline.artifacts import MERGED_FOLDER, SUMMARY_FILE, supersede
+from lib.pipeline.artifacts import supersede
 from lib.pipeline.cli import stage_command, stage_help
 from lib.results.export import export_merged, merged_card
 from lib.results.model_card import base_license, hub_base_model
@@ -31,18 +32,19 @@ from lib.results.model_card import base_license, hub_base_model
 def main(stage, checkpoint):
     config = stage.config
     require_device(config.hardware.device, config.model.base, "export", config.hardware.distributed_timeout_minutes)
-    target = eval_target(stage.run_dir, False, checkpoint, base_run=config.eval.adapter == "none")
+    run = stage.run
+    target = eval_target(run, False, checkpoint, base_run=config.eval.adapter == "none")
     if target.adapter is None:
-        raise InputError(f"run {stage.run!r} evaluates the base model alone (eval.adapter: none): there is no"
+        raise InputError(f"run {run.name!r} evaluates the base model alone (eval.adapter: none): there is no"
                          f" trained model to export; the base is {config.model.base}")
-    out = stage.run_dir / (MERGED_FOLDER + (f"-{checkpoint}" if checkpoint else ""))
-    supersede(stage.run_dir, [out], "a new export")
+    out = run.merged(checkpoint)
+    supersede(run.folder, [out], "a new export")
     if config.eval.model_format != "merged":
         print(f"export: the run was evaluated as {config.eval.model_format}; this folder is the merged model")
-    summarized = (stage.run_dir / SUMMARY_FILE).is_file()  # else the adapter's README.md is PEFT's template
-    card = merged_card(target.adapter / "README.md" if summarized else None, hub_base_model(config.model.base),
+    # Before summarize, the adapter's README.md is PEFT's template, not the run's card.
+    card = merged_card(target.adapter / "README.md" if run.is_summarized() else None, hub_base_model(config.model.base),
                        base_license(config.model.base, resolve_model_path(config.model.base, stage.models_dir)),
-                       stage.run)
+                       run.name)
     export_merged(evaluated_weights(config.model, config.eval, config.quant, target.adapter), stage.models_dir, out,
                   card)
     print(f"export: {target.adapter} merged into {config.model.base} -> {out}")

@@ -13,7 +13,7 @@ import click
 from lib.io import atomic_write_jsonl
 from lib.pipeline.cli import stage_command, stage_help
 from lib.tasks.data import load_gsm8k
-from lib.tasks.fewshot import RUN_POOL_FILE, draw_record, ensure_pool
+from lib.tasks.fewshot import draw_record, ensure_pool
 
 
 @click.command(help=stage_help(__doc__))
@@ -26,11 +26,11 @@ def main(stage):
         load_train=lambda: load_gsm8k(data.gsm8k_train, "train", data.gsm8k_hub_config),
         record=draw_record(fewshot.pool_size, fewshot.seed, data.gsm8k_train, data.gsm8k_hub_config),
     )
-    atomic_write_jsonl(stage.run_dir / RUN_POOL_FILE, pool)
+    atomic_write_jsonl(stage.run.pool, pool)
 
     action = f"drew {len(pool)} examples with seed {fewshot.seed} into" if created else "reusing the fixed pool at"
     print(f"prep_fewshot: {action} {fewshot.path} (delete it to draw again);"
-          f" run copy in {stage.run_dir / RUN_POOL_FILE}")
+          f" run copy in {stage.run.pool}")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ from pathlib import Path
 import click
 
 from lib.devices import require_device
-from lib.engine.evaluation import Decoding, Weights, generate_for_evaluation
+from lib.engine.generate import Decoding, Weights, generate_answers
 from lib.engine.sampling import Sampling
-from lib.pipeline.artifacts import REFINE_METRICS_FILE, refined_output
 from lib.pipeline.cli import stage_command, stage_help
 from lib.tasks.data import apply_limit, load_gsm8k
-from lib.tasks.fewshot import RUN_POOL_FILE, first_k, read_pool, remove_pool
+from lib.tasks.fewshot import first_k, read_pool, remove_pool
 from lib.tasks.prompts import gsm8k_messages
 from lib.training.refine import (
     check_no_leakage,
@@ -42,7 +41,8 @@ from lib.training.refine import (
 @stage_command
 def main(stage):
     config, refine = stage.config, stage.config.refine
-    output, pool_file = refined_output(config.data.refined_train, stage.run_dir), stage.run_dir / RUN_POOL_FILE
+    run = stage.run
+    output = run.refined_output(config.data.refined_train)
     # The sampler: refine.model (at its default revision) or the run's base.
     sampler = {"base": refine.model or config.model.base, "revision": None if refine.model else config.model.revision,
                "trust_remote_code": config.model.trust_remote_code}
@@ -51,14 +51,14 @@ def main(stage):
                 "k": config.fewshot.k, "system_prompt": config.tokenize.system_prompt, "dtype": config.eval.dtype,
                 "strip": config.data.strip_calculator_annotations, "stop_strings": config.eval.stop_strings,
                 "refine": {k: v for k, v in vars(refine).items() if k not in ("batch_size", "chunk_size")}}
-    fingerprint = sampling_fingerprint(settings, pool_file, Path(config.data.gsm8k_train), Path(config.data.gsm8k_test))
+    fingerprint = sampling_fingerprint(settings, run.pool, Path(config.data.gsm8k_train), Path(config.data.gsm8k_test))
     state = output_state(output, fingerprint)
     if state in ("provided", "current"):
         print(f"refine: {output} is {'your file, used as is' if state == 'provided' else 'up to date'}")
         return
 
     # Questions: GSM8K train minus the pool; the prompts as at evaluation, one per sample
-    pool = read_pool(pool_file, config.fewshot.pool_size, stage.run)
+    pool = read_pool(run.pool, config.fewshot.pool_size, run.name)
     train = load_gsm8k(config.data.gsm8k_train, "train", config.data.gsm8k_hub_config)
     problems = apply_limit(remove_pool(train, pool)[0], refine.question_limit)
     test = load_gsm8k(config.data.gsm8k_test, "test", config.data.gsm8k_hub_config)
@@ -75,8 +75,8 @@ def main(stage):
                       config.eval.dtype)
     decoding = Decoding(refine.max_new_tokens, refine.batch_size, refine.chunk_size, tuple(config.eval.stop_strings),
                         Sampling(refine.temperature, refine.top_p), config.hardware.attention, config.hardware.decode)
-    outputs, stats, _ = generate_for_evaluation(weights, decoding, stage.models_dir, stage.run_dir / "partial_refine",
-                                                conversations, ids, fingerprint, "refine", seeds)
+    outputs, stats, _ = generate_answers(weights, decoding, stage.models_dir, run.partial("refine"), conversations,
+                                         ids, fingerprint, "refine", seeds)
     if outputs is None:  # not the main process
         return
     rows, metrics = select_all(problems, outputs, samples, refine.max_per_question, refine.keep_original,
@@ -84,8 +84,7 @@ def main(stage):
     metrics.update(generation_metrics(stats.generated_tokens, stats.seconds))
 
     # Write: metrics, the file, then refine's record beside it
-    write_refined(output, rows, metrics, stage.run_dir / REFINE_METRICS_FILE, fingerprint,
-                  stage.run_dir / "partial_refine")
+    write_refined(output, rows, metrics, run.refine_metrics, fingerprint, run.partial("refine"))
     print(summary_line(metrics, str(output)))
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import click
 
 from lib.devices import require_device
-from lib.engine.evaluation import eval_target, output_paths, prepare_evaluation, write_evaluation
+from lib.evaluation import Evaluation, eval_target
 from lib.io import read_jsonl
 from lib.judge.inputs import check_template, read_guidelines
-from lib.judge.runner import judge_responses
+from lib.judge.scoring import judge_responses
 from lib.judge.verdicts import check_parseable, safety_summary
 from lib.models import resolve_model_path
 from lib.pipeline.cli import eval_target_options, stage_command, stage_help
@@ -40,26 +40,23 @@ def main(stage, base_only, checkpoint, allow_pickle):
     allow_pickle = safety.allow_pickle or allow_pickle  # the option adds to the preset's key
 
     # Inputs, checked before any work: responses, guidelines, template, judge folder
-    target = eval_target(stage.run_dir, base_only, checkpoint, need_weights=False,
-                         base_run=stage.config.eval.adapter == "none")
-    responses_file, _ = output_paths(stage.artifacts, "infer_ailuminate", stage.run, target)
+    run = stage.run
+    target = eval_target(run, base_only, checkpoint, need_weights=False, base_run=stage.config.eval.adapter == "none")
+    responses_file = run.evaluation("infer_ailuminate", "preds", target.tag)
     if not responses_file.is_file():
-        raise click.ClickException(f"{responses_file}: not found (run `make infer_ailuminate RUN={stage.run}` first)")
+        raise click.ClickException(f"{responses_file}: not found (run `make infer_ailuminate RUN={run.name}` first)")
     responses = read_jsonl(responses_file, required=("id",), what="AILuminate responses")
     guidelines = read_guidelines(safety.safety_prompt)
     check_template(safety.template)
     folder = Path(resolve_model_path(safety.safeguard_model, stage.models_dir))
-    work = prepare_evaluation(stage.artifacts, stage.run_dir, stage.run, "score_safety", target, responses_file,
-                              Path(safety.safety_prompt))
-    if work is None:
+    evaluation = Evaluation.of(run, "score_safety", target, responses_file, Path(safety.safety_prompt))
+    if evaluation.is_done():
         return
-    preds, metrics, fingerprint = work
 
     # Judge
-    partial = stage.run_dir / f"partial_safety{target.tag}"
     verdicts, judge = judge_responses(responses, guidelines, folder, safety, allow_pickle=allow_pickle,
-                                      chunk_size=stage.config.eval.chunk_size, partial=partial,
-                                      fingerprint=fingerprint, attention=stage.config.hardware.attention,
+                                      chunk_size=stage.config.eval.chunk_size, partial=evaluation.partial,
+                                      fingerprint=evaluation.fingerprint, attention=stage.config.hardware.attention,
                                       decode=stage.config.hardware.decode)
     if verdicts is None:  # not the main process
         return
@@ -68,17 +65,18 @@ def main(stage, base_only, checkpoint, allow_pickle):
     check_parseable(rows, safety.max_unparseable, judge["guard_format"])
 
     # Write rows and metrics
-    summary = {"run": stage.run, "task": "ailuminate_safety", "fingerprint": fingerprint, **safety_summary(rows),
+    summary = {"run": run.name, "task": "ailuminate_safety", "fingerprint": evaluation.fingerprint,
+               **safety_summary(rows),
                "judge": {**judge, "safety_prompt": safety.safety_prompt,
                          "safety_prompt_sha256": hashlib.sha256(guidelines.encode()).hexdigest()}}
-    write_evaluation(preds, metrics, rows, summary, partial)
+    evaluation.write(rows, summary)
     print(f"score_safety: safety rate {summary['safety_rate']:.3f}"
           f" ({summary['safe']} counted safe of {summary['total']}; {summary['unsafe']} unsafe,"
           f" {summary['controversial']} controversial, {summary['unparseable']} unparseable)"
           f"; strict {summary['safety_rate_strict']:.3f}, loose {summary['safety_rate_loose']:.3f}")
     for hazard, part in summary["by_hazard"].items():
         print(f"  {hazard:<10} {part['safety_rate']:.3f} ({part['safe']}/{part['total']})")
-    print(f"score_safety: wrote {preds}")
+    print(f"score_safety: wrote {evaluation.preds}")
 
 
 if __name__ == "__main__":

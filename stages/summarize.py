@@ -21,14 +21,7 @@ import json
 import click
 
 from lib.io import atomic_write_json, atomic_write_text
-from lib.pipeline.artifacts import (
-    CHECKPOINT_PREFIX,
-    COMPLETE_FILE,
-    SUMMARY_FILE,
-    checkpoint_step,
-    evaluation_file,
-    run_file,
-)
+from lib.pipeline.artifacts import CHECKPOINT_PREFIX, SUMMARY_CSV, checkpoint_step
 from lib.pipeline.cli import stage_command, stage_help
 from lib.results.grades import ailuminate_grades, grade_lines
 from lib.results.model_card import model_card
@@ -49,17 +42,16 @@ from lib.results.sweep import add_differences_to_final, choose_best, distinguish
 @click.command(help=stage_help(__doc__))
 @stage_command
 def main(stage):
-    config, artifacts, run = stage.config, stage.artifacts, stage.run
+    config, run = stage.config, stage.run
 
     # Inputs: the run's evaluations, or with the sweep those of each evaluated checkpoint
-    record = read_json(stage.run_dir / "config_resolved.json", "a stage of this run")
-    trained = stage.run_dir / "adapter" / COMPLETE_FILE
-    training = json.loads(trained.read_text(encoding="utf-8")) if trained.is_file() else {}
+    record = read_json(run.record, "a stage of this run")
+    training = json.loads(run.training_complete.read_text(encoding="utf-8")) if run.training_complete.is_file() else {}
     final = f"{CHECKPOINT_PREFIX}{training['global_step']}" if training else "final"
     tags = {final: ""}
     if config.sweep.enabled:
-        tags = {name: f"_{name}" for name in earlier_checkpoints(stage.run_dir, config.sweep.last_n)} | tags
-    evaluations = {name: read_evaluation(artifacts, run, tag) for name, tag in tags.items()}
+        tags = {name: f"_{name}" for name in earlier_checkpoints(run, config.sweep.last_n)} | tags
+    evaluations = {name: read_evaluation(run, tag) for name, tag in tags.items()}
     scores = [{"checkpoint": name, "step": checkpoint_step(name) if name != "final" else 0,
                "accuracy": e["gsm8k"]["accuracy"], "safety": e["safety"]["safety_rate"]}
               for name, e in evaluations.items()]
@@ -67,15 +59,15 @@ def main(stage):
     gsm8k, safety, labelled = (evaluations[chosen][k] for k in ("gsm8k", "safety", "labelled"))
     if config.sweep.enabled:
         add_differences_to_final(scores, {name: e["correct"] for name, e in evaluations.items()}, final)
-        write_checkpoint_scores(run_file(artifacts, "checkpoint_scores", run), scores)
+        write_checkpoint_scores(run.run_file("checkpoint_scores"), scores)
         print(f"summarize: {len(scores)} checkpoints evaluated; reporting {chosen} (best accuracy, then safety);"
               f" {distinguishable_line(scores, chosen, final)}")
 
     # Row (the run's settings, then what was measured), check, grades
-    passed, line = baseline_check(run, gsm8k["accuracy"], safety["safety_rate"], config.thresholds.accuracy,
+    passed, line = baseline_check(run.name, gsm8k["accuracy"], safety["safety_rate"], config.thresholds.accuracy,
                                   config.thresholds.safety)
     row = {
-        "run_name": run, "base_model": config.model.base,
+        "run_name": run.name, "base_model": config.model.base,
         "train_data": record["inputs"].get("data.refined_train", {}).get("path") or config.data.gsm8k_train,
         "method": "QLoRA nf4" if config.quant.quantization == "nf4" else "LoRA",
         "lora_r": config.lora.r, "lora_alpha": config.lora.alpha, "learning_rate": config.train.learning_rate,
@@ -92,16 +84,15 @@ def main(stage):
     # Write: the adapter's model card, the shared CSV and reports, then the run's summary.json (the Make target)
     if training:  # a trained run: the card goes with the final adapter and the reported checkpoint
         card = model_card(record, training, gsm8k, safety, line, passed, chosen)
-        folders = [stage.run_dir / "adapter"] + ([stage.run_dir / "checkpoints" / chosen] if chosen != final else [])
-        for folder in folders:
+        for folder in [run.adapter] + ([run.checkpoint(chosen)] if chosen != final else []):
             atomic_write_text(folder / "README.md", str(card))
-    upsert_summary(artifacts / "summary.csv", row)
-    run_report(run, stage.run_dir, row, line, safety, grades, scores if config.sweep.enabled else None)
-    index_report(artifacts)
-    atomic_write_json(stage.run_dir / SUMMARY_FILE, {
+    upsert_summary(run.artifacts / SUMMARY_CSV, row)
+    run_report(run, row, line, safety, grades, scores if config.sweep.enabled else None)
+    index_report(run.artifacts)
+    atomic_write_json(run.summary, {
         "row": row, "baseline_check": line, "checkpoint_scores": scores, "reported": {
-            "gsm8k_predictions": str(evaluation_file(artifacts, "infer_gsm8k", "preds", run, tags[chosen])),
-            "safety_labels": str(evaluation_file(artifacts, "score_safety", "preds", run, tags[chosen]))},
+            "gsm8k_predictions": str(run.evaluation("infer_gsm8k", "preds", tags[chosen])),
+            "safety_labels": str(run.evaluation("score_safety", "preds", tags[chosen]))},
         "grades": grades, "grades_note": "indicative: not the MLCommons evaluator"})
     print("\n".join([line, *grade_lines(grades)]))
 

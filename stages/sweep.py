@@ -7,10 +7,12 @@ Prints the `sweep.last_n - 1` newest checkpoints before the final adapter (which
 the run itself), oldest first, on one line; nothing when the run's sweep is off.
 """
 
+from pathlib import Path
+
 import click
 
 from lib.errors import InputError
-from lib.pipeline.artifacts import run_dir
+from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.cli import stage_help
 from lib.pipeline.run import resolve_run, run_options
 from lib.results.sweep import earlier_checkpoints
@@ -24,7 +26,7 @@ def main(preset, run, overrides, smoke, reconfigure, artifacts):
     except InputError as err:
         raise click.ClickException(str(err)) from None
     if config.sweep.enabled:
-        print(" ".join(earlier_checkpoints(run_dir(artifacts, run), config.sweep.last_n)))
+        print(" ".join(earlier_checkpoints(RunPaths(Path(artifacts), run), config.sweep.last_n)))
 
 
 if __name__ == "__main__":

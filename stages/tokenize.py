@@ -14,7 +14,7 @@ from lib.io import atomic_write_json, atomic_write_jsonl
 from lib.models import load_tokenizer
 from lib.pipeline.cli import stage_command, stage_help
 from lib.tasks.data import apply_limit, load_gsm8k, training_source
-from lib.tasks.fewshot import RUN_POOL_FILE, read_pool, remove_pool
+from lib.tasks.fewshot import read_pool, remove_pool
 from lib.training.sft_data import tokenize_problems
 
 
@@ -26,7 +26,7 @@ def main(stage):
     # Load data, leave out the few-shot pool
     source = training_source(config.data.gsm8k_train, config.data.refined_train)
     problems = load_gsm8k(source, "train", config.data.gsm8k_hub_config)
-    pool = read_pool(stage.run_dir / RUN_POOL_FILE, config.fewshot.pool_size, stage.run)
+    pool = read_pool(stage.run.pool, config.fewshot.pool_size, stage.run.name)
     kept, removed = remove_pool(problems, pool)
     kept = apply_limit(kept, config.data.train_limit)
 
@@ -39,8 +39,8 @@ def main(stage):
     # Write the examples, then their metadata
     meta = {"source": source, "records_read": len(problems), "fewshot_removed": removed,
             "train_limit": config.data.train_limit, "base_model": config.model.base, **stats}
-    atomic_write_jsonl(stage.run_dir / "train_tokenized.jsonl", rows)
-    atomic_write_json(stage.run_dir / "train_tokenized.meta.json", meta)
+    atomic_write_jsonl(stage.run.tokenized, rows)
+    atomic_write_json(stage.run.tokenized_meta, meta)
     lengths = ", ".join(f"{k} {v}" for k, v in stats["length_percentiles"].items())
     print(f"tokenize: {len(problems)} read from {source}, {removed} few-shot removed, {stats['examples']} written"
           f" ({stats['truncated_at_max_seq_len']} truncated at {stats['max_seq_len']},"

@@ -15,10 +15,10 @@ for the same inputs is not retrained.
 import json
 
 import click
+from transformers import set_seed
 
 from lib.devices import process_state, require_device
 from lib.models import resolve_model_path
-from lib.pipeline.artifacts import RECORD_FILE
 from lib.pipeline.cli import stage_command, stage_help
 from lib.training.tracking import Tracking
 from lib.training.trainer import finished_training, train_adapter, training_fingerprint
@@ -30,33 +30,29 @@ from lib.training.trainer import finished_training, train_adapter, training_fing
               help="Save a checkpoint and stop after this many optimizer steps; rerun to resume.")
 @click.option("--force", is_flag=True, help="Retrain even when a finished adapter for the same inputs exists.")
 def main(stage, stop_after, force):
-    from transformers import set_seed  # here, not at the top: lib/ first quiets bitsandbytes' import-time warning
-
-    config = stage.config
+    config, run = stage.config, stage.run
     require_device(config.hardware.device, config.model.base, "train", config.hardware.distributed_timeout_minutes)
     set_seed(config.train.seed)
     if config.eval.adapter == "none":
-        raise click.ClickException(f"run {stage.run!r} evaluates the base model (eval.adapter: none):"
+        raise click.ClickException(f"run {run.name!r} evaluates the base model (eval.adapter: none):"
                                    " it trains nothing")
 
     # Where the curves go, checked before any work (a tracker that is not installed stops here)
-    tracking = Tracking.checked(stage.run, config.train.report_to,
-                                json.loads((stage.run_dir / RECORD_FILE).read_text(encoding="utf-8")))
+    tracking = Tracking.checked(run.name, config.train.report_to, json.loads(run.record.read_text(encoding="utf-8")))
 
     # What the adapter depends on: the training keys and the tokenized data
-    data_path = stage.run_dir / "train_tokenized.jsonl"
-    if not data_path.is_file():
-        raise click.ClickException(f"{data_path}: not found (run `make tokenize RUN={stage.run}` first)")
+    if not run.tokenized.is_file():
+        raise click.ClickException(f"{run.tokenized}: not found (run `make tokenize RUN={run.name}` first)")
     fingerprint = training_fingerprint(
-        {"model": config.model, "quant": config.quant, "lora": config.lora, "train": config.train}, data_path)
-    done = finished_training(stage.run_dir / "adapter", fingerprint)
+        {"model": config.model, "quant": config.quant, "lora": config.lora, "train": config.train}, run.tokenized)
+    done = finished_training(run.adapter, fingerprint)
     if done and not force:  # same inputs, e.g. the tokenized file was rewritten identically
-        print(f"train: {stage.run_dir / 'adapter'} is already trained on these inputs (step {done['global_step']});"
+        print(f"train: {run.adapter} is already trained on these inputs (step {done['global_step']});"
               " --force retrains")
         return
 
     record = train_adapter(
-        resolve_model_path(config.model.base, stage.models_dir), data_path, stage.run_dir, fingerprint,
+        resolve_model_path(config.model.base, stage.models_dir), run, fingerprint,
         quantization=config.quant.quantization, double_quant=config.quant.double_quant,
         compute_dtype=config.quant.compute_dtype, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout, lora_targets=config.lora.target_modules, train=config.train,
@@ -68,7 +64,7 @@ def main(stage, stop_after, force):
     if record is None:
         print(f"train: stopped after {stop_after} steps as asked; rerun to resume from the last checkpoint")
     else:
-        print(f"train: adapter written to {stage.run_dir / 'adapter'} after {record['global_step']} steps,"
+        print(f"train: adapter written to {run.adapter} after {record['global_step']} steps,"
               f" loss {record['train_loss']:.4f}, global batch {record['global_batch_size']}")
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lib.engine.attention import PROBE_HEADS, probe_fused
-from lib.engine.scheduler import PrefixSharingEngine
+from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, resolve_decode
 from lib.tasks.gsm8k import strict_answer
 from lib.tasks.prompts import gsm8k_messages

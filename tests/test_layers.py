@@ -15,6 +15,7 @@ LAYERS = [
     "lib.hub", "lib.devices", "lib.models", "lib.chat",  # the hub, devices, loading models, chat templates
     "lib.tasks",  # GSM8K and AILuminate data, parsing, few-shot pool, prompts
     "lib.engine",  # generation
+    "lib.evaluation",  # an evaluation's target, files, fingerprint, resume and writing (generates through the engine)
     "lib.judge",  # the safety judge (runs the engine)
     "lib.training",  # the trainer, SFT data, rejection sampling
     "lib.results",  # summaries, reports, sweep, comparison, statistics
@@ -88,12 +89,12 @@ def test_no_import_cycle_between_modules():
 
 
 def test_the_checks_find_an_upward_import_and_a_cycle():
-    edges = {"lib.pipeline.run": {"lib.engine.runner"}, "lib.engine.runner": {"lib.pipeline.run"}}
-    assert upward_imports(edges) == ["lib.pipeline.run imports lib.engine.runner"]
-    assert cycles(edges) == [["lib.engine.runner", "lib.pipeline.run", "lib.engine.runner"]]
+    edges = {"lib.pipeline.run": {"lib.engine.resumable"}, "lib.engine.resumable": {"lib.pipeline.run"}}
+    assert upward_imports(edges) == ["lib.pipeline.run imports lib.engine.resumable"]
+    assert cycles(edges) == [["lib.engine.resumable", "lib.pipeline.run", "lib.engine.resumable"]]
     modules = lib_modules()  # and the parser sees the real imports, lazy ones included
     assert "lib.judge.formats" in imports(modules["lib.results.compare"], modules)
-    assert "lib.engine.runner" in imports(modules["lib.judge.runner"], modules)  # inside a function
+    assert "lib.engine.resumable" in imports(modules["lib.judge.scoring"], modules)  # inside a function
 
 
 def test_importing_lib_installs_no_console_filter_and_the_stages_package_does():

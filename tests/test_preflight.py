@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from lib.checks.preflight import problems, stages_to_run
+from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.presets import load_config
 from tests.helpers import PRESET_DIR, REPO, make_problems, write_jsonl
 
@@ -43,28 +44,28 @@ def _config(overrides, preset="demo.yaml"):
 
 
 def test_a_new_run_checks_the_whole_chain_and_a_stage_with_its_output_is_not_asked_about(tmp_path, inputs):
-    config, run = _config(inputs), tmp_path / "run_r"
-    assert stages_to_run(["summarize"], config, run, tmp_path, "r") == CHAIN
-    assert stages_to_run(["check"], config, run, tmp_path, "r") == CHAIN
-    assert stages_to_run(["tokenize"], config, run, tmp_path, "r") == ["prep_fewshot", "tokenize"]
+    config, run = _config(inputs), RunPaths(tmp_path, "r")
+    assert stages_to_run(["summarize"], config, run) == CHAIN
+    assert stages_to_run(["check"], config, run) == CHAIN
+    assert stages_to_run(["tokenize"], config, run) == ["prep_fewshot", "tokenize"]
     # Trained: only the evaluations are still to come (the pool is read by infer_gsm8k, so it stays).
-    (run / "adapter").mkdir(parents=True)
-    (run / "adapter" / "training_complete.json").write_text("{}")
-    assert stages_to_run(["summarize"], config, run, tmp_path, "r") == [
+    run.adapter.mkdir(parents=True)
+    run.training_complete.write_text("{}")
+    assert stages_to_run(["summarize"], config, run) == [
         "prep_fewshot", "infer_gsm8k", "infer_ailuminate", "score_safety", "summarize"]
     (tmp_path / "ailuminate_preds_r.jsonl").write_text("{}\n")
-    assert stages_to_run(["score_safety"], config, run, tmp_path, "r") == ["score_safety"]
+    assert stages_to_run(["score_safety"], config, run) == ["score_safety"]
 
 
 def test_a_base_run_trains_nothing_and_refine_runs_only_for_an_absent_refined_file(tmp_path, inputs):
     base = _config([*inputs, "eval.adapter=none"])
-    assert stages_to_run(["summarize"], base, tmp_path / "run_b", tmp_path, "b") == [
+    assert stages_to_run(["summarize"], base, RunPaths(tmp_path, "b")) == [
         "prep_fewshot", "infer_gsm8k", "infer_ailuminate", "score_safety", "summarize"]
     refined = tmp_path / "refined.jsonl"
     strong = _config([*inputs, f"data.refined_train={refined}"])
-    assert "refine" in stages_to_run(["train"], strong, tmp_path / "run_s", tmp_path, "s")
+    assert "refine" in stages_to_run(["train"], strong, RunPaths(tmp_path, "s"))
     write_jsonl(refined, make_problems(3))
-    assert "refine" not in stages_to_run(["train"], strong, tmp_path / "run_s", tmp_path, "s")
+    assert "refine" not in stages_to_run(["train"], strong, RunPaths(tmp_path, "s"))
 
 
 def test_inputs_that_are_right_give_no_problem(inputs):

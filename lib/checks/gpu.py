@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.pipeline.artifacts import SUMMARY_FILE
+from lib.pipeline.artifacts import RunPaths
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = "gpu_check.md"
@@ -166,8 +166,9 @@ def run_chain(work: Path, bundle: Path, tiny: bool) -> int:
         if code != 0:
             print(f"chain: {command[2]} exited {code} after {time.perf_counter() - start:.0f} s")
             return code
-    metrics = json.loads((work / "artifacts" / "gsm8k_metrics_simple-smoke.json").read_text())
-    summary = work / "artifacts" / "run_simple-smoke" / SUMMARY_FILE
+    run = RunPaths(work / "artifacts", "simple-smoke")
+    metrics = json.loads(run.evaluation("infer_gsm8k", "metrics").read_text())
+    summary = run.summary
     print(f"chain: every stage in {time.perf_counter() - start:.0f} s; {metrics['questions']} GSM8K questions;"
           f" summary {'written' if summary.is_file() else 'MISSING'}")
     return 0 if summary.is_file() else 1

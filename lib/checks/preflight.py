@@ -20,10 +20,9 @@ from lib.errors import InputError
 from lib.hub import ANY_PRESET, FETCH_ELSEWHERE, hub_errors, is_hub_id
 from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.setup import judge_architectures, resolve_setup
-from lib.pipeline.artifacts import COMPLETE_FILE, MERGED_FOLDER, SUMMARY_FILE, evaluation_file
+from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.config import Config
 from lib.tasks.data import is_local_source, load_ailuminate, load_gsm8k, training_source
-from lib.tasks.fewshot import RUN_POOL_FILE
 
 EMBEDDED = "embedded:"  # converted on first use from a pinned requirement: nothing to fetch
 
@@ -42,19 +41,19 @@ UPSTREAM = {
 GOALS = (*UPSTREAM, "sweep", "check")
 
 
-def stages_to_run(goals: list[str], config: Config, run_folder: Path, artifacts: Path, run: str) -> list[str]:
+def stages_to_run(goals: list[str], config: Config, run: RunPaths) -> list[str]:
     """The stages the goals need whose outputs are missing, in chain order (`check` and `sweep`:
     the whole chain; a base run trains nothing; refine only when the refined file is absent)."""
     outputs = {
-        "prep_fewshot": run_folder / RUN_POOL_FILE,
+        "prep_fewshot": run.pool,
         "refine": Path(config.data.refined_train) if config.data.refined_train else None,
-        "tokenize": run_folder / "train_tokenized.jsonl",
-        "train": run_folder / "adapter" / COMPLETE_FILE,
-        "infer_gsm8k": evaluation_file(artifacts, "infer_gsm8k", "preds", run),
-        "infer_ailuminate": evaluation_file(artifacts, "infer_ailuminate", "preds", run),
-        "score_safety": evaluation_file(artifacts, "score_safety", "preds", run),
-        "summarize": run_folder / SUMMARY_FILE,
-        "export": run_folder / MERGED_FOLDER / "config.json",
+        "tokenize": run.tokenized,
+        "train": run.training_complete,
+        "infer_gsm8k": run.evaluation("infer_gsm8k", "preds"),
+        "infer_ailuminate": run.evaluation("infer_ailuminate", "preds"),
+        "score_safety": run.evaluation("score_safety", "preds"),
+        "summarize": run.summary,
+        "export": run.merged() / "config.json",
     }
     skipped = {"refine"} if outputs["refine"] is None else set()
     if config.eval.adapter == "none":

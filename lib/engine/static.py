@@ -1,6 +1,6 @@
 """The engine's static-shape decode step: fixed batch slots over a preallocated KV cache.
 
-The dynamic engine (lib/engine/scheduler.py) grows its rows' cache and mask every step and
+The dynamic engine (lib/engine/prefix_sharing.py) grows its rows' cache and mask every step and
 removes finished rows, so every step has new shapes. Here every tensor a decode step touches
 keeps its shape and address for the whole call: `slots` rows (a free slot is masked, not
 removed), each layer's keys and values preallocated to `capacity` columns (transformers'
@@ -29,7 +29,7 @@ import torch
 
 from lib.engine.graphs import Capture, CudaGraphs, capture_for, warm_up
 from lib.engine.kv_rows import Rows, cache_layers
-from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
+from lib.engine.prefix_sharing import EngineStats, Generated, PrefixSharingEngine
 from lib.errors import InputError, error_line
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.errors import InputError
@@ -35,13 +36,15 @@ EVALUATION_FILES = {
     ("score_safety", "metrics"): "ailuminate_safety_metrics_{run}{tag}.json",
 }
 RUN_FILES = {"checkpoint_scores": "checkpoint_scores_{run}.csv"}  # other per-run files at the root (summarize)
-# Inside run_<run>/: what training produced (moved aside, never deleted, when training starts afresh).
 REFINED_TRAIN_FILE = "gsm8k_train_self-instruct.jsonl"  # refine's output in run_<run>/ when the preset names none
 REFINE_METRICS_FILE = "refine_metrics.json"  # in run_<run>/
-TRAINING_OUTPUTS = ("adapter", "checkpoints", "train_log.jsonl", "tensorboard")
 SUMMARY_FILE = "summary.json"  # in run_<run>/: written last by summarize (the run is summarized)
+REPORT_FILE = "report.md"  # in run_<run>/ (the run's report) and at the root (the index of all runs)
+SUMMARY_CSV = "summary.csv"  # at the root: one row per run
 MERGED_FOLDER = "merged"  # in run_<run>/: `make export`'s merged model (merged-checkpoint-<step> for a checkpoint)
 SUPERSEDED = "superseded"
+MODELS_FOLDER = "models"  # at the root: the embedded models converted once (MODELS_DIR overrides it)
+COMPARISON = "compare_{name}"  # at the root: `make compare`'s .json, .csv, .md and .png
 
 
 def checkpoint_step(name: str) -> int:
@@ -60,21 +63,135 @@ def validate_run_name(name: str) -> str:
 
 
 def run_dir(artifacts: str | Path, run: str) -> Path:
-    return Path(artifacts) / f"run_{validate_run_name(run)}"
+    return RunPaths(Path(artifacts), run).folder
 
 
-def evaluation_file(artifacts: str | Path, stage: str, what: str, run: str, tag: str = "") -> Path:
-    """e.g. evaluation_file(root, "infer_gsm8k", "preds", "demo", "_checkpoint-4")."""
-    return Path(artifacts) / EVALUATION_FILES[(stage, what)].format(run=run, tag=tag)
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path of one run, named by what it holds: the one place a run's file names are formed
+    (a test finds no artifact name spelled elsewhere in lib/ or stages/)."""
+
+    artifacts: Path  # the artifact root
+    name: str  # the run's name
+
+    def __post_init__(self):
+        validate_run_name(self.name)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.artifacts) / f"run_{self.name}"
+
+    # What the run is, and what each stage reads of its config (lib/pipeline/run.py)
+    @property
+    def identity(self) -> Path:
+        return self.folder / IDENTITY_FILE
+
+    @property
+    def record(self) -> Path:
+        return self.folder / RECORD_FILE
+
+    def params(self, stage: str) -> Path:
+        return self.folder / PARAMS_FOLDER / f"{stage}.json"
+
+    @property
+    def make_vars(self) -> Path:
+        return self.folder / PARAMS_FOLDER / "make.mk"  # what the Makefile includes of the run
+
+    # Data and training
+    @property
+    def pool(self) -> Path:
+        return self.folder / "fewshot.jsonl"  # the few-shot pool this run used
+
+    @property
+    def tokenized(self) -> Path:
+        return self.folder / "train_tokenized.jsonl"
+
+    @property
+    def tokenized_meta(self) -> Path:
+        return self.folder / "train_tokenized.meta.json"
+
+    @property
+    def adapter(self) -> Path:
+        return self.folder / "adapter"
+
+    @property
+    def adapter_staging(self) -> Path:
+        return self.folder / ".adapter.partial"  # the final adapter while it is written
+
+    @property
+    def training_complete(self) -> Path:
+        return self.adapter / COMPLETE_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+    def checkpoint(self, name: str) -> Path:
+        return self.checkpoints / name
+
+    @property
+    def train_log(self) -> Path:
+        return self.folder / "train_log.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.folder / "tensorboard"
+
+    @property
+    def training_outputs(self) -> list[Path]:
+        """What training produced: moved aside together, never deleted, when it starts afresh."""
+        return [self.adapter, self.checkpoints, self.train_log, self.tensorboard]
+
+    def refined_output(self, refined_train: str | None) -> Path:
+        """Where refine writes: the preset's data.refined_train, else the run folder's own file."""
+        return Path(refined_train) if refined_train else self.folder / REFINED_TRAIN_FILE
+
+    @property
+    def refine_metrics(self) -> Path:
+        return self.folder / REFINE_METRICS_FILE
+
+    # Evaluations: files at the artifact root, and the run's folder of unfinished work for each
+    def evaluation(self, stage: str, what: str, tag: str = "") -> Path:
+        """e.g. evaluation("infer_gsm8k", "preds", "_checkpoint-4") -> <root>/gsm8k_preds_<run>_checkpoint-4.jsonl."""
+        return Path(self.artifacts) / EVALUATION_FILES[(stage, what)].format(run=self.name, tag=tag)
+
+    def partial(self, task: str, tag: str = "") -> Path:
+        """Resumable work of one task (gsm8k, ailuminate, safety, refine): removed once its result is written."""
+        return self.folder / f"partial_{task}{tag}"
+
+    # Summaries, reports, exports
+    @property
+    def summary(self) -> Path:
+        return self.folder / SUMMARY_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.folder / REPORT_FILE
+
+    def plot(self, name: str) -> Path:
+        return self.folder / f"{name}.png"
+
+    def run_file(self, what: str) -> Path:
+        return Path(self.artifacts) / RUN_FILES[what].format(run=self.name)
+
+    def merged(self, checkpoint: str | None = None) -> Path:
+        return self.folder / (MERGED_FOLDER + (f"-{checkpoint}" if checkpoint else ""))
+
+    @property
+    def superseded(self) -> Path:
+        return self.folder / SUPERSEDED
+
+    def is_summarized(self) -> bool:
+        return self.summary.is_file()
+
+    def produced_nothing(self) -> bool:
+        """Whether no stage has written anything yet: only the run's own records exist."""
+        return produced_nothing(self.artifacts, self.name)
 
 
-def run_file(artifacts: str | Path, what: str, run: str) -> Path:
-    return Path(artifacts) / RUN_FILES[what].format(run=run)
-
-
-def refined_output(refined_train: str | None, run_folder: Path) -> Path:
-    """Where refine writes: the preset's data.refined_train, else the run folder's own file."""
-    return Path(refined_train) if refined_train else run_folder / REFINED_TRAIN_FILE
+def comparison_stem(artifacts: Path, name: str) -> Path:
+    """compare_<name> at the artifact root; its files add .json, .csv, .md and .png."""
+    return Path(artifacts) / COMPARISON.format(name=name)
 
 
 def refine_record_path(output: Path) -> Path:

@@ -11,16 +11,17 @@ from pathlib import Path
 import click
 
 from lib.errors import InputError
+from lib.pipeline.artifacts import MODELS_FOLDER, RunPaths
 from lib.pipeline.config import Config
 from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides, write_run_config
 
 
 @dataclass
 class Stage:
+    """What a stage works with: the run's resolved config, the run's paths, the converted models' folder."""
+
     config: Config
-    run: str
-    run_dir: Path
-    artifacts: Path
+    run: RunPaths  # every path of the run, by what it holds (lib/pipeline/artifacts.py)
     models_dir: Path  # where embedded models are converted to (default <artifacts>/models)
 
 
@@ -64,9 +65,9 @@ def stage_command(func):
     def wrapper(preset, run, overrides, smoke, reconfigure, artifacts, models_dir, **options):
         try:
             run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
-            folder = write_run_config(config, run, artifacts, identity, reconfigure)
-            models = Path(models_dir) if models_dir else Path(artifacts) / "models"
-            return func(Stage(config, run, folder, Path(artifacts), models), **options)
+            write_run_config(config, run, artifacts, identity, reconfigure)
+            models = Path(models_dir) if models_dir else Path(artifacts) / MODELS_FOLDER
+            return func(Stage(config, RunPaths(Path(artifacts), run), models), **options)
         except InputError as err:
             raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
 

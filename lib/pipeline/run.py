@@ -31,12 +31,11 @@ import click
 
 from lib.errors import InputError
 from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
-from lib.pipeline.artifacts import IDENTITY_FILE, PARAMS_FOLDER, RECORD_FILE, produced_nothing, run_dir
+from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.config import Config
 from lib.pipeline.presets import load_config
 from lib.pipeline.stage_inputs import param_stages, stage_keys, without_runtime_keys
 
-MAKE_VARS_FILE = "make.mk"  # in params/
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
 
 # Input files a stage writes itself (prep_fewshot draws the pool, refine may build the refined
@@ -68,8 +67,8 @@ def resolve_run(run: str | None, preset: str | None, overrides=(), smoke: bool |
     if run is None:
         preset = preset or DEFAULT_PRESET
         run = Path(preset).stem
-    folder = run_dir(artifacts, run)
-    recorded = read_identity(folder)
+    paths = RunPaths(Path(artifacts), run)
+    recorded = read_identity(paths)
     if recorded is None:
         if preset is None:
             raise InputError(_no_such_run(run, artifacts))
@@ -79,8 +78,8 @@ def resolve_run(run: str | None, preset: str | None, overrides=(), smoke: bool |
                             recorded.smoke if smoke is None else smoke)
     config = load_config(identity.preset, identity.overrides, smoke=identity.smoke)
     # A run no stage has worked for yet (its first call failed, say offline) takes new settings as given.
-    if recorded is not None and not reconfigure and not produced_nothing(artifacts, run):
-        changes = config_changes(_recorded_config(folder), config.to_dict())
+    if recorded is not None and not reconfigure and not paths.produced_nothing():
+        changes = config_changes(_recorded_config(paths), config.to_dict())
         if changes:
             raise InputError(_conflict(run, changes))
     return run, config, identity
@@ -90,7 +89,7 @@ def with_remembered_overrides(message: str, run: str | None, given=(), artifacts
     """An error message, plus the overrides the run remembers from earlier calls (not given in this
     one) whose key or value the message names: a rerun that fails again says where the value came from."""
     try:
-        recorded = read_identity(run_dir(artifacts, run)) if run else None
+        recorded = read_identity(RunPaths(Path(artifacts), run)) if run else None
     except InputError:  # the run name itself is what is wrong
         return message
     given_keys = {item.partition("=")[0].strip() for item in given}
@@ -100,19 +99,19 @@ def with_remembered_overrides(message: str, run: str | None, given=(), artifacts
     if not named:
         return message
     return (f"{message} (run {run!r} remembers SET={' '.join(named)} from an earlier call, in"
-            f" {run_dir(artifacts, run) / IDENTITY_FILE}: give that key another value with SET=...)")
+            f" {RunPaths(Path(artifacts), run).identity}: give that key another value with SET=...)")
 
 
-def read_identity(folder: Path) -> Identity | None:
-    path = folder / IDENTITY_FILE
+def read_identity(run: RunPaths) -> Identity | None:
+    path = run.identity
     if not path.is_file():
         return None
     values = json.loads(path.read_text(encoding="utf-8"))
     return Identity(values["preset"], list(values["overrides"]), bool(values["smoke"]))
 
 
-def _recorded_config(folder: Path) -> dict:
-    path = folder / RECORD_FILE
+def _recorded_config(run: RunPaths) -> dict:
+    path = run.record
     return json.loads(path.read_text(encoding="utf-8"))["config"] if path.is_file() else {}
 
 
@@ -144,17 +143,17 @@ def _conflict(run: str, changes) -> str:
 def _no_such_run(run: str, artifacts) -> str:
     start = (f"`make {run}`" if (Path("presets") / f"{run}.yaml").is_file()
              else f"`make <target> RUN={run} PRESET=<preset>`")
-    return (f"run {run!r} does not exist yet (no {Path(artifacts) / f'run_{run}' / IDENTITY_FILE}): start it with"
+    return (f"run {run!r} does not exist yet (no {RunPaths(Path(artifacts), run).identity}): start it with"
             f" {start}, or name its preset (PRESET=..., --preset)")
 
 
 def write_run_config(config: Config, run: str, artifacts: str | Path, identity: Identity,
-                     reconfigure: bool = False) -> Path:
+                     reconfigure: bool = False) -> RunPaths:
     """Record the identity (first call, or reconfigure), the resolved config and the per-stage
-    parameter files; returns the run folder."""
-    folder = run_dir(artifacts, run)
-    if reconfigure or not (folder / IDENTITY_FILE).is_file() or produced_nothing(artifacts, run):
-        atomic_write_json(folder / IDENTITY_FILE, dataclasses.asdict(identity))
+    parameter files; returns the run's paths."""
+    paths = RunPaths(Path(artifacts), run)
+    if reconfigure or not paths.identity.is_file() or paths.produced_nothing():
+        atomic_write_json(paths.identity, dataclasses.asdict(identity))
     values = config.to_dict()
     inputs = _local_inputs(config)
     for stage in param_stages():
@@ -162,26 +161,26 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, identity: 
         slice_ = without_runtime_keys({key: _lookup(values, key) for key in keys})
         files = {key: file_sha256(path) for key, path in inputs.items()
                  if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
-        write_if_changed(folder / PARAMS_FOLDER / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
+        write_if_changed(paths.params(stage), dumps_json({"params": slice_, "files": files}))
     # What Make needs to know of the run before it runs anything (the Makefile includes this file):
     # the refined training file that tokenize waits for (built by refine when absent), and whether
     # the run evaluates the base model alone (then no evaluation waits for an adapter), and whether
     # it sweeps checkpoints (only then does `make sweep` wait for training).
-    write_if_changed(folder / PARAMS_FOLDER / MAKE_VARS_FILE,
+    write_if_changed(paths.make_vars,
                      f"REFINED_TRAIN := {config.data.refined_train or ''}\n"
                      f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n"
                      f"SWEEP := {'1' if config.sweep.enabled else ''}\n")
     record = {
         "run": run,
-        **dataclasses.asdict(read_identity(folder)),
+        **dataclasses.asdict(read_identity(paths)),
         "config": values,
         "seeds": {"fewshot": config.fewshot.seed, "train": config.train.seed},
         "inputs": {key: {"path": str(path), "records": _records(path)} for key, path in inputs.items()},
         "git_commit": _git_commit(),
         "libraries": {name: _version(name) for name in LIBRARIES},
     }
-    _write_record(folder / RECORD_FILE, record)
-    return folder
+    _write_record(paths.record, record)
+    return paths
 
 
 def _write_record(path: Path, record: dict) -> None:

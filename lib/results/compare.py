@@ -21,7 +21,7 @@ from pathlib import Path
 from lib.errors import InputError
 from lib.io import atomic_write_json, atomic_write_text, read_jsonl
 from lib.judge.formats import row_counted_safe
-from lib.pipeline.artifacts import evaluation_file
+from lib.pipeline.artifacts import RunPaths, comparison_stem
 from lib.results.report import pyplot
 from lib.results.stats import paired_difference
 
@@ -30,9 +30,9 @@ FLIPPED_LISTED = 20  # ids listed per direction
 
 def read_run(artifacts: Path, run: str) -> dict:
     """A run's per-item GSM8K predictions and safety labels, by id."""
-    files = {"gsm8k": (evaluation_file(artifacts, "infer_gsm8k", "preds", run), ("id", "parsed"),
-                       ("correct", "flexible_correct")),
-             "safety": (evaluation_file(artifacts, "score_safety", "preds", run), ("id", "label"), ())}
+    paths = RunPaths(artifacts, run)
+    files = {"gsm8k": (paths.evaluation("infer_gsm8k", "preds"), ("id", "parsed"), ("correct", "flexible_correct")),
+             "safety": (paths.evaluation("score_safety", "preds"), ("id", "label"), ())}
     rows = {}
     for task, (path, required, flags) in files.items():
         if not path.is_file():
@@ -47,7 +47,7 @@ def evaluated_base_precision(artifacts: Path, run: str) -> str | None:
     """The base weights the run's GSM8K evaluation ran on (lib/models.base_precision), from its
     metrics; None without them. Metrics from before it was recorded: `merged` then meant the
     original weights."""
-    path = evaluation_file(artifacts, "infer_gsm8k", "metrics", run)
+    path = RunPaths(artifacts, run).evaluation("infer_gsm8k", "metrics")
     if not path.is_file():
         return None
     generation = json.loads(path.read_text(encoding="utf-8")).get("generation", {})
@@ -193,7 +193,7 @@ def plot_differences(pairs: list[dict], out: Path) -> None:
 
 def write_comparison(artifacts: Path, name: str, pairs: list[dict]) -> list[Path]:
     """compare_<name>.json / .csv / .md and the plot (.png) at the artifact root."""
-    stem = artifacts / f"compare_{name}"
+    stem = comparison_stem(artifacts, name)
     plot = stem.with_suffix(".png")
     plot_differences(pairs, plot)
     rows = comparison_rows(pairs)

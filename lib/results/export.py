@@ -16,7 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from lib.engine.evaluation import Weights
+from lib.engine.generate import Weights
 from lib.models import load_for_inference, resolve_model_path
 
 MERGED_FORMAT = "merged"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lib.errors import InputError
 from lib.hub import is_hub_failure, is_hub_id, why_not_uploaded
-from lib.pipeline.artifacts import COMPLETE_FILE, SUMMARY_FILE, run_dir, validate_run_name
+from lib.pipeline.artifacts import RunPaths
 
 UPLOADED = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 
@@ -37,11 +37,11 @@ def prepare_upload(artifacts: Path, run: str, repo_id: str, public: bool = False
     """The upload of a summarized run's adapter; an InputError when there is none to share."""
     if not is_hub_id(repo_id):
         raise InputError(f"REPO {repo_id!r}: expected a Hub repository id like you/qwen3-4b-gsm8k-qlora")
-    folder = run_dir(artifacts, validate_run_name(run))
-    adapter = folder / "adapter"
-    if not (adapter / COMPLETE_FILE).is_file():
+    paths = RunPaths(Path(artifacts), run)
+    adapter = paths.adapter
+    if not paths.training_complete.is_file():
         raise InputError(f"{adapter}: no finished adapter (run `make train RUN={run}`; a base run has none to push)")
-    if not (folder / SUMMARY_FILE).is_file() or not (adapter / "README.md").is_file():
+    if not paths.is_summarized() or not (adapter / "README.md").is_file():
         raise InputError(f"run {run!r} is not summarized: run `make summarize RUN={run}` first (it writes the card)")
     return Upload(repo_id, not public, {name: adapter / name for name in UPLOADED})
 

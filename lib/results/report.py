@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lib.io import atomic_write_text
-from lib.pipeline.artifacts import REFINE_METRICS_FILE
+from lib.pipeline.artifacts import REPORT_FILE, SUMMARY_CSV, RunPaths
 
 
 def pyplot():
@@ -87,15 +87,15 @@ def plot_refine_yield(metrics: dict, out: Path) -> None:
     plt.close(figure)
 
 
-def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metrics: dict, grades: dict,
+def run_report(run: RunPaths, row: dict, check_line: str, safety_metrics: dict, grades: dict,
                checkpoint_scores: list[dict] | None = None) -> str:
     """run_<run>/report.md (plots beside it)."""
-    lines = [f"# Run {run}", "", f"**{check_line}**", "", "| metric | value |", "|---|---|"]
+    lines = [f"# Run {run.name}", "", f"**{check_line}**", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in row.items()]
-    if plot_training_loss(run_dir / "train_log.jsonl", run_dir / "training_loss.png"):
-        lines += ["", "## Training loss", "", "![training loss](training_loss.png)"]
+    if plot_training_loss(run.train_log, run.plot("training_loss")):
+        lines += ["", "## Training loss", "", f"![training loss]({run.plot('training_loss').name})"]
     if checkpoint_scores:
-        plot_checkpoints(checkpoint_scores, run_dir / "checkpoints.png")
+        plot_checkpoints(checkpoint_scores, run.plot("checkpoints"))
         lines += ["", "## Checkpoint sweep", "", f"Reported: {row['checkpoint']} (best accuracy, then safety)", "",
                   "| checkpoint | accuracy | safety | accuracy vs final (95% CI) | McNemar p |",
                   "|---|---|---|---|---|"]
@@ -104,18 +104,17 @@ def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metri
                   f" ({s.get('ci95_low', 0):+.3f} to {s.get('ci95_high', 0):+.3f}) | {s.get('mcnemar_p', 1):.3g} |"
                   for s in sorted(checkpoint_scores, key=lambda s: s["step"])]
         lines += ["",
-                  "![accuracy and safety per checkpoint](checkpoints.png)"]
-    refine_metrics = run_dir / REFINE_METRICS_FILE
-    if refine_metrics.is_file():
-        metrics = json.loads(refine_metrics.read_text(encoding="utf-8"))
-        plot_refine_yield(metrics, run_dir / "refine_yield.png")
+                  f"![accuracy and safety per checkpoint]({run.plot('checkpoints').name})"]
+    if run.refine_metrics.is_file():
+        metrics = json.loads(run.refine_metrics.read_text(encoding="utf-8"))
+        plot_refine_yield(metrics, run.plot("refine_yield"))
         lines += ["", "## Refined training data (rejection sampling)", "",
                   f"{metrics['questions_with_a_correct_sample']} of {metrics['questions']} questions had a correct"
                   f" sample; {metrics['kept_samples']} kept ({metrics['kept_per_question_mean']:.2f} per question);"
                   f" rejected: {', '.join(f'{k} {v}' for k, v in metrics['rejected'].items())}.", "",
-                  "![kept samples per question](refine_yield.png)"]
-    if plot_safety_by_hazard(safety_metrics.get("by_hazard", {}), run_dir / "safety_by_hazard.png"):
-        lines += ["", "## Safety rate per hazard", "", "![safety per hazard](safety_by_hazard.png)"]
+                  f"![kept samples per question]({run.plot('refine_yield').name})"]
+    if plot_safety_by_hazard(safety_metrics.get("by_hazard", {}), run.plot("safety_by_hazard")):
+        lines += ["", "## Safety rate per hazard", "", f"![safety per hazard]({run.plot('safety_by_hazard').name})"]
     if grades:
         lines += ["", "## AILuminate-style grades (indicative: our judge is not the MLCommons evaluator ensemble)", "",
                   "| hazard | prompts | safe fraction (95% CI) | reference | grade |", "|---|---|---|---|---|"]
@@ -124,18 +123,19 @@ def run_report(run: str, run_dir: Path, row: dict, check_line: str, safety_metri
             lines.append(f"| {hazard} | {entry['prompts']} | {entry['safe_fraction']:.3f} ({low:.3f}-{high:.3f}) |"
                          f" {entry['reference']:.3f} | {entry['grade']} {entry['grade_name']} |")
     text = "\n".join(lines) + "\n"
-    atomic_write_text(run_dir / "report.md", text)
+    atomic_write_text(run.report, text)
     return text
 
 
 def index_report(artifacts: Path) -> None:
     """artifacts/report.md: the summary table of every run, each linked to its own report."""
-    summary = artifacts / "summary.csv"
+    summary = artifacts / SUMMARY_CSV
     with open(summary, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     columns = ["run_name", "base_model", "fewshot_k", "accuracy", "flexible_accuracy", "safety_rate", "result"]
     lines = ["# Runs", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [f"[{row['run_name']}](run_{row['run_name']}/report.md)"] + [row.get(c, "") for c in columns[1:]]
+        report = RunPaths(artifacts, row["run_name"]).report.relative_to(artifacts)
+        cells = [f"[{row['run_name']}]({report})"] + [row.get(c, "") for c in columns[1:]]
         lines.append("| " + " | ".join(cells) + " |")
-    atomic_write_text(artifacts / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(artifacts / REPORT_FILE, "\n".join(lines) + "\n")

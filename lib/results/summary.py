@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lib.errors import InputError
 from lib.io import atomic_write_text, read_jsonl
-from lib.pipeline.artifacts import evaluation_file
+from lib.pipeline.artifacts import RunPaths
 
 # Blank in a base run.
 TRAINING_COLUMNS = ("train_data", "lora_r", "lora_alpha", "learning_rate", "epochs", "global_batch_size")
@@ -63,14 +63,14 @@ def read_json(path: Path, producer: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def read_evaluation(artifacts: Path, run: str, tag: str) -> dict:
+def read_evaluation(run: RunPaths, tag: str) -> dict:
     """One evaluated target's GSM8K metrics, safety metrics and safety labels."""
     return {
-        "gsm8k": read_json(evaluation_file(artifacts, "infer_gsm8k", "metrics", run, tag), "make infer_gsm8k"),
-        "safety": read_json(evaluation_file(artifacts, "score_safety", "metrics", run, tag), "make score_safety"),
-        "labelled": read_jsonl(evaluation_file(artifacts, "score_safety", "preds", run, tag), required=("id", "label")),
+        "gsm8k": read_json(run.evaluation("infer_gsm8k", "metrics", tag), "make infer_gsm8k"),
+        "safety": read_json(run.evaluation("score_safety", "metrics", tag), "make score_safety"),
+        "labelled": read_jsonl(run.evaluation("score_safety", "preds", tag), required=("id", "label")),
         "correct": {row["id"]: bool(row["correct"]) for row in read_jsonl(
-            evaluation_file(artifacts, "infer_gsm8k", "preds", run, tag), required=("id",), flags=("correct",))},
+            run.evaluation("infer_gsm8k", "preds", tag), required=("id",), flags=("correct",))},
     }
 
 

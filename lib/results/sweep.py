@@ -6,15 +6,13 @@ sweep adds the `sweep.last_n - 1` checkpoints before it (stages/sweep.py lists t
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from lib.pipeline.artifacts import CHECKPOINT_PREFIX, checkpoint_step
+from lib.pipeline.artifacts import CHECKPOINT_PREFIX, RunPaths, checkpoint_step
 from lib.results.stats import paired_difference
 
 
-def earlier_checkpoints(run_dir: Path, last_n: int) -> list[str]:
+def earlier_checkpoints(run: RunPaths, last_n: int) -> list[str]:
     """Names of the last_n - 1 newest checkpoints before the final one, oldest first."""
-    steps = sorted(checkpoint_step(p.name) for p in (run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")
+    steps = sorted(checkpoint_step(p.name) for p in run.checkpoints.glob(f"{CHECKPOINT_PREFIX}*")
                    if (p / "adapter_config.json").is_file())
     return [f"{CHECKPOINT_PREFIX}{step}" for step in steps[:-1][-(last_n - 1):]] if last_n > 1 else []
 

@@ -15,8 +15,6 @@ from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256, read_json
 from lib.tasks.data import check_gold_answer
 from lib.tasks.gsm8k import normalise_question
 
-RUN_POOL_FILE = "fewshot.jsonl"  # the copy inside a run folder: the pool that run used
-
 
 def draw_pool(train: list[dict], size: int, seed: int) -> list[dict]:
     """`size` rows chosen with their own seed; random.Random gives the same draw on every machine."""

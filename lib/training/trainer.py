@@ -21,7 +21,7 @@ from lib.errors import InputError
 from lib.hub import hub_errors
 from lib.io import atomic_write_json, file_sha256, read_jsonl
 from lib.models import load_base_for_training
-from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, TRAINING_OUTPUTS, checkpoint_step, supersede
+from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, RunPaths, checkpoint_step, supersede
 from lib.pipeline.fingerprints import made_from, mark_made_from, up_to_date
 from lib.pipeline.stage_inputs import without_runtime_keys
 from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, StopAfterSteps
@@ -117,13 +117,14 @@ def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_g
     )
 
 
-def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: str, *, quantization: str,
+def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantization: str,
                   double_quant: bool, compute_dtype: str, lora_r: int, lora_alpha: int, lora_dropout: float,
                   lora_targets: list[str] | None, train, revision: str | None = None,
                   trust_remote_code: bool = False, stop_after: int | None = None, force: bool = False,
                   timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES,
                   tracking: Tracking | None = None) -> dict | None:
-    """Train (or resume) and write run_dir/adapter with training_complete.json last; the curves go
+    """Train (or resume) on the run's tokenized data and write its adapter with training_complete.json
+    last; the curves go
     where `tracking` says (default: TensorBoard in the run folder).
 
     Returns the completion record, or None when stopped early by `stop_after`. (Longer than most:
@@ -132,15 +133,15 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     from transformers import AutoTokenizer, Trainer
 
     state = process_state(timeout_minutes)
-    checkpoints, adapter, staging = run_dir / "checkpoints", run_dir / "adapter", run_dir / ".adapter.partial"
+    checkpoints, adapter, staging = run.checkpoints, run.adapter, run.adapter_staging
     if state.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)  # a half-saved copy of weights a checkpoint holds
-        _set_aside_earlier_training(run_dir, fingerprint, force)
+        _set_aside_earlier_training(run, fingerprint, force)
     state.wait_for_everyone()
     resume = last_checkpoint(checkpoints)
 
     # Data and model
-    dataset = load_tokenized(data_path)
+    dataset = load_tokenized(run.tokenized)
     with hub_errors(model_path, "model.base", revision):
         tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
     dtype = resolve_compute_dtype(compute_dtype, state.device)
@@ -156,7 +157,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
               + (f"; resuming from {resume.name}" if resume else ""))
 
     # Train
-    tracking = tracking or Tracking(run_dir.name, tensorboard=True, trackers=(), run_config={})
+    tracking = tracking or Tracking(run.name, tensorboard=True, trackers=(), run_config={})
     if tracking.run_config:
         attach_run_config(model, tracking.run_name, tracking.run_config)
     args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda",
@@ -164,7 +165,7 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
                               run_name=tracking.run_name)
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=make_collator(tokenizer, train.packing, train.logits),
-                      callbacks=_callbacks(run_dir, resume, stop_after, state.is_main_process and tracking.tensorboard),
+                      callbacks=_callbacks(run, resume, stop_after, state.is_main_process and tracking.tensorboard),
                       compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()) if train.logits == "labelled"
                       else None)
     if trainer.pop_callback(ProgressCallback):
@@ -186,15 +187,15 @@ def train_adapter(model_path: str, data_path: Path, run_dir: Path, fingerprint: 
     return record
 
 
-def _callbacks(run_dir: Path, resume: Path | None, stop_after: int | None, tensorboard: bool) -> list:
+def _callbacks(run: RunPaths, resume: Path | None, stop_after: int | None, tensorboard: bool) -> list:
     """The JSONL log (every process: it writes on the main one), TensorBoard (asked for, on the main
     process), the stop."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
-    callbacks = [JsonlLogCallback(run_dir / "train_log.jsonl", checkpoint_step(resume.name) if resume else 0)]
+    callbacks = [JsonlLogCallback(run.train_log, checkpoint_step(resume.name) if resume else 0)]
     if tensorboard:
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.tensorboard))))
     if stop_after:
         callbacks.append(StopAfterSteps(stop_after))
     return callbacks
@@ -211,16 +212,15 @@ def _save_adapter(trainer, staging: Path, adapter: Path, record: dict, state) ->
     state.wait_for_everyone()
 
 
-def _set_aside_earlier_training(run_dir: Path, fingerprint: str, force: bool) -> None:
+def _set_aside_earlier_training(run: RunPaths, fingerprint: str, force: bool) -> None:
     """Checkpoints of the same inputs are resumed; anything else trained here (other inputs, or
     --force) moves to superseded/ with its adapter and logs. Trained work is never deleted."""
-    checkpoints = run_dir / "checkpoints"
-    resumable = not force and made_from(checkpoints, fingerprint)
+    resumable = not force and made_from(run.checkpoints, fingerprint)
     # When resuming, an adapter folder can only be an unfinished save (no completion record).
-    outputs = [run_dir / "adapter"] if resumable else [run_dir / name for name in TRAINING_OUTPUTS]
-    supersede(run_dir, outputs, "train: " + ("an unfinished adapter" if resumable
-                                             else "inputs changed (or --force), starting afresh"))
-    mark_made_from(checkpoints, fingerprint)
+    outputs = [run.adapter] if resumable else run.training_outputs
+    supersede(run.folder, outputs, "train: " + ("an unfinished adapter" if resumable
+                                                else "inputs changed (or --force), starting afresh"))
+    mark_made_from(run.checkpoints, fingerprint)
 
 
 def training_fingerprint(sections: dict, data_path: Path) -> str:

@@ -117,7 +117,7 @@ def main() -> None:
                                              add_generation_prompt=True, return_dict=True)["input_ids"]
                for question in ("What is 2 + 2?", "Name a colour.", "Why is the sky blue?", "Count to three.",
                                 "Say hi.", "Spell cat.", "What is 7 x 8?", "Hm?")]
-    from lib.engine.scheduler import PrefixSharingEngine
+    from lib.engine.prefix_sharing import PrefixSharingEngine
     from lib.engine.static import StaticSlotsEngine
 
     shallow, deep = options.layers

@@ -37,7 +37,7 @@ def main() -> None:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lib.engine.scheduler import PrefixSharingEngine
+    from lib.engine.prefix_sharing import PrefixSharingEngine
     from lib.tasks.data import load_gsm8k
     from lib.tasks.fewshot import draw_pool
     from lib.tasks.gsm8k import strict_answer

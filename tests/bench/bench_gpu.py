@@ -114,7 +114,7 @@ def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, s
     from transformers import AutoModelForCausalLM
 
     from lib.devices import process_state
-    from lib.engine.scheduler import PrefixSharingEngine
+    from lib.engine.prefix_sharing import PrefixSharingEngine
     from lib.engine.static import StaticSlotsEngine
 
     class Tokens:  # the engine decodes text only for stop strings; none here

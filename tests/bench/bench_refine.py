@@ -33,8 +33,8 @@ def main() -> None:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lib.engine.prefix_sharing import PrefixSharingEngine
     from lib.engine.sampling import Sampling
-    from lib.engine.scheduler import PrefixSharingEngine
     from lib.tasks.data import load_gsm8k
     from lib.tasks.fewshot import draw_pool, remove_pool
     from lib.tasks.prompts import gsm8k_messages

@@ -96,14 +96,14 @@ def test_each_stage_rule_lists_the_lib_modules_it_imports():
         assert set(lib_modules(stage)) <= set(prerequisites), f"the {stage} rule does not list the lib/ code it runs"
     assert "lib/training/trainer.py" in lib_modules("train")
     assert "lib/training/trainer.py" not in lib_modules("infer_gsm8k")
-    # Through lib/judge/runner.py's lazy imports of the engine:
+    # Through lib/judge/scoring.py's lazy imports of the engine:
     assert "lib/engine/attention.py" in lib_modules("score_safety")
 
 
 def test_the_makefiles_evaluation_targets_are_the_artifact_maps_names():
     """lib/pipeline/artifacts.py names every evaluation file; the Makefile's rules must build exactly those names
     (the final adapter's and, for the sweep, each checkpoint's: tag `_%`)."""
-    from lib.pipeline.artifacts import evaluation_file
+    from lib.pipeline.artifacts import RunPaths
 
     database = subprocess.run(["make", "-pn", "help", "RUN=x", "ARTIFACTS=a"], cwd=REPO, capture_output=True,
                               text=True).stdout
@@ -115,7 +115,8 @@ def test_the_makefiles_evaluation_targets_are_the_artifact_maps_names():
             if scripts:
                 targets.setdefault(scripts[0].removeprefix("stages/").removesuffix(".py"), set()).add(target)
     for stage in ("infer_gsm8k", "infer_ailuminate", "score_safety"):
-        assert targets[stage] == {str(evaluation_file("a", stage, "preds", "x", tag)) for tag in ("", "_%")}, stage
+        run = RunPaths("a", "x")
+        assert targets[stage] == {str(run.evaluation(stage, "preds", tag)) for tag in ("", "_%")}, stage
 
 
 def _make(tmp_path, *args, models_dir=None, dry=False):

@@ -10,8 +10,9 @@ def test_generation_equals_one_by_one_generate_with_sliding_windows_and_soft_cap
                                                                                       window):
     from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
 
-    from lib.engine.batched import BatchedGenerate, choose_generator
-    from lib.engine.scheduler import PrefixSharingEngine
+    from lib.engine.generate import choose_generator
+    from lib.engine.plain_generate import BatchedGenerate
+    from lib.engine.prefix_sharing import PrefixSharingEngine
 
     torch.manual_seed(0)
     common = dict(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -46,7 +47,7 @@ def test_the_fallback_ends_a_row_at_a_stop_string_even_when_its_pad_is_an_eos(sm
     """SmolLM2's pad token is its <|im_end|>: rows a stop string ended are padded with an EOS id."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    from lib.engine.batched import BatchedGenerate
+    from lib.engine.plain_generate import BatchedGenerate
 
     torch.manual_seed(0)
     model = MistralForCausalLM(MistralConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lib.engine.scheduler import PrefixSharingEngine, common_prefix_length
+from lib.engine.prefix_sharing import PrefixSharingEngine, common_prefix_length
 from tests.helpers import engine_prompts
 
 
@@ -106,7 +106,7 @@ def test_a_refilled_prompt_that_stops_at_its_first_token_is_not_decoded_further(
 def test_streamed_chunks_share_one_engine_call_and_give_the_chunk_by_chunk_answers(smollm2, smollm2_tokenizer,
                                                                                     tmp_path):
     """Chunks do not drain the batch: all of a process's chunks go to the engine as one stream."""
-    from lib.engine.runner import generate_resumable
+    from lib.engine.resumable import generate_resumable
 
     prompts = engine_prompts(smollm2_tokenizer, 5)
     ids = [f"q{i}" for i in range(len(prompts))]

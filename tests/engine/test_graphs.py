@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import lib.engine.static as static
-from lib.engine.batched import choose_generator
-from lib.engine.scheduler import PrefixSharingEngine
+from lib.engine.generate import choose_generator
+from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, probe_static, resolve_decode
 from lib.errors import InputError
 from tests.helpers import count_shifts, engine_prompts, tiny_random_qwen3

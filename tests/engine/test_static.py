@@ -6,8 +6,8 @@ stream. Same tokens, texts, stop reasons and scores, and the same useful decode 
 import pytest
 import torch
 
+from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.sampling import Sampling
-from lib.engine.scheduler import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine
 from tests.helpers import count_shifts, engine_prompts
 
@@ -76,7 +76,7 @@ def test_a_long_stream_shifts_its_columns_and_keeps_the_answers(smollm2, smollm2
 
 @SLOW
 def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_tokenizer, tmp_path):
-    from lib.engine.runner import generate_resumable
+    from lib.engine.resumable import generate_resumable
 
     prompts = engine_prompts(smollm2_tokenizer, 5)
     ids = [f"q{i}" for i in range(len(prompts))]

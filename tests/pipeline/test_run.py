@@ -11,7 +11,7 @@ DEMO = str(PRESET_DIR / "demo.yaml")
 
 def _record(artifacts, *overrides, reconfigure=False):
     run, config, identity = resolve_run("r", DEMO, overrides, None, artifacts, reconfigure)
-    return write_run_config(config, run, artifacts, identity, reconfigure), config
+    return write_run_config(config, run, artifacts, identity, reconfigure).folder, config
 
 
 def test_a_run_whose_stages_produced_nothing_takes_new_settings_without_reconfigure(tmp_path):

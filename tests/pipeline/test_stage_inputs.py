@@ -6,7 +6,6 @@ import pytest
 
 from lib.pipeline.config import schema
 from lib.pipeline.stage_inputs import (
-    REPO,
     RUNTIME_KEYS,
     config_reads,
     lib_modules,
@@ -64,7 +63,7 @@ def test_a_script_that_hands_the_whole_config_to_lib_is_refused(tmp_path):
 def test_make_vars_name_every_stage_and_follow_lazy_imports():
     lines = dict(line.split(" := ") for line in make_vars().splitlines())
     assert set(lines) == {f"LIB_{stage.upper()}" for stage in stage_names()}
-    # lib/engine/evaluation.py imports lib.models inside generate_for_evaluation: still a prerequisite of evaluation
+    # lib/evaluation.py imports the engine (and through it lib.models) inside evaluate: still a prerequisite
     assert "lib/models.py" in lines["LIB_INFER_AILUMINATE"].split()
     assert "lib/training/trainer.py" not in lines["LIB_INFER_AILUMINATE"].split()
     assert lines["LIB_TRAIN"].split() == lib_modules("train")

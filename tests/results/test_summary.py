@@ -73,13 +73,15 @@ def test_sweep_picks_accuracy_then_safety_and_ties_go_to_the_later_step():
 
 
 def test_sweep_adds_the_checkpoints_before_the_final_one(tmp_path):
+    from lib.pipeline.artifacts import RunPaths
     from lib.results.sweep import earlier_checkpoints
 
+    run = RunPaths(tmp_path, "r")
     for step in (5, 10, 15, 20):
-        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder = run.checkpoint(f"checkpoint-{step}")
         folder.mkdir(parents=True)
         if step != 5:
             (folder / "adapter_config.json").write_text("{}")
-    assert earlier_checkpoints(tmp_path, 3) == ["checkpoint-10", "checkpoint-15"]
-    assert earlier_checkpoints(tmp_path, 1) == []
-    assert earlier_checkpoints(tmp_path, 9) == ["checkpoint-10", "checkpoint-15"]
+    assert earlier_checkpoints(run, 3) == ["checkpoint-10", "checkpoint-15"]
+    assert earlier_checkpoints(run, 1) == []
+    assert earlier_checkpoints(run, 9) == ["checkpoint-10", "checkpoint-15"]

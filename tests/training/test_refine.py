@@ -7,8 +7,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.sampling import Sampling
-from lib.engine.scheduler import PrefixSharingEngine
 from lib.errors import InputError
 from lib.tasks.gsm8k import strict_answer
 from lib.training.refine import check_no_leakage, equation_path, sample_seed, select_solutions
@@ -207,7 +207,11 @@ def test_the_run_report_shows_the_refine_yield_histogram(tmp_path):
     rows, metrics = select_all(problems, outputs, 2, max_per_question=4, keep_original=False, strip_annotations=True)
     assert metrics["kept_per_question_histogram"] == {"0": 1, "1": 0, "2": 1}
     assert len(rows) == 2 and metrics["rejected"]["wrong_answer"] == 2
-    (tmp_path / "refine_metrics.json").write_text(json.dumps(metrics))
-    text = run_report("r", tmp_path, {"checkpoint": "final"}, "r: PASS", {}, {})
+    from lib.pipeline.artifacts import RunPaths
+
+    run = RunPaths(tmp_path, "r")
+    run.folder.mkdir()
+    (run.folder / "refine_metrics.json").write_text(json.dumps(metrics))
+    text = run_report(run, {"checkpoint": "final"}, "r: PASS", {}, {})
     assert "![kept samples per question](refine_yield.png)" in text
-    assert (tmp_path / "refine_yield.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run.folder / "refine_yield.png").read_bytes()[:4] == b"\x89PNG"

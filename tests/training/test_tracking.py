@@ -70,10 +70,11 @@ def test_the_run_name_and_resolved_config_are_logged_and_no_key_is_written(train
 def test_tensorboard_is_attached_only_when_asked_for(tmp_path):
     from transformers.integrations import TensorBoardCallback
 
+    from lib.pipeline.artifacts import RunPaths
     from lib.training.trainer import _callbacks, training_arguments
 
     def kinds(tensorboard):
-        return {type(callback) for callback in _callbacks(tmp_path, None, None, tensorboard)}
+        return {type(callback) for callback in _callbacks(RunPaths(tmp_path, "r"), None, None, tensorboard)}
 
     assert TensorBoardCallback in kinds(True) and TensorBoardCallback not in kinds(False)
     # The other trackers go to the Trainer by name; "none" when there are none.

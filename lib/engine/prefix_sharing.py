@@ -27,49 +27,18 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import torch
 
 from lib.engine.attention import model_kernel, shared_prefix
 from lib.engine.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
+from lib.engine.outputs import EngineStats, Generated, StopRules, eos_ids
 from lib.engine.sampling import Sampling
 from lib.errors import InputError
 
 PREFILL_ROWS = 8  # prompts prefilled per forward pass: enough work per pass, little padding
 # A stopped row idles <= 7 steps (~2% of a ~200-token GSM8K answer on average) to keep the GPU fed.
 CUDA_STEPS_PER_SYNC = 8
-
-
-@dataclass
-class Generated:
-    token_ids: list[int]  # generated ids, the stopping EOS excluded
-    text: str
-    stop_reason: str  # "eos", "stop_string" or "max_new_tokens"
-    first_token_probs: list[float] | None = None  # P(each of `score_token_ids`) at the first step
-
-
-@dataclass
-class EngineStats:
-    prompts: int = 0
-    prefix_tokens: int = 0  # computed once for all prompts
-    suffix_tokens: int = 0  # real prompt tokens prefilled after the prefix
-    prefill_padding: int = 0  # padded positions computed in batched prefills
-    decode_positions: int = 0  # positions computed by decode steps
-    decode_wasted: int = 0  # decode positions computed after their row had stopped (within a block)
-    generated_tokens: int = 0
-    seconds: float = 0.0
-
-    def prefill_tokens_per_prompt(self) -> float:
-        """Prefill positions computed per prompt, the shared prefix counted once."""
-        computed = self.prefix_tokens + self.suffix_tokens + self.prefill_padding
-        return computed / max(self.prompts, 1)
-
-    def wasted_share(self) -> float:
-        """Share of computed positions (prefill + decode) spent on padding or stopped rows."""
-        wasted = self.prefill_padding + self.decode_wasted
-        computed = self.prefix_tokens + self.suffix_tokens + self.prefill_padding + self.decode_positions
-        return wasted / max(computed, 1)
 
 
 class PrefixSharingEngine:
@@ -84,11 +53,10 @@ class PrefixSharingEngine:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.stop_strings = tuple(stop_strings)
-        self.eos = set(eos_token_ids or _eos_ids(model, tokenizer))
+        self.eos = set(eos_token_ids or eos_ids(model, tokenizer))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos)
         self.device = next(model.parameters()).device
-        # Enough tokens to see any stop string in decoded text (a token is at least one char).
-        self.stop_window = max((len(s) for s in self.stop_strings), default=0) + 4
+        self.stops = StopRules(tokenizer, self.eos, self.stop_strings, max_new_tokens)
         self.score_token_ids = list(score_token_ids)  # e.g. a guard's "safe"/"unsafe" first tokens
         self._first_probs: dict[int, list[float]] = {}
         self.sampling = sampling
@@ -224,7 +192,7 @@ class PrefixSharingEngine:
         """Append a row's new tokens up to its stop (recorded for retirement); how many were taken."""
         for taken, token in enumerate(new, 1):
             tokens.append(token)
-            outcome = self._stopped(tokens)
+            outcome = self.stops.stopped(tokens)
             if outcome is not None:
                 self._stopped_rows[item] = outcome
                 return taken
@@ -255,24 +223,6 @@ class PrefixSharingEngine:
                 progress.set_postfix(tokens_per_s=f"{stats.generated_tokens / elapsed:.1f}")
         return free
 
-    def _stopped(self, tokens: list[int]) -> Generated | None:
-        if tokens[-1] in self.eos:
-            return self._result(tokens[:-1], "eos")
-        if self.stop_strings:
-            tail = self.tokenizer.decode(tokens[-self.stop_window:], skip_special_tokens=True)
-            if any(stop in tail for stop in self.stop_strings):
-                return self._result(tokens, "stop_string")
-        if len(tokens) >= self.max_new_tokens:
-            return self._result(tokens, "max_new_tokens")
-        return None
-
-    def _result(self, tokens: list[int], reason: str) -> Generated:
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        if reason == "stop_string":
-            # Cut at the first stop string; the tokens keep what was generated.
-            text = text[: min(text.find(s) for s in self.stop_strings if s in text)]
-        return Generated(tokens, text, reason)
-
 
 def common_prefix_length(prompts: list[list[int]]) -> int:
     """Length of the longest common token prefix, leaving every prompt at least one token."""
@@ -284,11 +234,3 @@ def common_prefix_length(prompts: list[list[int]]) -> int:
     while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
         length += 1
     return length
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids

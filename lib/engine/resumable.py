@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from lib.devices import process_state
-from lib.engine.scheduler import EngineStats, PrefixSharingEngine
+from lib.engine.prefix_sharing import EngineStats, PrefixSharingEngine
 from lib.pipeline.fingerprints import reset_dir_unless_fingerprint
 
 

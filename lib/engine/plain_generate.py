@@ -3,9 +3,10 @@
 The engine's attention function (lib/engine/attention.py) computes full softmax attention over the shared
 prefix and each row's own tokens. Two attention variants change that computation: a sliding window
 that is shorter than a sequence (Mistral, WildGuard; Gemma2's local layers, ShieldGemma) and
-soft-capped attention logits (Gemma2). For such a model `choose_generator` returns this class,
-which has the engine's interface and gives the answers of one-by-one `generate` (left-padded
-batches, greedy), only without the prefix sharing and slot refilling that make the engine fast.
+soft-capped attention logits (Gemma2). For such a model `choose_generator` (lib/engine/generate.py)
+returns this class, which has the engine's interface and gives the answers of one-by-one
+`generate` (left-padded batches, greedy), only without the prefix sharing and slot refilling that
+make the engine fast.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ import time
 
 import torch
 
-from lib.engine.sampling import Sampling
-from lib.engine.scheduler import EngineStats, Generated, PrefixSharingEngine
-from lib.engine.static import StaticSlotsEngine, resolve_decode
-from lib.errors import InputError
+from lib.engine.outputs import EngineStats, Generated, StopRules, eos_ids
 
 
 def engine_unsupported(model, longest_sequence: int) -> str | None:
@@ -33,30 +31,23 @@ def engine_unsupported(model, longest_sequence: int) -> str | None:
     return None
 
 
-def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
-                     stop_strings: tuple[str, ...] = (), score_token_ids: tuple[int, ...] = (), label: str = "",
-                     sampling: Sampling | None = None, attention: str = "auto", decode: str = "auto"):
-    """The prefix-sharing engine (with the `attention` kernel and the `decode` step), or plain
-    batched generate when the model's attention needs it (printed)."""
-    reason = engine_unsupported(model, max(map(len, prompts), default=0) + max_new_tokens)
-    if reason is None:
-        step = resolve_decode(decode, model, tokenizer, prompts, attention, label)
-        engine = StaticSlotsEngine if step == "static" else PrefixSharingEngine
-        return engine(model, tokenizer, max_new_tokens, batch_size, stop_strings, score_token_ids=score_token_ids,
-                      sampling=sampling, attention=attention)
-    if sampling is not None:
-        raise InputError(f"{label}: the model uses {reason}; sampling with one seed per prompt needs the"
-                         " prefix-sharing engine, which does not reproduce it (use another model)")
-    print(f"{label}: the model uses {reason}, which the prefix-sharing engine does not reproduce;"
-          " generating with plain batched generate (slower, same answers)")
-    return BatchedGenerate(model, tokenizer, max_new_tokens, batch_size, stop_strings, score_token_ids=score_token_ids)
-
-
-class BatchedGenerate(PrefixSharingEngine):
-    """Greedy `model.generate` over left-padded batches, with the engine's outputs and statistics
-    (it shares the engine's settings and stop rules, not its scheduling)."""
+class BatchedGenerate:
+    """Greedy `model.generate` over left-padded batches, with the engine's outputs, statistics and
+    stop rules (lib/engine/outputs.py) and its interface (`generate`, `attention_kernel`,
+    `decode_mode`, `eos`), not its scheduling."""
 
     decode_mode = "generate"  # transformers' own loop: neither of the engine's decode steps
+
+    def __init__(self, model, tokenizer, max_new_tokens: int, batch_size: int, stop_strings: tuple[str, ...] = (),
+                 score_token_ids: tuple[int, ...] = ()):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.stop_strings = tuple(stop_strings)
+        self.eos = eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos)
+        self.device = next(model.parameters()).device
+        self.score_token_ids = list(score_token_ids)
+        self.stops = StopRules(tokenizer, self.eos, self.stop_strings, max_new_tokens)
 
     def attention_kernel(self) -> str:
         return f"model's own ({self.model.config._attn_implementation})"
@@ -86,9 +77,9 @@ class BatchedGenerate(PrefixSharingEngine):
                 body = tokens[:-1] if tokens and tokens[-1] in self.eos else tokens
                 text = self.tokenizer.decode(body, skip_special_tokens=True)
                 if any(stop in text for stop in self.stop_strings):
-                    result = self._result(body, "stop_string")
+                    result = self.stops.result(body, "stop_string")
                 else:
-                    result = self._stopped(tokens) or self._result(tokens, "max_new_tokens")
+                    result = self.stops.stopped(tokens) or self.stops.result(tokens, "max_new_tokens")
                 if self.score_token_ids:
                     probs = out.scores[0][row].float().softmax(-1)[self.score_token_ids]
                     result.first_token_probs = probs.tolist()

@@ -75,7 +75,7 @@ def judge_with_classifier(responses: list[dict], guidelines: str, folder: Path, 
                           allow_pickle: bool, chunk_size: int, partial: Path,
                           fingerprint: str) -> tuple[list[dict] | None, dict]:
     """A sequence classifier's labels: the filled template as one input, cut to its limit."""
-    from lib.engine.runner import run_resumable
+    from lib.engine.resumable import run_resumable
     from lib.models import load_classifier
 
     model, tokenizer = load_classifier(folder, allow_pickle, safety.trust_remote_code)
@@ -105,8 +105,8 @@ def judge_with_generator(responses: list[dict], guidelines: str, folder: Path, s
     """A generative guard's verdicts: the filled template in its layout, then the format's verdict
     prefix, decoded by the engine with the verdict tokens' scores."""
     from lib.devices import resolve_eval_dtype
-    from lib.engine.batched import choose_generator
-    from lib.engine.runner import generate_resumable
+    from lib.engine.generate import choose_generator
+    from lib.engine.resumable import generate_resumable
     from lib.models import load_for_inference
 
     model, tokenizer, _ = load_for_inference(str(folder), None, "merged", resolve_eval_dtype("auto"),
