@@ -44,6 +44,9 @@ class Slots:
     col: int  # the column the next token is written to, the same for every slot
     items: list[int | None] = field(default_factory=list)
     generated: list[list[int]] = field(default_factory=list)
+    # The first column of each slot's row (None: free), kept on the host so a shift needs no read
+    # of the mask from the device.
+    starts: list[int | None] = field(default_factory=list)
     replay: Callable[[], torch.Tensor] | None = None  # the captured body, after the call's first step
 
     def __post_init__(self):
@@ -144,6 +147,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
         super().__init__(*args, **options)
         self.capture = capture_for(self.device) if capture == "device" else capture
         self.decode_mode = "static-cuda-graph" if isinstance(self.capture, CudaGraphs) else "static"
+        self._idle: torch.Generator | None = None  # draws the ignored tokens of free slots when sampling
 
     def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
                                on_result) -> list[Generated]:
@@ -181,7 +185,8 @@ class StaticSlotsEngine(PrefixSharingEngine):
                      mask=torch.zeros((slot_count, capacity), dtype=like.mask.dtype, device=device),
                      positions=torch.zeros(slot_count, dtype=like.positions.dtype, device=device),
                      last=torch.zeros(slot_count, dtype=like.last.dtype, device=device), col=self._width,
-                     items=[None] * slot_count, generated=[[] for _ in range(slot_count)])
+                     items=[None] * slot_count, generated=[[] for _ in range(slot_count)],
+                     starts=[None] * slot_count)
 
     def _place(self, slots: Slots, fresh: Rows, targets: list[int]) -> None:
         """Copy freshly prefilled rows into free slots, right-aligned before `col`."""
@@ -197,11 +202,12 @@ class StaticSlotsEngine(PrefixSharingEngine):
         slots.last[index] = fresh.last
         for row, slot in enumerate(targets):
             slots.items[slot], slots.generated[slot] = fresh.items[row], fresh.generated[row]
+            slots.starts[slot] = start
 
     def _retire_finished(self, rows, results, stats: EngineStats, progress, on_result) -> list[int]:
         finished = super()._retire_finished(rows, results, stats, progress, on_result)
         for slot in finished:  # the slot is free: masked until a newcomer takes it
-            rows.items[slot], rows.generated[slot] = None, []
+            rows.items[slot], rows.generated[slot], rows.starts[slot] = None, [], None
             rows.mask[slot] = 0
         return finished
 
@@ -243,18 +249,22 @@ class StaticSlotsEngine(PrefixSharingEngine):
         return logits
 
     def _next_tokens(self, logits: torch.Tensor, items: list[int | None]) -> torch.Tensor:
-        """Greedy for every slot; sampled ones draw from their prompt's generator (free slots: argmax)."""
+        """Greedy for every slot, or a draw for every slot: a slot's prompt's own generator, a free
+        slot the engine's idle one (its token is ignored). Drawing all slots, rather than indexing
+        the active ones with a host list, copies nothing from the host and reads nothing back; a
+        prompt's generator still advances once per step of its own, whatever shares the batch."""
         if self.sampling is None:
             return logits.argmax(-1)
-        active = [slot for slot, item in enumerate(items) if item is not None]
-        tokens = logits.argmax(-1)
-        tokens[active] = self.sampling.draw(logits[active], [self._generators[items[slot]] for slot in active])
-        return tokens
+        if self._idle is None:
+            self._idle = torch.Generator(device=self.device).manual_seed(0)
+        return self.sampling.draw(logits, [self._generators[item] if item is not None else self._idle
+                                           for item in items])
 
     def _shift(self, rows: Slots) -> None:
         """Move every slot left by the columns no row uses, keeping room for a refill's suffix."""
-        used = rows.mask[[slot for slot, item in enumerate(rows.items) if item is not None]].bool().any(0)
-        first_used = int(used.nonzero()[0]) if bool(used.any()) else rows.col
+        # The host knows where each row starts (a row may begin with padding; its block's start is
+        # what counts: a row spans at most `longest` columns back from col, see _capacity).
+        first_used = min((start for start in rows.starts if start is not None), default=rows.col)
         shift = min(first_used, rows.col - self._width)
         if shift <= 0:
             raise InputError("generation: a static decode ran out of cache columns (a row longer than its bound)")
@@ -263,5 +273,6 @@ class StaticSlotsEngine(PrefixSharingEngine):
             layer.keys[:, :, :kept] = layer.keys[:, :, shift:].clone()
             layer.values[:, :, :kept] = layer.values[:, :, shift:].clone()
         rows.mask[:, :kept] = rows.mask[:, shift:].clone()
-        rows.mask[:, kept:] = 0
+        rows.mask[:, kept:].zero_()  # in place, not a host scalar turned into a tensor
+        rows.starts = [None if start is None else start - shift for start in rows.starts]
         rows.move_to(rows.col - shift)

@@ -166,7 +166,8 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=make_collator(tokenizer, train.packing, train.logits),
                       callbacks=_callbacks(run, resume, stop_after, state.is_main_process and tracking.tensorboard),
-                      compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()) if train.logits == "labelled"
+                      compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings(), dtype)
+                      if train.logits == "labelled"
                       else None)
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(BarOnlyProgress)

@@ -74,6 +74,32 @@ def test_a_long_stream_shifts_its_columns_and_keeps_the_answers(smollm2, smollm2
     assert len(shifts) >= 1
 
 
+# Ops that read a device value back to the host, or copy host data (a Python list used as an index)
+# to it: on CUDA each one makes the host wait for the queued work. Seen on the CPU by the profiler.
+HOST_OPS = {"aten::lift_fresh", "aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::is_nonzero"}
+
+
+def test_a_sampled_static_step_reads_nothing_from_the_host_through_refills_retires_and_shifts(
+        smollm2, smollm2_tokenizer, monkeypatch):
+    from torch.profiler import ProfilerActivity, profile
+
+    shifts = count_shifts(monkeypatch)
+    step, seen = StaticSlotsEngine._decode_step, []
+
+    def traced(self, rows):
+        with profile(activities=[ProfilerActivity.CPU]) as trace:
+            step(self, rows)
+        seen.append({event.name for event in trace.events()})
+
+    monkeypatch.setattr(StaticSlotsEngine, "_decode_step", traced)
+    prompts = engine_prompts(smollm2_tokenizer, 7)  # 8 prompts through 2 slots: refills, retires, shifts
+    engine = StaticSlotsEngine(smollm2, smollm2_tokenizer, 6, 2, sampling=Sampling(0.8, 0.95))
+    results, _ = engine.generate(prompts, seeds=list(range(len(prompts))), in_order=True)
+    assert len(results) == len(prompts) and len(shifts) >= 1 and len(seen) > 10
+    assert [sorted(ops & HOST_OPS) for ops in seen if ops & HOST_OPS] == []
+    assert all("aten::argmax" in ops for ops in seen)  # the trace saw each step's work
+
+
 @SLOW
 def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_tokenizer, tmp_path):
     from lib.engine.resumable import generate_resumable
