@@ -100,10 +100,12 @@ def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     batched generate when the model's attention needs it (printed)."""
     reason = engine_unsupported(model, max(map(len, prompts), default=0) + max_new_tokens)
     if reason is None:
-        step = resolve_decode(decode, model, tokenizer, prompts, attention, label)
-        engine = StaticSlotsEngine if step == "static" else PrefixSharingEngine
-        return engine(model, tokenizer, max_new_tokens, batch_size, stop_strings, score_token_ids=score_token_ids,
-                      sampling=sampling, attention=attention)
+        step = resolve_decode(decode, model, tokenizer, prompts, attention, label, batch_size, max_new_tokens)
+        options = dict(score_token_ids=score_token_ids, sampling=sampling, attention=attention)
+        if step == "static":  # under auto a step that cannot be captured runs eagerly rather than stopping
+            return StaticSlotsEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings, **options,
+                                     fallback=decode == "auto")
+        return PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings, **options)
     if sampling is not None:
         raise InputError(f"{label}: the model uses {reason}; sampling with one seed per prompt needs the"
                          " prefix-sharing engine, which does not reproduce it (use another model)")

@@ -92,49 +92,75 @@ def step_body(model, rows: Slots) -> torch.Tensor:
     return out.logits[:, -1]
 
 
-# auto's probe: the call's first 3 prompts through 2 slots, 4 tokens each: replays before and after a refill
-PROBE_PROMPTS, PROBE_SLOTS, PROBE_TOKENS = 3, 2, 4
-_AUTO_CHOICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (step, why), probed once
+# auto's probe: 4 greedy tokens per prompt, replays before and after a refill, at the call's slot count
+# and cache capacity (bitsandbytes and cuBLAS pick other kernels at 64 slots than at 2).
+PROBE_TOKENS = 4
+_AUTO_CHOICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(slots, new tokens): (step, why)}
 
 
-def resolve_decode(decode: str, model, tokenizer=None, prompts=(), attention: str = "auto", label: str = "") -> str:
+def resolve_decode(decode: str, model, tokenizer=None, prompts=(), attention: str = "auto", label: str = "",
+                   slots: int = 2, max_new_tokens: int = PROBE_TOKENS) -> str:
     """The decode step to run, "dynamic" or "static": as `hardware.decode` says, and for auto the
-    static one where its step is replayed as a CUDA graph and a probe on the first prompts gives the
-    dynamic step's tokens; elsewhere dynamic (eager, the static step issues as many kernels and is
-    not faster). Auto's choice is printed once per model, with why."""
+    static one where its step is replayed as a CUDA graph and a probe at the call's shape (`slots`,
+    the cache for `max_new_tokens`) gives the dynamic step's tokens; elsewhere dynamic (eager, the
+    static step issues as many kernels and is not faster). Auto's choice is printed once per model
+    and shape, with why."""
     if decode != "auto":
         return decode
-    if model not in _AUTO_CHOICE:
+    choices = _AUTO_CHOICE.setdefault(model, {})
+    shape = (min(slots, len(prompts)) if prompts else slots, max_new_tokens)
+    if shape not in choices:
         if next(model.parameters()).device.type != "cuda":
             choice = "dynamic", "no CUDA graphs off CUDA, and the eager static step is not faster"
         else:
-            failure = probe_static(model, tokenizer, prompts, attention)
+            failure = probe_static(model, tokenizer, prompts, attention, *shape)
             choice = ("dynamic", f"the CUDA-graph static step failed its probe: {failure}") if failure else (
                 "static", "replayed as a CUDA graph; a probe gave the dynamic step's tokens")
-        _AUTO_CHOICE[model] = choice
-        print(f"{label}: hardware.decode auto -> {choice[0]} ({choice[1]})")
-    return _AUTO_CHOICE[model][0]
+        choices[shape] = choice
+        if not any(known[1] == choice[1] for other, known in choices.items() if other != shape):
+            print(f"{label}: hardware.decode auto -> {choice[0]} ({choice[1]})")
+    return choices[shape][0]
 
 
-def probe_static(model, tokenizer, prompts, attention: str = "auto") -> str | None:
+def probe_static(model, tokenizer, prompts, attention: str = "auto", slots: int = 2,
+                 max_new_tokens: int = PROBE_TOKENS) -> str | None:
     """Why the captured static step cannot stand in for the dynamic one here, or None: the first
-    PROBE_PROMPTS prompts, through PROBE_SLOTS slots, decoded PROBE_TOKENS greedy tokens both ways
-    (all but the first by replays, the last prompt's in a refilled slot) must give the same tokens.
-    No EOS stops a row early (a judge's one-word verdict would leave no replay to compare), and the
-    prompts are cut to one length, so no padding is needed."""
-    shortest = min(len(prompt) for prompt in prompts[:PROBE_PROMPTS])
-    sample = [list(prompt[:shortest]) for prompt in prompts[:PROBE_PROMPTS]]
-    options = dict(max_new_tokens=PROBE_TOKENS, batch_size=min(PROBE_SLOTS, len(sample)), eos_token_ids=(-1,),
+    `slots` + 1 prompts, through `slots` slots over a cache sized for `max_new_tokens` (the call's
+    own shape), decoded PROBE_TOKENS greedy tokens both ways (all but the first by replays, the last
+    prompt's in a refilled slot) must give the same tokens, or differ first where the two likeliest
+    tokens are a tie within the model dtype's rounding. No EOS stops a row early (a judge's one-word
+    verdict would leave no replay to compare), and the prompts are cut to one length (no padding)."""
+    sample = prompts[:slots + 1]
+    shortest = min(len(prompt) for prompt in sample)
+    sample = [list(prompt[:shortest]) for prompt in sample]
+    options = dict(max_new_tokens=PROBE_TOKENS, batch_size=min(slots, len(sample)), eos_token_ids=(-1,),
                    attention=attention)
     try:
-        static, _ = StaticSlotsEngine(model, tokenizer, **options).generate(sample)
+        static, _ = StaticSlotsEngine(model, tokenizer, capacity_for=max_new_tokens, **options).generate(sample)
     except Exception as error:  # a probe: whatever stops the capture or a replay means the dynamic step
         return error_line(error.__cause__ or error)
     dynamic, _ = PrefixSharingEngine(model, tokenizer, **options).generate(sample)
-    for number, (ours, theirs) in enumerate(zip(static, dynamic)):
-        if ours.token_ids != theirs.token_ids:
+    for number, (prompt, ours, theirs) in enumerate(zip(sample, static, dynamic)):
+        first = next((j for j, (a, b) in enumerate(zip(ours.token_ids, theirs.token_ids)) if a != b), None)
+        if first is None:
+            continue
+        with torch.inference_mode():
+            ids = torch.tensor([prompt + theirs.token_ids[:first]], device=next(model.parameters()).device)
+            logits = model(input_ids=ids).logits[0, -1]
+        if not near_tie(logits, ours.token_ids[first], theirs.token_ids[first]):
             return f"prompt {number}: tokens {ours.token_ids} where the dynamic step gives {theirs.token_ids}"
     return None
+
+
+def near_tie(logits: torch.Tensor, a: int, b: int) -> bool:
+    """Whether tokens a and b are the two likeliest and their logits differ by no more than rounding
+    each to the logits' dtype would (two units of roundoff of the larger): a greedy pick between them
+    is a coin toss of the kernels, not a wrong step."""
+    top = logits.float().topk(2)
+    if set(top.indices.tolist()) != {a, b}:
+        return False
+    unit_roundoff = torch.finfo(logits.dtype).eps / 2
+    return float(top.values[0] - top.values[1]) <= 2 * unit_roundoff * float(top.values.abs().max())
 
 
 class StaticSlotsEngine(PrefixSharingEngine):
@@ -143,10 +169,16 @@ class StaticSlotsEngine(PrefixSharingEngine):
 
     decode_mode = "static"  # eager; an instance replaying a CUDA graph says "static-cuda-graph"
 
-    def __init__(self, *args, capture: Capture | None | str = "device", **options):
+    def __init__(self, *args, capture: Capture | None | str = "device", capacity_for: int | None = None,
+                 fallback: bool = False, **options):
+        """`capacity_for`: the new tokens the cache is sized for (default max_new_tokens; auto's probe
+        decodes a few tokens in the call's cache). `fallback` (hardware.decode auto): a step that
+        cannot be captured runs eagerly, said in one line, instead of stopping."""
         super().__init__(*args, **options)
         self.capture = capture_for(self.device) if capture == "device" else capture
         self.decode_mode = "static-cuda-graph" if isinstance(self.capture, CudaGraphs) else "static"
+        self.capacity_for = capacity_for
+        self.fallback = fallback
         self._idle: torch.Generator | None = None  # draws the ignored tokens of free slots when sampling
 
     def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
@@ -176,7 +208,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
         after its stop) and a quarter more. A row spans at most `longest` columns back from `col`,
         so a shift frees at least the quarter: shifts (one copy of the cache) come at most every
         longest/4 steps, while each step reads 1.25x the longest row, not more."""
-        longest = self._width + self.max_new_tokens + self.steps_per_sync
+        longest = self._width + (self.capacity_for or self.max_new_tokens) + self.steps_per_sync
         return longest + max(longest // 4, 1)
 
     def _empty_slots(self, like: Rows, slot_count: int, capacity: int) -> Slots:
@@ -244,8 +276,12 @@ class StaticSlotsEngine(PrefixSharingEngine):
         try:
             rows.replay = self.capture(body) if self.capture else body
         except RuntimeError as error:
-            raise InputError(f"hardware.decode=static: the decode step could not be captured ({error_line(error)});"
-                             " set hardware.decode=auto or dynamic") from error
+            if not self.fallback:
+                raise InputError(f"hardware.decode=static: the decode step could not be captured"
+                                 f" ({error_line(error)}); set hardware.decode=dynamic") from error
+            print(f"hardware.decode auto: the decode step could not be captured ({error_line(error)});"
+                  " running the static step eagerly (the same tokens, without the graph's speed)")
+            rows.replay, self.decode_mode = body, "static"
         return logits
 
     def _next_tokens(self, logits: torch.Tensor, items: list[int | None]) -> torch.Tensor:

@@ -143,8 +143,45 @@ def test_static_asked_for_says_in_one_line_that_its_step_could_not_be_captured(t
     with pytest.raises(InputError) as caught:
         engine.generate(engine_prompts(smollm2_tokenizer, 1))
     assert str(caught.value) == ("hardware.decode=static: the decode step could not be captured (RuntimeError:"
-                                 " operation not permitted when stream is capturing); set hardware.decode=auto"
-                                 " or dynamic")
+                                 " operation not permitted when stream is capturing); set hardware.decode=dynamic")
+
+
+def test_under_auto_a_step_that_cannot_be_captured_runs_eagerly_and_says_so_once(tiny, smollm2_tokenizer, capsys):
+    def refused(body):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    prompts = engine_prompts(smollm2_tokenizer, 3)
+    engine = StaticSlotsEngine(tiny, smollm2_tokenizer, 4, 2, capture=refused, fallback=True)
+    results, _ = engine.generate(prompts)
+    expected, _ = PrefixSharingEngine(tiny, smollm2_tokenizer, 4, 2).generate(prompts)
+    assert [r.token_ids for r in results] == [r.token_ids for r in expected] and engine.decode_mode == "static"
+    assert capsys.readouterr().out.splitlines() == [
+        "hardware.decode auto: the decode step could not be captured (RuntimeError: operation not permitted when"
+        " stream is capturing); running the static step eagerly (the same tokens, without the graph's speed)"]
+
+
+def test_the_probe_runs_at_the_calls_slot_count_and_cache_capacity(tiny, smollm2_tokenizer, monkeypatch):
+    shapes, empty = [], StaticSlotsEngine._empty_slots
+
+    def spied(self, like, slot_count, capacity):
+        shapes.append((slot_count, capacity))
+        return empty(self, like, slot_count, capacity)
+
+    monkeypatch.setattr(StaticSlotsEngine, "_empty_slots", spied)
+    prompts = engine_prompts(smollm2_tokenizer, 7)
+    assert probe_static(tiny, smollm2_tokenizer, prompts, slots=5, max_new_tokens=300) is None
+    ((slots, capacity),) = shapes
+    assert slots == 5 and capacity >= 300  # 6 prompts through 5 slots: one refill, the call's cache
+
+
+def test_a_difference_at_a_rounding_tie_of_the_two_likeliest_tokens_is_not_a_failure():
+    from lib.engine.static import near_tie
+
+    logits = torch.tensor([1.0, 8.0, 8.0625, -3.0], dtype=torch.bfloat16)  # 8 and one bf16 step (2^-4) above
+    assert near_tie(logits, 1, 2) and near_tie(logits, 2, 1)
+    assert not near_tie(torch.tensor([1.0, 8.0, 8.25, -3.0], dtype=torch.bfloat16), 1, 2)  # four steps apart
+    assert not near_tie(logits, 1, 0)  # not the two likeliest
+    assert not near_tie(logits.float() + torch.tensor([0, 0, 1e-3, 0]), 1, 2)  # fp32 rounds far finer
 
 
 def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, capsys, monkeypatch):
