@@ -52,7 +52,8 @@ def test_help_lists_every_target_and_variable():
     listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
     targets = {"help", "venv", "test", "bench", "demo", "prep_fewshot", "tokenize", "train", "infer_gsm8k",
                "infer_ailuminate", "score_safety", "summarize", "simple", "medium", "strong", "smoke", "clean-run",
-               "refine", "base", "compare", "test-slow", "lint", "push", "download"}
+               "refine", "base", "compare", "test-slow", "lint", "push", "download", "check", "export", "config-docs",
+               "wheelhouse", "gpu-check"}
     assert targets <= listed
     variables = {entry.split("=")[0] for entry in listed if "=" in entry}
     assert {"PYTHON", "PRESET", "RUN", "SET", "SMOKE", "ARTIFACTS", "NPROC", "TRAIN_ARGS", "RUNS", "REPO",
