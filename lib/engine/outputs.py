@@ -22,6 +22,7 @@ class EngineStats:
     prefill_padding: int = 0  # padded positions computed in batched prefills
     decode_positions: int = 0  # positions computed by decode steps
     decode_wasted: int = 0  # decode positions computed after their row had stopped (within a block)
+    refills: int = 0  # prefills of newcomers into free slots after the first (the static engine counts them)
     generated_tokens: int = 0
     seconds: float = 0.0
 

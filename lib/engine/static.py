@@ -92,6 +92,8 @@ def step_body(model, rows: Slots) -> torch.Tensor:
     return out.logits[:, -1]
 
 
+REFILL_SHARE = 8  # the static engine refills when 1/REFILL_SHARE of its slots are free
+
 # auto's probe: 4 greedy tokens per prompt, replays before and after a refill, at the call's slot count
 # and cache capacity (bitsandbytes and cuBLAS pick other kernels at 64 slots than at 2).
 PROBE_TOKENS = 4
@@ -190,10 +192,18 @@ class StaticSlotsEngine(PrefixSharingEngine):
         first = self._prefill(prefix_len, prompts, [pending.popleft() for _ in range(slot_count)], stats)
         slots = self._empty_slots(first, slot_count, self._capacity())
         self._place(slots, first, list(range(slot_count)))
+        # Refills wait until an eighth of the slots are free (or none decodes): a refill is a prefill
+        # of its own (thousands of kernels and a read of the first tokens), while a free static slot
+        # costs only its share of a step that runs anyway. At 64 slots and 2-3 answers ending per
+        # 8-step block, refilling at every block would add a prefill to nearly every block.
+        refill_at = max(1, slot_count // REFILL_SHARE)
         while True:
             self._retire_finished(slots, results, stats, progress, on_result)
             free = [slot for slot, item in enumerate(slots.items) if item is None]
+            if len(free) < min(refill_at, len(pending)) and len(free) < slot_count:
+                free = []  # keep decoding; refill when enough slots are free
             while free and pending:
+                stats.refills += 1
                 newcomers = [pending.popleft() for _ in range(min(len(free), len(pending)))]
                 self._place(slots, self._prefill(prefix_len, prompts, newcomers, stats), free[: len(newcomers)])
                 # A newcomer whose first token already ends it frees its slot again at once.

@@ -109,3 +109,17 @@ def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_
     outputs = [generate_resumable(prompts, ids, engine(smollm2, smollm2_tokenizer, 12, 4), tmp_path / name, "f", 2,
                                   "test")[0] for name, engine in (("d", PrefixSharingEngine), ("s", StaticSlotsEngine))]
     assert outputs[0] == outputs[1]
+
+
+def test_refills_wait_for_a_share_of_free_slots_and_change_no_answer(smollm2, smollm2_tokenizer, monkeypatch):
+    from lib.engine import static
+
+    prompts = engine_prompts(smollm2_tokenizer, 23)  # 24 prompts through 16 slots: 8 to refill
+    expected, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, 24, 16).generate(prompts)
+    refills = {}
+    for share in (1000, 2):  # a refill as soon as one slot is free; only when half of them are
+        monkeypatch.setattr(static, "REFILL_SHARE", share)
+        results, stats = StaticSlotsEngine(smollm2, smollm2_tokenizer, 24, 16).generate(prompts)
+        assert [r.token_ids for r in results] == [r.token_ids for r in expected]
+        refills[share] = stats.refills
+    assert refills[2] == 1 < refills[1000], refills  # the 8 newcomers in one prefill
