@@ -32,8 +32,10 @@ from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides
 def main(preset, run, overrides, smoke, reconfigure, artifacts, goals, record):
     try:
         run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
-        paths = write_run_config(config, run, artifacts, identity, reconfigure) if record else RunPaths(Path(artifacts),
-                                                                                                         run)
+        if record:
+            paths = write_run_config(config, run, artifacts, identity, reconfigure)
+        else:
+            paths = RunPaths(Path(artifacts), run)
     except InputError as err:
         raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
     goals = list(goals) or ([] if record else ["check"])
