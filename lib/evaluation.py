@@ -100,7 +100,7 @@ class Evaluation:
         """`summary` as the metrics first, the per-item file last (it is the Make target), then drop the partial
         work. Earlier files under these names came from other inputs (else the stage was up to date):
         they move to the run's superseded/ folder."""
-        supersede(self.run.folder, [self.preds, self.metrics], f"{self.preds.name}: results of other inputs")
+        supersede(self.run, [self.preds, self.metrics], f"{self.preds.name}: results of other inputs")
         atomic_write_json(self.metrics, summary)
         atomic_write_jsonl(self.preds, rows)
         shutil.rmtree(self.partial, ignore_errors=True)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from lib.errors import InputError, error_line
 
+# A model name the toolkit ships (lib/models.py converts it on first use): neither a hub id nor a folder.
+EMBEDDED_PREFIX = "embedded:"
 # Files from_pretrained reads for a causal LM or a classifier with safetensors weights (no pickles,
 # no original/ checkpoints or GGUF copies some repositories also hold).
 MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken", "tokenizer*"]

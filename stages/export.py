@@ -38,7 +38,7 @@ def main(stage, checkpoint):
         raise InputError(f"run {run.name!r} evaluates the base model alone (eval.adapter: none): there is no"
                          f" trained model to export; the base is {config.model.base}")
     out = run.merged(checkpoint)
-    supersede(run.folder, [out], "a new export")
+    supersede(run, [out], "a new export")
     if config.eval.model_format != "merged":
         print(f"export: the run was evaluated as {config.eval.model_format}; this folder is the merged model")
     # Before summarize, the adapter's README.md is PEFT's template, not the run's card.

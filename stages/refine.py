@@ -84,7 +84,7 @@ def main(stage):
     metrics.update(generation_metrics(stats.generated_tokens, stats.seconds))
 
     # Write: metrics, the file, then refine's record beside it
-    write_refined(output, rows, metrics, run.refine_metrics, fingerprint, run.partial("refine"))
+    write_refined(output, rows, metrics, run, fingerprint)
     print(summary_line(metrics, str(output)))
 
 

@@ -17,14 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lib.errors import InputError
-from lib.hub import ANY_PRESET, FETCH_ELSEWHERE, hub_errors, is_hub_id
+from lib.hub import ANY_PRESET, EMBEDDED_PREFIX, hub_errors, is_hub_id
 from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.setup import judge_architectures, resolve_setup
 from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.config import Config
 from lib.tasks.data import is_local_source, load_ailuminate, load_gsm8k, training_source
-
-EMBEDDED = "embedded:"  # converted on first use from a pinned requirement: nothing to fetch
 
 # Each stage and the stages whose outputs it reads (Make's chain, as lib/pipeline/artifacts.py names it).
 UPSTREAM = {
@@ -87,14 +85,14 @@ def problems(config: Config, stages: list[str], preset: str = "<preset>") -> lis
 
 
 def _gsm8k_train(config: Config) -> None:
-    _dataset(config.data.gsm8k_train, "train", config)
+    _dataset(config.data.gsm8k_train, "train")
 
 
 def _gsm8k_test(config: Config) -> None:
-    _dataset(config.data.gsm8k_test, "test", config)
+    _dataset(config.data.gsm8k_test, "test")
 
 
-def _dataset(source: str, split: str, config: Config) -> None:
+def _dataset(source: str, split: str) -> None:
     if is_local_source(source):
         load_gsm8k(source, split)
     else:
@@ -106,7 +104,7 @@ def _training_data(config: Config) -> None:
     # train is read either way, to leave the few-shot pool out.
     refined = config.data.refined_train
     if refined and Path(refined).is_file():
-        _dataset(training_source(config.data.gsm8k_train, refined), "train", config)
+        _dataset(training_source(config.data.gsm8k_train, refined), "train")
     _gsm8k_train(config)
 
 
@@ -143,9 +141,7 @@ def _safety_inputs(config: Config) -> None:
 
 def _safeguard(config: Config) -> None:
     safety = config.safety
-    if safety.safeguard_model.startswith(EMBEDDED):
-        return
-    if is_hub_id(safety.safeguard_model):
+    if safety.safeguard_model.startswith(EMBEDDED_PREFIX) or is_hub_id(safety.safeguard_model):
         _model(safety.safeguard_model, "safety.safeguard_model", None)
         return
     folder = Path(safety.safeguard_model)
@@ -172,7 +168,7 @@ def folder_chat_template(folder: Path) -> str | None:
 def _model(name: str, what: str, revision: str | None) -> None:
     """A model is usable when embedded, a local folder with config.json, or a hub id that is cached
     or reachable (gated ones with a token that may read them)."""
-    if name.startswith(EMBEDDED):
+    if name.startswith(EMBEDDED_PREFIX):
         return
     if not is_hub_id(name):
         if not (Path(name) / "config.json").is_file():
@@ -186,7 +182,7 @@ def _hub_repo(name: str, what: str, revision: str | None, repo_type: str) -> Non
         return
     failure = _reach(name, repo_type)
     if failure is not None:
-        with hub_errors(name, what, revision, offline_fix=FETCH_ELSEWHERE):
+        with hub_errors(name, what, revision):
             raise failure
 
 

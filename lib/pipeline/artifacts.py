@@ -62,10 +62,6 @@ def validate_run_name(name: str) -> str:
     return name
 
 
-def run_dir(artifacts: str | Path, run: str) -> Path:
-    return RunPaths(Path(artifacts), run).folder
-
-
 @dataclass(frozen=True)
 class RunPaths:
     """Every path of one run, named by what it holds: the one place a run's file names are formed
@@ -184,9 +180,20 @@ class RunPaths:
     def is_summarized(self) -> bool:
         return self.summary.is_file()
 
+    def root_files(self) -> list[Path]:
+        """The run's files at the artifact root, by exact name (run `demo_2`'s are not `demo`'s)."""
+        root = Path(self.artifacts)
+        return sorted(p for p in root.glob("*") if p.is_file() and belongs_to(p.name, self.name)) \
+            if root.is_dir() else []
+
+    def files(self) -> list[Path]:
+        """Everything that belongs to the run: its folder and its files at the artifact root."""
+        return ([self.folder] if self.folder.exists() else []) + self.root_files()
+
     def produced_nothing(self) -> bool:
         """Whether no stage has written anything yet: only the run's own records exist."""
-        return produced_nothing(self.artifacts, self.name)
+        made = [p for p in self.folder.iterdir() if p.name not in RUN_RECORDS] if self.folder.is_dir() else []
+        return not made and not self.root_files()
 
 
 def comparison_stem(artifacts: Path, name: str) -> Path:
@@ -209,29 +216,13 @@ def belongs_to(name: str, run: str) -> bool:
     return False
 
 
-def run_files(artifacts: str | Path, run: str) -> list[Path]:
-    """Everything that belongs to `run`: its folder and its files at the artifact root."""
-    root = Path(artifacts)
-    files = sorted(p for p in root.glob("*") if p.is_file() and belongs_to(p.name, run)) if root.is_dir() else []
-    folder = run_dir(root, run)
-    return ([folder] if folder.exists() else []) + files
-
-
-def produced_nothing(artifacts: str | Path, run: str) -> bool:
-    """Whether no stage of `run` has written anything yet: only the run's own records exist."""
-    root, folder = Path(artifacts), run_dir(artifacts, run)
-    root_files = [p for p in root.glob("*") if p.is_file() and belongs_to(p.name, run)] if root.is_dir() else []
-    made = [p for p in folder.iterdir() if p.name not in RUN_RECORDS] if folder.is_dir() else []
-    return not root_files and not made
-
-
-def supersede(run_folder: Path, paths: list[Path], why: str) -> Path | None:
+def supersede(run: RunPaths, paths: list[Path], why: str) -> Path | None:
     """Move the paths that exist into run_<run>/superseded/<timestamp>/ (printed); never delete them."""
     present = [p for p in paths if p.exists()]
     if not present:
         return None
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    target = run_folder / SUPERSEDED / stamp
+    target = run.superseded / stamp
     target.mkdir(parents=True)
     for path in present:
         shutil.move(str(path), str(target / path.name))

@@ -65,9 +65,9 @@ def stage_command(func):
     def wrapper(preset, run, overrides, smoke, reconfigure, artifacts, models_dir, **options):
         try:
             run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
-            write_run_config(config, run, artifacts, identity, reconfigure)
+            paths = write_run_config(config, run, artifacts, identity, reconfigure)
             models = Path(models_dir) if models_dir else Path(artifacts) / MODELS_FOLDER
-            return func(Stage(config, RunPaths(Path(artifacts), run), models), **options)
+            return func(Stage(config, paths, models), **options)
         except InputError as err:
             raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
 

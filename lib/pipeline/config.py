@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -266,8 +267,10 @@ class KeySpec:
     runtime: bool
 
 
+@functools.cache
 def schema() -> dict[str, KeySpec]:
-    """Every key of every section, in declaration order."""
+    """Every key of every section, in declaration order (computed once: the stage keys of every
+    make call, the ranges and the runtime keys all read it; callers do not change it)."""
     specs = {}
     defaults = Config()
     for section in dataclasses.fields(Config):

@@ -89,9 +89,10 @@ def with_remembered_overrides(message: str, run: str | None, given=(), artifacts
     """An error message, plus the overrides the run remembers from earlier calls (not given in this
     one) whose key or value the message names: a rerun that fails again says where the value came from."""
     try:
-        recorded = read_identity(RunPaths(Path(artifacts), run)) if run else None
+        paths = RunPaths(Path(artifacts), run) if run else None
     except InputError:  # the run name itself is what is wrong
         return message
+    recorded = read_identity(paths) if paths else None
     given_keys = {item.partition("=")[0].strip() for item in given}
     named = [item for item in (recorded.overrides if recorded else [])
              if item.partition("=")[0].strip() not in given_keys
@@ -99,7 +100,7 @@ def with_remembered_overrides(message: str, run: str | None, given=(), artifacts
     if not named:
         return message
     return (f"{message} (run {run!r} remembers SET={' '.join(named)} from an earlier call, in"
-            f" {RunPaths(Path(artifacts), run).identity}: give that key another value with SET=...)")
+            f" {paths.identity}: give that key another value with SET=...)")
 
 
 def read_identity(run: RunPaths) -> Identity | None:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from lib.hub import is_hub_id
-from lib.models import EMBEDDED_PREFIX
+from lib.hub import EMBEDDED_PREFIX, is_hub_id
 
 GSM8K_HUB_ID = "openai/gsm8k"
 # Where the embedded models come from on the hub (their GGUF copies are what the package ships).

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lib.errors import InputError
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256
-from lib.pipeline.artifacts import refine_record_path, supersede
+from lib.pipeline.artifacts import RunPaths, refine_record_path, supersede
 from lib.pipeline.fingerprints import record_for
 from lib.tasks.gsm8k import INVALID, STRICT_PATTERN, normalise_question, solution_text, strict_answer
 
@@ -158,14 +158,13 @@ def output_state(output: Path, fingerprint: str) -> str:
     return "current" if record_for(record, fingerprint) is not None else "stale"
 
 
-def write_refined(output: Path, rows: list[dict], metrics: dict, metrics_file: Path, fingerprint: str,
-                  partial_dir: Path) -> None:
+def write_refined(output: Path, rows: list[dict], metrics: dict, run: RunPaths, fingerprint: str) -> None:
     """An earlier refined file (of other inputs) moves to the run's superseded/ folder; then the
     metrics, the file, and last the record that marks it as refine's (and current); then the
-    partial work goes (the partial folder's parent is the run folder)."""
+    run's partial refine work goes."""
     record = refine_record_path(output)
-    supersede(partial_dir.parent, [output, record], f"{output.name}: refined from other inputs")
-    atomic_write_json(metrics_file, metrics)
+    supersede(run, [output, record], f"{output.name}: refined from other inputs")
+    atomic_write_json(run.refine_metrics, metrics)
     atomic_write_jsonl(output, rows)
-    atomic_write_json(record, {"fingerprint": fingerprint, "metrics": str(metrics_file)})
-    shutil.rmtree(partial_dir, ignore_errors=True)
+    atomic_write_json(record, {"fingerprint": fingerprint, "metrics": str(run.refine_metrics)})
+    shutil.rmtree(run.partial("refine"), ignore_errors=True)

@@ -219,7 +219,7 @@ def _set_aside_earlier_training(run: RunPaths, fingerprint: str, force: bool) ->
     resumable = not force and made_from(run.checkpoints, fingerprint)
     # When resuming, an adapter folder can only be an unfinished save (no completion record).
     outputs = [run.adapter] if resumable else run.training_outputs
-    supersede(run.folder, outputs, "train: " + ("an unfinished adapter" if resumable
+    supersede(run, outputs, "train: " + ("an unfinished adapter" if resumable
                                                 else "inputs changed (or --force), starting afresh"))
     mark_made_from(run.checkpoints, fingerprint)
 
