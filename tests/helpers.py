@@ -70,7 +70,7 @@ def count_shifts(monkeypatch) -> list[int]:
     from lib.engine.static import StaticSlotsEngine
 
     shifts, shift = [], StaticSlotsEngine._shift
-    monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows: shifts.append(rows.col) or shift(self, rows))
+    monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows, *by: shifts.append(rows.col) or shift(self, rows, *by))
     return shifts
 
 

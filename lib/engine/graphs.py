@@ -1,4 +1,4 @@
-"""Capturing the static decode step once per call and replaying it (hardware.decode: static on CUDA).
+"""Capturing the static decode step once per window and replaying it (hardware.decode: static on CUDA).
 
 Eager, a Qwen3-4B decode step is ~2,500 kernel launches (tests/bench/bench_decode_ops.py): 20-30 ms
 of host time for a step whose work on an H100 takes ~4 ms. A CUDA graph records those launches once
@@ -7,7 +7,8 @@ step it records (lib/engine/static.py `step_body`) reads and writes only tensors
 address for the whole call, reads nothing back to the host (capture fails on such a read), and
 depends on no Python value that changes between steps (a replay would repeat the captured value).
 tests/engine/test_graphs.py checks all three on the CPU (the addresses at every replay, the other two
-with torch.compile's tracer).
+with torch.compile's tracer). A step's window (the cache columns it attends over) is a Python
+value, so each window has its own graph; a call captures a dozen or so, sharing one memory pool.
 """
 
 from __future__ import annotations
@@ -36,16 +37,23 @@ def warm_up(body: Step, device: torch.device) -> torch.Tensor:
 
 class CudaGraphs:
     """Records a step as a CUDA graph on `device`; calling what it returns replays the graph and
-    gives its logits (a tensor of the graph's own memory, overwritten by the next replay)."""
+    gives its logits (a tensor of the graph's own memory, overwritten by the next replay).
+
+    The graphs it records share one memory pool: the engine replays one at a time and consumes a
+    replay's logits before the next replay, and each graph's logits stay allocated while it lives,
+    so one graph's temporaries may reuse another's without harm."""
 
     def __init__(self, device: torch.device):
         self.device = device
+        self.pool = None  # made at the first capture (a CUDA call)
 
     def __call__(self, body: Step) -> Step:
         graph = torch.cuda.CUDAGraph()
-        # The capture stream on the model's device, whichever device is current in this process.
-        with torch.cuda.device(self.device), torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
-            logits = body()  # recorded: nothing runs, so no state changes
+        with torch.cuda.device(self.device):
+            self.pool = self.pool or torch.cuda.graph_pool_handle()
+            # The capture stream on the model's device, whichever device is current in this process.
+            with torch.cuda.graph(graph, pool=self.pool, stream=torch.cuda.Stream(self.device)):
+                logits = body()  # recorded: nothing runs, so no state changes
 
         def replay() -> torch.Tensor:
             graph.replay()

@@ -23,6 +23,11 @@ class EngineStats:
     decode_positions: int = 0  # positions computed by decode steps
     decode_wasted: int = 0  # decode positions computed after their row had stopped (within a block)
     refills: int = 0  # prefills of newcomers into free slots after the first (the static engine counts them)
+    # The static engine's steps: K/V columns read through their windows, and the columns in use
+    # (the oldest live row's first column to the one written), summed over steps; left shifts.
+    kv_columns_read: int = 0
+    kv_columns_in_use: int = 0
+    shifts: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
 

@@ -5,17 +5,21 @@ removes finished rows, so every step has new shapes. Here every tensor a decode 
 keeps its shape and address for the whole call: `slots` rows (a free slot is masked, not
 removed), each layer's keys and values preallocated to `capacity` columns (transformers'
 StaticLayer, written in place at one shared column), the [slots, capacity] mask, the positions
-and the last tokens updated in place. That is what lets a step be captured once per call and
-replayed as a CUDA graph (lib/engine/graphs.py); on the CPU it runs eagerly and gives the dynamic
-engine's tokens. The step writes at the cache's own device counter, so one capture serves every
-step of a call, refills and shifts included; sampling draws outside it (per-prompt generators).
+and the last tokens updated in place. That is what lets a step be captured and replayed as a CUDA
+graph (lib/engine/graphs.py); on the CPU it runs eagerly and gives the dynamic engine's tokens. The
+step writes at the cache's own device counter, so one capture serves every step of a call that
+reads the same columns, refills and shifts included; sampling draws outside it (per-prompt generators).
 
 Layout: as in the dynamic engine, every row writes its next token at the same column `col`, with
-its own tokens right-aligned before it. A call starts at `col` = its longest prompt suffix, so a
-prompt refilled into a free slot later has room for its prefilled suffix at [col - width, col).
-When `col` reaches `capacity` (1.25 x the longest a row can span) all slots shift left by the
-columns none of them uses; that copy is the only data-dependent step, and it is rare. The shared
-prefix stays stored once, as in the dynamic engine. Prefill and refill stay outside the step.
+its own tokens right-aligned before it; a refill's prefilled suffix goes to [col - width, col)
+(`col` moves right first when it is smaller: the rows already there get a masked gap). A step
+attends over a window of the first columns, not the whole buffer: the smallest of a series of
+widths (at most 1.25x apart, see `window_for`) that holds `col`, and when that window is more than
+1.25x the columns in use (from the oldest live row's first column to `col`), or `col` reaches
+`capacity` (1.25 x the longest a row can span), the live columns move to the left edge. So a
+step reads at most 1.25x the columns some row uses, and the graphs are one per window, a
+dozen or so per call. The shared prefix stays stored once, as in the dynamic engine. Prefill and
+refill stay outside the step.
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ class Slots:
     col: int  # the column the next token is written to, the same for every slot
     items: list[int | None] = field(default_factory=list)
     generated: list[list[int]] = field(default_factory=list)
-    # The first column of each slot's row (None: free), kept on the host so a shift needs no read
-    # of the mask from the device.
+    # The first column of each slot's real tokens (None: free), kept on the host so a shift needs
+    # no read of the mask from the device.
     starts: list[int | None] = field(default_factory=list)
-    replay: Callable[[], torch.Tensor] | None = None  # the captured body, after the call's first step
+    # The step for each window width (lib/engine/graphs.py: its capture, or the eager body).
+    steps: dict[int, Callable[[], torch.Tensor]] = field(default_factory=dict)
 
     def __post_init__(self):
         self.move_to(self.col)
@@ -63,14 +68,64 @@ class Slots:
         for layer in self.cache.layers:
             layer.cumulative_length.fill_(col)
 
+    def first_used(self) -> int:
+        """The first column a live row uses (`col` when none is live)."""
+        return min((start for start in self.starts if start is not None), default=self.col)
+
+    def use_window(self, window: int) -> None:
+        """Make the next step (eager, or a capture) attend over the first `window` columns."""
+        for layer in self.cache.layers:
+            layer.window = window
+
+
+# Window widths: m * 2**e for m in WINDOW_MANTISSAS, so consecutive widths differ by at most 1.25x
+# (8, 10, 12, 14, 16, 20, ..., 128, 160, 192, 224, 256, ...: multiples of 16 from 128 on).
+WINDOW_MANTISSAS = (4, 5, 6, 7)
+READ_BOUND = 1.25  # a step reads at most this many times the columns in use (above the smallest window)
+
+
+def window_for(columns: int, capacity: int) -> int:
+    """The smallest window width that holds `columns`, at most `capacity`."""
+    exponent = 1
+    while True:
+        for mantissa in WINDOW_MANTISSAS:
+            if mantissa << exponent >= columns:
+                return min(mantissa << exponent, capacity)
+        exponent += 1
+
+
+_WINDOW_LAYER = None
+
+
+def _window_layer_class():
+    """transformers' StaticLayer whose update returns only the first `window` columns of its
+    buffers (a view: the step reads those, and the mask spans as many)."""
+    global _WINDOW_LAYER
+    if _WINDOW_LAYER is None:
+        from transformers.cache_utils import StaticLayer
+
+        class WindowLayer(StaticLayer):
+            window: int = 0
+
+            def update(self, key_states, value_states, *args, **kwargs):
+                keys, values = super().update(key_states, value_states, *args, **kwargs)
+                return keys[:, :, :self.window], values[:, :, :self.window]
+
+            def get_mask_sizes(self, *args, **kwargs) -> tuple[int, int]:
+                return self.window, 0
+
+        _WINDOW_LAYER = WindowLayer
+    return _WINDOW_LAYER
+
 
 def static_cache(like: Rows, slots: int, capacity: int):
-    """A cache of StaticLayers shaped like the prefilled rows' layers, for `slots` rows."""
-    from transformers.cache_utils import Cache, StaticLayer
+    """A cache of StaticLayers (read through a window) shaped like the prefilled rows' layers, for `slots` rows."""
+    from transformers.cache_utils import Cache
 
     layers = []
     for source in cache_layers(like.cache):
-        layer = StaticLayer(max_cache_len=capacity)
+        layer = _window_layer_class()(max_cache_len=capacity)
+        layer.window = capacity
         keys, values = source.keys[:1], source.values[:1]
         shape = (slots, keys.shape[1], 1, keys.shape[-1])
         layer.lazy_initialization(keys.new_zeros(shape), values.new_zeros(shape[:3] + values.shape[-1:]))
@@ -78,16 +133,17 @@ def static_cache(like: Rows, slots: int, capacity: int):
     return Cache(layers=layers)
 
 
-def step_body(model, rows: Slots) -> torch.Tensor:
+def step_body(model, rows: Slots, window: int) -> torch.Tensor:
     """One decode step that reads and writes only the slots' fixed tensors: what a graph captures.
 
     The column it writes is the cache's own device counter (StaticLayer.cumulative_length, which
     each layer's update advances), not the host's `rows.col`: a replay writes where the call has got
-    to, not where the capture happened. Returns the next-token logits [slots, vocab]."""
+    to, not where the capture happened. It attends over the first `window` columns (the cache's
+    layers are set to the same window by `Slots.use_window`). Returns the next-token logits [slots, vocab]."""
     column = rows.cache.layers[0].cumulative_length.view(1)
     rows.mask.index_fill_(1, column, 1)
-    out = model(input_ids=rows.last[:, None], attention_mask=rows.mask, position_ids=rows.positions[:, None],
-                past_key_values=rows.cache, use_cache=True)
+    out = model(input_ids=rows.last[:, None], attention_mask=rows.mask[:, :window],
+                position_ids=rows.positions[:, None], past_key_values=rows.cache, use_cache=True)
     rows.positions += 1
     return out.logits[:, -1]
 
@@ -182,12 +238,15 @@ class StaticSlotsEngine(PrefixSharingEngine):
         self.capacity_for = capacity_for
         self.fallback = fallback
         self._idle: torch.Generator | None = None  # draws the ignored tokens of free slots when sampling
+        self._stats = EngineStats()  # the call's, while it runs
 
     def _generate_after_prefix(self, prompts, prefix_len: int, stats: EngineStats, progress, in_order: bool,
                                on_result) -> list[Generated]:
         pending = self._queue(prompts, in_order)
         results: list[Generated | None] = [None] * len(prompts)
-        self._width = max(len(p) - prefix_len for p in prompts)
+        self._stats = stats
+        self._suffix_lengths = [len(p) - prefix_len for p in prompts]
+        self._width = max(self._suffix_lengths)
         slot_count = min(self.batch_size, len(prompts))
         first = self._prefill(prefix_len, prompts, [pending.popleft() for _ in range(slot_count)], stats)
         slots = self._empty_slots(first, slot_count, self._capacity())
@@ -216,8 +275,8 @@ class StaticSlotsEngine(PrefixSharingEngine):
     def _capacity(self) -> int:
         """Columns a slot holds: the longest a row can span (suffix, new tokens, a block's overrun
         after its stop) and a quarter more. A row spans at most `longest` columns back from `col`,
-        so a shift frees at least the quarter: shifts (one copy of the cache) come at most every
-        longest/4 steps, while each step reads 1.25x the longest row, not more."""
+        so a shift at the last column frees at least the quarter (steps read through their window,
+        not the whole buffer: see `_compact`)."""
         longest = self._width + (self.capacity_for or self.max_new_tokens) + self.steps_per_sync
         return longest + max(longest // 4, 1)
 
@@ -226,13 +285,16 @@ class StaticSlotsEngine(PrefixSharingEngine):
         return Slots(cache=static_cache(like, slot_count, capacity),
                      mask=torch.zeros((slot_count, capacity), dtype=like.mask.dtype, device=device),
                      positions=torch.zeros(slot_count, dtype=like.positions.dtype, device=device),
-                     last=torch.zeros(slot_count, dtype=like.last.dtype, device=device), col=self._width,
+                     last=torch.zeros(slot_count, dtype=like.last.dtype, device=device), col=like.mask.shape[1],
                      items=[None] * slot_count, generated=[[] for _ in range(slot_count)],
                      starts=[None] * slot_count)
 
     def _place(self, slots: Slots, fresh: Rows, targets: list[int]) -> None:
-        """Copy freshly prefilled rows into free slots, right-aligned before `col`."""
+        """Copy freshly prefilled rows into free slots, right-aligned before `col` (moved right
+        first if the suffixes are wider: the live rows get masked columns, which change nothing)."""
         width = fresh.mask.shape[1]
+        if slots.col < width:
+            slots.move_to(width)
         start = slots.col - width
         index = torch.tensor(targets, device=slots.mask.device)
         for static, source in zip(slots.cache.layers, cache_layers(fresh.cache)):
@@ -244,7 +306,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
         slots.last[index] = fresh.last
         for row, slot in enumerate(targets):
             slots.items[slot], slots.generated[slot] = fresh.items[row], fresh.generated[row]
-            slots.starts[slot] = start
+            slots.starts[slot] = slots.col - self._suffix_lengths[fresh.items[row]]  # after its padding
 
     def _retire_finished(self, rows, results, stats: EngineStats, progress, on_result) -> list[int]:
         finished = super()._retire_finished(rows, results, stats, progress, on_result)
@@ -267,31 +329,34 @@ class StaticSlotsEngine(PrefixSharingEngine):
         stats.decode_positions += len(block) * len(rows.items)
 
     def _decode_step(self, rows: Slots) -> None:
-        """One token for every slot: the fixed-tensor body (eager, or replayed as a captured graph),
-        then the next tokens from its logits (sampling draws with per-prompt generators, outside it)."""
-        if rows.col == rows.capacity:
-            self._shift(rows)
-        if rows.replay is None:
-            logits = self._first_step(rows)
-        else:
-            logits = rows.replay()
+        """One token for every slot: the fixed-tensor body over its window (eager, or replayed as
+        that window's captured graph), then the next tokens from its logits (sampling draws with
+        per-prompt generators, outside it)."""
+        self._compact(rows)
+        window = window_for(rows.col + 1, rows.capacity)
+        rows.use_window(window)
+        step = rows.steps.get(window)
+        logits = self._new_step(rows, window) if step is None else step()
+        self._stats.kv_columns_read += window
+        self._stats.kv_columns_in_use += rows.col + 1 - rows.first_used()
         rows.col += 1
         rows.last.copy_(self._next_tokens(logits, rows.items))
 
-    def _first_step(self, rows: Slots) -> torch.Tensor:
-        """The call's first step, eager (a capture's warm-up: kernels chosen, workspaces made), then
-        the body captured for the rest of the call."""
-        body = partial(step_body, self.model, rows)
+    def _new_step(self, rows: Slots, window: int) -> torch.Tensor:
+        """The first step over this window, eager (a capture's warm-up: kernels chosen, workspaces
+        made at this shape); the body is then captured for the window's later steps."""
+        body = partial(step_body, self.model, rows, window)
         logits = warm_up(body, self.device)
         try:
-            rows.replay = self.capture(body) if self.capture else body
+            rows.steps[window] = self.capture(body) if self.capture else body
         except RuntimeError as error:
             if not self.fallback:
                 raise InputError(f"hardware.decode=static: the decode step could not be captured"
                                  f" ({error_line(error)}); set hardware.decode=dynamic") from error
             print(f"hardware.decode auto: the decode step could not be captured ({error_line(error)});"
                   " running the static step eagerly (the same tokens, without the graph's speed)")
-            rows.replay, self.decode_mode = body, "static"
+            self.capture, self.decode_mode = None, "static"
+            rows.steps = {width: partial(step_body, self.model, rows, width) for width in [*rows.steps, window]}
         return logits
 
     def _next_tokens(self, logits: torch.Tensor, items: list[int | None]) -> torch.Tensor:
@@ -306,19 +371,28 @@ class StaticSlotsEngine(PrefixSharingEngine):
         return self.sampling.draw(logits, [self._generators[item] if item is not None else self._idle
                                            for item in items])
 
-    def _shift(self, rows: Slots) -> None:
-        """Move every slot left by the columns no row uses, keeping room for a refill's suffix."""
-        # The host knows where each row starts (a row may begin with padding; its block's start is
-        # what counts: a row spans at most `longest` columns back from col, see _capacity).
-        first_used = min((start for start in rows.starts if start is not None), default=rows.col)
-        shift = min(first_used, rows.col - self._width)
+    def _compact(self, rows: Slots) -> None:
+        """Move the live columns to the left edge when the next step has no column left, or would
+        read more than READ_BOUND x the columns in use through its window."""
+        first_used = rows.first_used()
+        in_use = rows.col + 1 - first_used
+        window = window_for(rows.col + 1, rows.capacity)
+        if rows.col < rows.capacity and (window <= READ_BOUND * in_use or window == window_for(1, rows.capacity)):
+            return
+        self._shift(rows, first_used)
+
+    def _shift(self, rows: Slots, shift: int) -> None:
+        """Move every slot left by `shift` columns (those before the first a live row uses)."""
+        # The host knows where each row's tokens start (a row spans at most `longest` columns back
+        # from col, see _capacity; the padding before its tokens may go).
         if shift <= 0:
             raise InputError("generation: a static decode ran out of cache columns (a row longer than its bound)")
-        kept = rows.capacity - shift
+        kept = rows.col - shift  # only the columns before col hold anything; the rest is masked
         for layer in rows.cache.layers:
-            layer.keys[:, :, :kept] = layer.keys[:, :, shift:].clone()
-            layer.values[:, :, :kept] = layer.values[:, :, shift:].clone()
-        rows.mask[:, :kept] = rows.mask[:, shift:].clone()
+            layer.keys[:, :, :kept] = layer.keys[:, :, shift:rows.col].clone()
+            layer.values[:, :, :kept] = layer.values[:, :, shift:rows.col].clone()
+        rows.mask[:, :kept] = rows.mask[:, shift:rows.col].clone()
         rows.mask[:, kept:].zero_()  # in place, not a host scalar turned into a tensor
         rows.starts = [None if start is None else start - shift for start in rows.starts]
-        rows.move_to(rows.col - shift)
+        self._stats.shifts += 1
+        rows.move_to(kept)

@@ -44,6 +44,7 @@ class Tracer:
     def __init__(self):
         self.traces = 0
         self.moved = 0
+        self.windows = []  # the window of each capture
 
     def backend(self, graph_module, example_inputs):
         self.traces += 1
@@ -51,6 +52,7 @@ class Tracer:
 
     def __call__(self, body):
         rows, captured = body.args[1], addresses(body.args[1])
+        self.windows.append(body.args[2])
         traced = torch.compile(body, backend=self.backend, fullgraph=True, dynamic=False)
 
         def replay():
@@ -83,7 +85,8 @@ def test_one_traced_step_serves_a_whole_call(architecture, request, smollm2_toke
     prompts = engine_prompts(smollm2_tokenizer, 15)  # 16 prompts through 2 slots: refills and a shift
     dynamic, traced, tracer, shifts = traced_run(model, smollm2_tokenizer, prompts, monkeypatch)
     assert shifts >= 1
-    assert tracer.traces == 1  # fullgraph: no host read; one trace: no Python value the replays would freeze
+    # fullgraph: no host read; one trace per window: no Python value the replays would freeze
+    assert tracer.traces == len(tracer.windows) == len(set(tracer.windows)) >= 2
     assert tracer.moved == 0  # refills, retirements and shifts wrote in place
     assert traced == dynamic
 
@@ -93,14 +96,14 @@ def test_a_step_that_reads_the_host_column_is_traced_again(tiny, smollm2_tokeniz
     graph would freeze at the captured column."""
     body = static.step_body
 
-    def host_column_body(model, rows):
+    def host_column_body(model, rows, window):
         rows.mask[:, rows.col] = 1
-        return body(model, rows)
+        return body(model, rows, window)
 
     monkeypatch.setattr(static, "step_body", host_column_body)
     prompts = engine_prompts(smollm2_tokenizer, 1)  # 2 prompts, 5 tokens: a warm-up step and 3 traced ones
     _, _, tracer, _ = traced_run(tiny, smollm2_tokenizer, prompts, monkeypatch, max_new_tokens=5)
-    assert tracer.traces == 3  # one per column
+    assert len(tracer.windows) == 1 and tracer.traces == 3  # one capture, traced again at each column
 
 
 def test_a_shift_that_reallocates_the_mask_is_seen(tiny, smollm2_tokenizer, monkeypatch):
@@ -108,8 +111,8 @@ def test_a_shift_that_reallocates_the_mask_is_seen(tiny, smollm2_tokenizer, monk
     own) leaves a graph writing the old one."""
     shift = StaticSlotsEngine._shift
 
-    def reallocating_shift(self, rows):
-        shift(self, rows)
+    def reallocating_shift(self, rows, by):
+        shift(self, rows, by)
         rows.mask = rows.mask.clone()
 
     monkeypatch.setattr(StaticSlotsEngine, "_shift", reallocating_shift)

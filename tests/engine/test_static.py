@@ -123,3 +123,38 @@ def test_refills_wait_for_a_share_of_free_slots_and_change_no_answer(smollm2, sm
         assert [r.token_ids for r in results] == [r.token_ids for r in expected]
         refills[share] = stats.refills
     assert refills[2] == 1 < refills[1000], refills  # the 8 newcomers in one prefill
+
+
+def test_a_step_reads_at_most_a_quarter_more_key_value_columns_than_its_rows_use(
+        smollm2, smollm2_tokenizer, monkeypatch):
+    """Columns read: the key length of each step's attention over the rows' own cache, as the
+    profiler records the op's inputs; columns in use: from the oldest live row's first real token
+    (read from the mask) to the column the step writes. Rows that stop at different lengths leave
+    dead columns behind the oldest rows, which the engine must move out of its steps' windows."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from lib.engine.static import READ_BOUND, window_for
+
+    step, steps = StaticSlotsEngine._decode_step, []
+
+    def measured(self, rows):
+        live = [slot for slot, item in enumerate(rows.items) if item is not None]
+        in_use = rows.col + 1 - min(int(rows.mask[slot].nonzero()[0]) for slot in live)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as trace:
+            step(self, rows)
+        own_keys = [event.input_shapes[1] for event in trace.events() if "dot_product" in event.name
+                    and event.input_shapes and event.input_shapes[1] and event.input_shapes[1][0] == len(rows.items)]
+        assert len({tuple(shape) for shape in own_keys}) == 1  # every layer reads the same window
+        steps.append((own_keys[0][2], in_use, rows.capacity))
+
+    monkeypatch.setattr(StaticSlotsEngine, "_decode_step", measured)
+    prompts = engine_prompts(smollm2_tokenizer, 11)  # 12 prompts through 3 slots, answers of 10-13 tokens
+    options = dict(max_new_tokens=40, batch_size=3, stop_strings=(".",))
+    expected, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, **options).generate(prompts)
+    results, stats = StaticSlotsEngine(smollm2, smollm2_tokenizer, **options).generate(prompts)
+    assert [r.token_ids for r in results] == [r.token_ids for r in expected]
+    smallest = window_for(1, steps[0][2])
+    assert all(in_use <= read <= max(READ_BOUND * in_use, smallest) for read, in_use, _ in steps), steps
+    assert stats.shifts >= 1 and len({read for read, _, _ in steps}) >= 2  # the bound was kept by moving columns
+    assert stats.kv_columns_read == sum(read for read, _, _ in steps)  # what the metrics say
+    assert stats.kv_columns_in_use == sum(in_use for _, in_use, _ in steps)
