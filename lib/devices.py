@@ -26,6 +26,17 @@ def resolve_compute_dtype(name: str, device: torch.device | None = None) -> torc
     return torch.bfloat16 if cpu_has_bf16 else torch.float32
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor copied to `device` without the host waiting for the work already queued there.
+
+    On CUDA a copy from ordinary (pageable) memory synchronizes with the stream, so a prompt's ids
+    sent while decode steps are queued would idle the GPU until the host issues again; from pinned
+    memory the copy is queued like a kernel (PyTorch keeps the pinned block until it is done)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def resolve_eval_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
     """`auto`: bf16 on GPUs that support it; fp32 on the CPU, where batched greedy output then
     equals one-by-one decoding."""

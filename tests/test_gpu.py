@@ -126,6 +126,29 @@ def test_the_host_waits_for_the_device_per_block_not_per_step(tiny_qwen3_bf16, s
     assert blocked <= stepwise / 4, (stepwise, blocked)  # one token copy (and one compaction check) per 8 steps
 
 
+def test_static_refills_make_the_host_wait_only_for_the_blocks_tokens(tiny_qwen3_bf16, smollm2_tokenizer):
+    """Every synchronizing CUDA call of a static run with refills (24 prompts through 8 slots,
+    rows of 10 to 40 tokens) is one of the engine's counted reads: one per block. A pageable
+    copy of a prefill's ids, or a read of its first tokens, would add one per refill."""
+    prompts = _prompts(smollm2_tokenizer, 24)
+    engine = StaticSlotsEngine(tiny_qwen3_bf16, smollm2_tokenizer, 40, 8, eos_token_ids=(-1,))
+
+    def stopped(tokens):  # random weights: a row ends after 10-40 tokens, as its first token says
+        return engine.stops.result(tokens, "max_new_tokens") if len(tokens) >= 10 + tokens[0] % 31 else None
+
+    engine.stops.stopped = stopped
+    engine.generate(prompts[:1])  # the captures' one-time work (workspaces) outside the count
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, stats = engine.generate(prompts)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    waits = sum("synchroniz" in str(w.message).lower() for w in caught)
+    assert stats.refills >= 2 and waits == stats.host_reads, (waits, stats)
+
+
 def test_engine_matches_generate_in_bf16_on_a_tiny_random_qwen3(tiny_qwen3_bf16, smollm2_tokenizer):
     prompts = _prompts(smollm2_tokenizer, 32)
     for decode in ENGINES:

@@ -4,6 +4,10 @@ plain batched `generate` (lib/engine/plain_generate.py), which return the same r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -28,6 +32,7 @@ class EngineStats:
     kv_columns_read: int = 0
     kv_columns_in_use: int = 0
     shifts: int = 0
+    host_reads: int = 0  # device-to-host reads of tokens (each one makes the host wait for the device)
     generated_tokens: int = 0
     seconds: float = 0.0
 
@@ -41,6 +46,12 @@ class EngineStats:
         wasted = self.prefill_padding + self.decode_wasted
         computed = self.prefix_tokens + self.suffix_tokens + self.prefill_padding + self.decode_positions
         return wasted / max(computed, 1)
+
+
+def read_back(tokens: torch.Tensor, stats: EngineStats) -> list:
+    """Tokens as Python lists: the engines' one way of reading the device, counted."""
+    stats.host_reads += 1
+    return tokens.tolist()
 
 
 class StopRules:

@@ -32,7 +32,8 @@ import torch
 
 from lib.engine.attention import model_kernel, shared_prefix
 from lib.engine.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
-from lib.engine.outputs import EngineStats, Generated, StopRules, eos_ids
+from lib.devices import to_device
+from lib.engine.outputs import EngineStats, Generated, StopRules, eos_ids, read_back
 from lib.engine.sampling import Sampling
 from lib.errors import InputError
 
@@ -43,6 +44,9 @@ CUDA_STEPS_PER_SYNC = 8
 
 class PrefixSharingEngine:
     decode_mode = "dynamic"  # the decode step (hardware.decode); lib/engine/static.py has the static one
+    # A prefill reads its first tokens back at once (this engine decides refills and drops by them);
+    # the static engine leaves them on the device, read with the next block's tokens.
+    reads_first_tokens = True
 
     def __init__(self, model, tokenizer, max_new_tokens: int, batch_size: int,
                  stop_strings: tuple[str, ...] = (), eos_token_ids: tuple[int, ...] | None = None,
@@ -150,20 +154,22 @@ class PrefixSharingEngine:
             ids[row, width - len(suffix):] = torch.tensor(suffix)
             suffix_mask[row, width - len(suffix):] = 1
             positions[row, width - len(suffix):] = torch.arange(prefix_len, prefix_len + len(suffix))
-        out = self.model(input_ids=ids.to(self.device), attention_mask=suffix_mask.to(self.device),
-                         position_ids=positions.to(self.device), past_key_values=new_cache(), use_cache=True,
+        suffix_mask = to_device(suffix_mask, self.device)
+        out = self.model(input_ids=to_device(ids, self.device), attention_mask=suffix_mask,
+                         position_ids=to_device(positions, self.device), past_key_values=new_cache(), use_cache=True,
                          logits_to_keep=1)
         stats.suffix_tokens += sum(len(s) for s in suffixes)
         stats.prefill_padding += width * len(suffixes) - sum(len(s) for s in suffixes)
         first = self._next_tokens(out.logits[:, -1], items)
         if self.score_token_ids:
-            probs = out.logits[:, -1].float().softmax(-1)[:, self.score_token_ids].cpu()
-            self._first_probs.update({item: row.tolist() for item, row in zip(items, probs)})
+            probs = out.logits[:, -1].float().softmax(-1)[:, self.score_token_ids]
+            self._first_probs.update(zip(items, read_back(probs, stats)))
         generated = [[] for _ in items]
-        for item, tokens, token in zip(items, generated, first.tolist()):
-            self._extend(item, tokens, [token])
-        positions = torch.tensor([prefix_len + len(s) for s in suffixes], device=self.device)
-        return Rows(cache=out.past_key_values, mask=suffix_mask.to(self.device), positions=positions, last=first,
+        if self.reads_first_tokens:
+            for item, tokens, token in zip(items, generated, read_back(first, stats)):
+                self._extend(item, tokens, [token])
+        positions = to_device(torch.tensor([prefix_len + len(s) for s in suffixes]), self.device)
+        return Rows(cache=out.past_key_values, mask=suffix_mask, positions=positions, last=first,
                     items=list(items), generated=generated)
 
     def _decode_block(self, rows: Rows, stats: EngineStats) -> None:
@@ -175,7 +181,7 @@ class PrefixSharingEngine:
         for _ in range(max(steps, 1)):
             self._decode_step(rows)
             block.append(rows.last)
-        for item, tokens, new in zip(rows.items, rows.generated, torch.stack(block, dim=1).tolist()):
+        for item, tokens, new in zip(rows.items, rows.generated, read_back(torch.stack(block, dim=1), stats)):
             stats.decode_wasted += len(new) - self._extend(item, tokens, new)
         stats.decode_positions += len(block) * len(rows.items)
 

@@ -33,6 +33,8 @@ import torch
 
 from lib.engine.graphs import Capture, CudaGraphs, capture_for, warm_up
 from lib.engine.kv_rows import Rows, cache_layers
+from lib.devices import to_device
+from lib.engine.outputs import read_back
 from lib.engine.prefix_sharing import EngineStats, Generated, PrefixSharingEngine
 from lib.errors import InputError, error_line
 
@@ -51,6 +53,9 @@ class Slots:
     # The first column of each slot's real tokens (None: free), kept on the host so a shift needs
     # no read of the mask from the device.
     starts: list[int | None] = field(default_factory=list)
+    # Whether a slot's first token (its prefill's) is still only on the device, in `last`: it is
+    # read with the next block's tokens, so a refill makes the host wait for nothing.
+    unread: list[bool] = field(default_factory=list)
     # The step for each window width (lib/engine/graphs.py: its capture, or the eager body).
     steps: dict[int, Callable[[], torch.Tensor]] = field(default_factory=dict)
 
@@ -223,9 +228,14 @@ def near_tie(logits: torch.Tensor, a: int, b: int) -> bool:
 
 class StaticSlotsEngine(PrefixSharingEngine):
     """The prefix-sharing engine with a static-shape decode step (`hardware.decode: static`): replayed
-    as a CUDA graph on CUDA, eager elsewhere. `capture` replaces how the step is recorded (None: eager)."""
+    as a CUDA graph on CUDA, eager elsewhere. `capture` replaces how the step is recorded (None: eager).
+
+    A prefill's first tokens stay on the device (in the slots' `last`) and are read with the next
+    block's: one read per block, refills included. A newcomer whose first token ends it therefore
+    keeps its slot for one block (its block's tokens are discarded, counted as wasted)."""
 
     decode_mode = "static"  # eager; an instance replaying a CUDA graph says "static-cuda-graph"
+    reads_first_tokens = False
 
     def __init__(self, *args, capture: Capture | None | str = "device", capacity_for: int | None = None,
                  fallback: bool = False, **options):
@@ -265,9 +275,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
                 stats.refills += 1
                 newcomers = [pending.popleft() for _ in range(min(len(free), len(pending)))]
                 self._place(slots, self._prefill(prefix_len, prompts, newcomers, stats), free[: len(newcomers)])
-                # A newcomer whose first token already ends it frees its slot again at once.
-                self._retire_finished(slots, results, stats, progress, on_result)
-                free = [slot for slot, item in enumerate(slots.items) if item is None]
+                free = free[len(newcomers):]
             if all(item is None for item in slots.items):
                 return results
             self._decode_block(slots, stats)
@@ -287,7 +295,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
                      positions=torch.zeros(slot_count, dtype=like.positions.dtype, device=device),
                      last=torch.zeros(slot_count, dtype=like.last.dtype, device=device), col=like.mask.shape[1],
                      items=[None] * slot_count, generated=[[] for _ in range(slot_count)],
-                     starts=[None] * slot_count)
+                     starts=[None] * slot_count, unread=[False] * slot_count)
 
     def _place(self, slots: Slots, fresh: Rows, targets: list[int]) -> None:
         """Copy freshly prefilled rows into free slots, right-aligned before `col` (moved right
@@ -296,7 +304,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
         if slots.col < width:
             slots.move_to(width)
         start = slots.col - width
-        index = torch.tensor(targets, device=slots.mask.device)
+        index = to_device(torch.tensor(targets), slots.mask.device)
         for static, source in zip(slots.cache.layers, cache_layers(fresh.cache)):
             static.keys[index, :, start:slots.col] = source.keys[:, :, -width:]
             static.values[index, :, start:slots.col] = source.values[:, :, -width:]
@@ -307,6 +315,7 @@ class StaticSlotsEngine(PrefixSharingEngine):
         for row, slot in enumerate(targets):
             slots.items[slot], slots.generated[slot] = fresh.items[row], fresh.generated[row]
             slots.starts[slot] = slots.col - self._suffix_lengths[fresh.items[row]]  # after its padding
+            slots.unread[slot] = not self.reads_first_tokens
 
     def _retire_finished(self, rows, results, stats: EngineStats, progress, on_result) -> list[int]:
         finished = super()._retire_finished(rows, results, stats, progress, on_result)
@@ -316,17 +325,26 @@ class StaticSlotsEngine(PrefixSharingEngine):
         return finished
 
     def _decode_block(self, rows: Slots, stats: EngineStats) -> None:
-        """Up to steps_per_sync static steps, then one copy of their tokens; a free slot's tokens
-        are computed and ignored (counted as wasted)."""
-        steps = min(self.steps_per_sync, self.max_new_tokens - max(map(len, rows.generated)))
-        block = []
-        for _ in range(max(steps, 1)):
+        """Up to steps_per_sync static steps, then one copy of their tokens, with the first tokens
+        of the slots filled since the last block; a free slot's tokens are computed and ignored,
+        as are a row's after its stop (counted as wasted)."""
+        counted = [len(tokens) + unread for tokens, unread in zip(rows.generated, rows.unread)]
+        steps = min(self.steps_per_sync, self.max_new_tokens - max(counted))
+        unread = any(rows.unread)
+        # A block of newcomers that all end at their first token (max_new_tokens 1) needs no step.
+        steps = steps if unread else max(steps, 1)
+        block = [rows.last.clone()] if unread else []
+        for _ in range(steps):
             self._decode_step(rows)
             block.append(rows.last.clone())
-        for item, tokens, new in zip(rows.items, rows.generated, torch.stack(block, dim=1).tolist()):
+        for slot, (item, tokens, new) in enumerate(zip(rows.items, rows.generated,
+                                                       read_back(torch.stack(block, dim=1), stats))):
+            first = unread and rows.unread[slot]
+            new = new if first or not unread else new[1:]  # column 0: the first tokens, read for new slots only
             taken = 0 if item is None else self._extend(item, tokens, new)
-            stats.decode_wasted += len(new) - taken
-        stats.decode_positions += len(block) * len(rows.items)
+            stats.decode_wasted += steps - max(taken - first, 0)
+            rows.unread[slot] = False
+        stats.decode_positions += steps * len(rows.items)
 
     def _decode_step(self, rows: Slots) -> None:
         """One token for every slot: the fixed-tensor body over its window (eager, or replayed as

@@ -158,3 +158,22 @@ def test_a_step_reads_at_most_a_quarter_more_key_value_columns_than_its_rows_use
     assert stats.shifts >= 1 and len({read for read, _, _ in steps}) >= 2  # the bound was kept by moving columns
     assert stats.kv_columns_read == sum(read for read, _, _ in steps)  # what the metrics say
     assert stats.kv_columns_in_use == sum(in_use for _, in_use, _ in steps)
+
+
+def test_refills_read_nothing_back_the_host_reads_once_per_block(smollm2, smollm2_tokenizer, monkeypatch):
+    """The engines read the device through one counted function (lib/engine/outputs.read_back): the
+    static engine reads a prefill's first tokens with the next block's, so a call reads once per
+    block; the dynamic engine also reads at every prefill (its refills and drops depend on them)."""
+    blocks = []
+    for engine in (StaticSlotsEngine, PrefixSharingEngine):
+        block = engine._decode_block
+        monkeypatch.setattr(engine, "_decode_block", lambda self, *args, block=block: blocks.append(1) or block(
+            self, *args))
+    prompts = engine_prompts(smollm2_tokenizer, 7)  # 8 prompts through 3 slots: refills
+    options = dict(max_new_tokens=12, batch_size=3, stop_strings=(".",), steps_per_sync=4)
+    dynamic, dynamic_stats = PrefixSharingEngine(smollm2, smollm2_tokenizer, **options).generate(prompts)
+    dynamic_blocks, blocks[:] = len(blocks), []
+    static, stats = StaticSlotsEngine(smollm2, smollm2_tokenizer, **options).generate(prompts)
+    assert [r.token_ids for r in static] == [r.token_ids for r in dynamic]
+    assert stats.refills >= 2 and stats.host_reads == len(blocks)
+    assert dynamic_stats.host_reads > dynamic_blocks  # the contrast: a read per prefill too
