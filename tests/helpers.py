@@ -70,7 +70,8 @@ def count_shifts(monkeypatch) -> list[int]:
     from lib.engine.static import StaticSlotsEngine
 
     shifts, shift = [], StaticSlotsEngine._shift
-    monkeypatch.setattr(StaticSlotsEngine, "_shift", lambda self, rows, *by: shifts.append(rows.col) or shift(self, rows, *by))
+    monkeypatch.setattr(StaticSlotsEngine, "_shift",
+                        lambda self, rows, *by: shifts.append(rows.col) or shift(self, rows, *by))
     return shifts
 
 

@@ -79,10 +79,10 @@ def steps(part: str, work: Path, bundle: Path, card: str, tiny: bool) -> list[St
                                                  "-o", "addopts=", "tests"], 300, _pytest),
                 Step("bench_gpu.py decoding and attention (Qwen3-4B shapes)", "bench_decode",
                      [*bench, "--only", "decode", "--only", "attention"], 360,
-                     _bench(("decode,", "  engine", "attention,")))]
+                     _bench(("card ", "decode,", "  engine", "attention,")))]
     return [environment, build,
             Step("bench_gpu.py QLoRA training (Qwen3-4B shape)", "bench_train", [*bench, "--only", "train"], 300,
-                 _bench(("QLoRA train",))),
+                 _bench(("card ", "QLoRA train",))),
             Step("whole chain, prep_fewshot .. summarize (Qwen3-4B shape)", "chain",
                  [*check, "chain", "--work", str(work), "--bundle", str(bundle), *size], 420, _chain)]
 

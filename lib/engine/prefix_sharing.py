@@ -30,9 +30,9 @@ from collections import deque
 
 import torch
 
+from lib.devices import to_device
 from lib.engine.attention import model_kernel, shared_prefix
 from lib.engine.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
-from lib.devices import to_device
 from lib.engine.outputs import EngineStats, Generated, StopRules, eos_ids, read_back
 from lib.engine.sampling import Sampling
 from lib.errors import InputError

@@ -31,9 +31,9 @@ from functools import partial
 
 import torch
 
+from lib.devices import to_device
 from lib.engine.graphs import Capture, CudaGraphs, capture_for, warm_up
 from lib.engine.kv_rows import Rows, cache_layers
-from lib.devices import to_device
 from lib.engine.outputs import read_back
 from lib.engine.prefix_sharing import EngineStats, Generated, PrefixSharingEngine
 from lib.errors import InputError, error_line

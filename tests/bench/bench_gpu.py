@@ -1,25 +1,27 @@
 """The real job's shapes on one GPU: QLoRA training and engine decoding of Qwen3-4B-Instruct-2507.
 
     make bench                                   # runs this only where CUDA is usable
-    .venv/bin/python tests/bench/bench_gpu.py [--card h100|h200|a100] [--batches 64 128]
+    .venv/bin/python tests/bench/bench_gpu.py [--card h100|h200|a100] [--presets simple strong] [--batches 64]
     .venv/bin/python tests/bench/bench_gpu.py --tiny     # the same code paths on a 2-layer model (CPU too)
     .venv/bin/python tests/bench/bench_gpu.py --compiled # also the static step through torch.compile
     .venv/bin/python tests/bench/bench_gpu.py --attention-only   # (c) alone, at the real shapes (CPU too)
 
 Qwen3-4B-Instruct-2507's architecture from its config values written below (no download: random
 weights, the real shapes), bf16, saved once as safetensors to a temporary folder so the 4-bit
-loader quantizes it as it would the real checkpoint.
+loader quantizes it as it would the real checkpoint. First the card itself: the bytes/s of a
+device-to-device copy and the FLOP/s of a bf16 matmul, measured, are the floors below.
 (a) QLoRA training as the train stage does it (nf4 + double quant, bf16 compute, gradient
-    checkpointing, LoRA r16 on all projections, padding-free batches, labelled-only logits) at the
-    simple preset's batch of 8 x 384 tokens: tokens/s, peak GPU memory and the FLOP utilisation
-    (6 x parameters x tokens / time over the card's dense bf16 peak).
-(b) Decoding: the engine at each batch size with an 800-token shared prefix and 40-token
-    suffixes, 256 new tokens each: the dynamic decode step with each shared-prefix attention kernel
-    (eager matmul, fused with log-sum-exp merge) and the host reading tokens every step or every 8,
-    and the static step (a CUDA graph replay on CUDA) with the fused kernel; against plain
-    left-padded batched `generate` on the same prompts (its attention: SDPA over the prefix copied
-    into every row) and the floor: the step's bf16 weights and live cache read once from HBM. Per
-    variant: tokens/s, host time per step, and GSM8K's 1,319 questions at that rate.
+    checkpointing, LoRA r16 on all projections, padding-free batches, labelled-only logits with the
+    head in bf16) at the simple preset's batch of 8 x 384 tokens: tokens/s, peak GPU memory and the
+    FLOP utilisation (6 x parameters x tokens / time over the measured matmul rate).
+(b) Decoding one evaluation chunk (256 questions through 64 slots) at each preset's shape: its
+    k-shot shared prefix, question suffixes and answer lengths drawn from GSM8K's measured
+    quantiles (rows stop at them: refills and the drain are timed), its max_new_tokens (512, or
+    1,024 for strong). Per engine variant (the static step replayed as CUDA graphs, the dynamic
+    step): the median GPU time of a decode step (without the steps that record a window or first
+    replay it) against the floor (the bf16 weights and the keys and values of the columns in use,
+    read once at the measured bandwidth), the keys and values read against those in use, and the
+    chunk's wall time (prefills, refills and recordings included) projected to GSM8K's 1,319 questions.
 (c) The attention kernels alone, one layer's decode step at Qwen3-4B's heads (32 query, 8 key/value,
     dim 128) with an 800-token prefix and 300 own tokens a row, bf16: eager, fused, and one public
     SDPA call over [prefix ; own keys], which needs the prefix copied into every row each step.
@@ -39,16 +41,24 @@ sys.path.insert(0, str(REPO))
 
 from lib.checks.gpu import QWEN3_4B, TINY, save_random_qwen3  # noqa: E402 (after the path is set)
 
-# (decode step, attention kernel, steps per sync); static is replayed as a CUDA graph on CUDA
-ENGINE_VARIANTS = [("dynamic", "eager", 1), ("dynamic", "fused", 1), ("dynamic", "eager", 8), ("dynamic", "fused", 8),
-                   ("static", "fused", 8)]
+# (decode step, attention kernel, steps per sync); static is replayed as CUDA graphs on CUDA
+ENGINE_VARIANTS = [("static", "fused", 8), ("dynamic", "fused", 8)]
 # --compiled adds the static step captured by torch.compile(mode="reduce-overhead") instead of a plain
-# CUDA graph (inductor's fused kernels inside its own graphs; minutes of compiling per batch size)
+# CUDA graph (inductor's fused kernels inside its own graphs; compiled once per window)
 COMPILED_VARIANT = ("static-compiled", "fused", 8)
 GSM8K_QUESTIONS = 1319
-CARDS = {  # dense bf16 peak FLOP/s, HBM bytes/s
+CARDS = {  # datasheet dense bf16 peak FLOP/s, HBM bytes/s: printed beside the measured rates
     "h100": (989e12, 3.35e12), "h200": (989e12, 4.8e12), "a100": (312e12, 2.0e12),
 }
+# The evaluation's shapes, measured on GSM8K's 1,319 test questions with the target's chat template
+# (../shared/templates/qwen3_instruct_2507.jinja) and SmolLM2's tokenizer (Qwen's is not on these
+# machines; both are byte-level BPEs of English): the shared few-shot prefix at each preset's k, and
+# twenty quantiles (2.5%, 7.5%, ..., 97.5%) of a question's own tokens after it and of a fine-tuned
+# model's solution (../shared/data/gsm8k/example_model_solutions.jsonl, 6b_finetuning, + its EOS).
+PRESETS = {"simple": (3, 326, 512), "medium": (5, 577, 512), "strong": (8, 1124, 1024)}  # k, prefix, max_new_tokens
+SUFFIX_QUANTILES = [36, 41, 45, 47, 50, 53, 55, 58, 60, 63, 66, 68, 71, 74, 78, 82, 87, 93, 104, 123]
+ANSWER_QUANTILES = [52, 63, 70, 79, 86, 91, 97, 102, 109, 114, 121, 128, 137, 145, 153, 163, 175, 192, 214, 271]
+TINY_SCALE = 8  # --tiny divides every length by this: the code paths on a CPU, in seconds
 
 
 def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: int) -> dict:
@@ -84,8 +94,9 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
 
     with tempfile.TemporaryDirectory() as output:
         args = training_arguments(Path(output), settings, torch.bfloat16, on_gpu=torch.cuda.is_available())
+        loss = LabelledLogitsLoss(model.get_output_embeddings(), torch.bfloat16)  # the head in bf16, as trained
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=make_collator(None, "padding_free",
-                          "labelled"), compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings()),
+                          "labelled"), compute_loss_func=loss,
                           callbacks=[StepClock()])
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -95,21 +106,118 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
     return {"tokens_per_s": batch * length / seconds, "seconds_per_step": seconds, "peak_gib": peak}
 
 
+
+
 def compiled_capture(body):
     """The static step through torch.compile(mode="reduce-overhead"): the slots' tensors it updates in
     place are marked as fixed addresses, so its CUDA graphs may keep them (the cache's already are)."""
     import torch
 
-    rows = body.args[1]  # body = partial(step_body, model, rows)
+    rows = body.args[1]  # body = partial(step_body, model, rows, window)
     for tensor in (rows.mask, rows.positions, rows.last):
         torch._dynamo.mark_static_address(tensor)
     return torch.compile(body, mode="reduce-overhead", fullgraph=True, dynamic=False)
 
 
-def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, suffix: int, new_tokens: int,
-                   variants: list[tuple] = ENGINE_VARIANTS) -> dict:
-    """Per batch: each engine variant's generated tokens/s and host milliseconds per decode step
-    (the time to issue a step, the token reads between blocks left out), and plain generate's tokens/s."""
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_card(device, small: bool) -> tuple[float, float]:
+    """(bytes/s of a device-to-device copy, FLOP/s of a bf16 matmul) on this device: the floors'
+    rates, measured rather than taken from a datasheet. Medians of 5 timed runs after a warm-up."""
+    import torch
+
+    def median_seconds(work) -> float:
+        work()
+        times = []
+        for _ in range(5):
+            synchronize(device)
+            start = time.perf_counter()
+            work()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+        return sorted(times)[2]
+
+    copied = torch.empty(2, 2**24 if small else 2**30, dtype=torch.bfloat16, device=device)  # 2 x 32 MiB or 2 GiB
+    bandwidth = copied.numel() * copied.element_size() / median_seconds(lambda: copied[1].copy_(copied[0]))
+    size = 1024 if small else 8192
+    a, b = (torch.randn(size, size, device=device).to(torch.bfloat16) for _ in range(2))
+    return bandwidth, 2 * size**3 / median_seconds(lambda: a @ b)
+
+
+def preset_prompts(vocab: int, prefix: int, questions: int, scale: int) -> tuple[list[list[int]], list[int]]:
+    """`questions` prompts: one random shared prefix, then suffixes of the measured lengths (cycled
+    through the quantiles); and an answer length for each first token a row may draw (cycled
+    through the answer quantiles: random weights decide nothing else about a row)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    shared = torch.randint(3, vocab, (prefix // scale,), generator=generator).tolist()
+    prompts = [shared + torch.randint(3, vocab, (max(SUFFIX_QUANTILES[i % 20] // scale, 1),),
+                                      generator=generator).tolist() for i in range(questions)]
+    return prompts, [max(ANSWER_QUANTILES[(token * 7) % 20] // scale, 1) for token in range(vocab)]
+
+
+class LengthStops:
+    """The engine's stop rules, and a row also ends at the answer length its first token draws."""
+
+    def __init__(self, rules, lengths: list[int]):
+        self.rules, self.lengths = rules, lengths
+
+    def stopped(self, tokens: list[int]):
+        ending = self.rules.stopped(tokens)
+        if ending is None and len(tokens) >= self.lengths[tokens[0]]:
+            ending = self.rules.result(tokens, "eos")
+        return ending
+
+
+class StepClock:
+    """Each decode step's time, filled as the engine runs: CUDA events around it on CUDA (the GPU's
+    time, no wait added), the host's clock elsewhere. The static engine's step that records a new
+    window (its eager warm-up and the capture) and that window's first replay are left out."""
+
+    def __init__(self, engine, device):
+        self.device, self.spans, self.left_out, self.windows = device, [], 0, 0
+        self._step, self._fresh = engine._decode_step, 0
+        engine._decode_step = self._timed
+
+    def _clock(self):
+        import torch
+
+        if self.device.type != "cuda":
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def _timed(self, rows) -> None:
+        recorded = len(getattr(rows, "steps", ()))
+        start = self._clock()
+        self._step(rows)
+        end = self._clock()
+        if len(getattr(rows, "steps", ())) != recorded:
+            self.windows, self._fresh = self.windows + 1, 2
+        if self._fresh:
+            self._fresh, self.left_out = self._fresh - 1, self.left_out + 1
+        else:
+            self.spans.append((start, end))
+
+    def median_ms(self) -> float:
+        synchronize(self.device)
+        times = sorted(start.elapsed_time(end) if self.device.type == "cuda" else 1e3 * (end - start)
+                       for start, end in self.spans)
+        return times[len(times) // 2]
+
+
+def bench_preset_decoding(folder: Path, shape: dict, preset: str, batch: int, questions: int, scale: int,
+                          variants: list[tuple]) -> dict:
+    """One evaluation chunk at a preset's shape through each engine variant (after a short run of
+    the same variant, so kernel choice and allocator growth stay out): the median step, its
+    columns read and in use, refills, host reads and the chunk's wall time."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -123,62 +231,64 @@ def bench_decoding(folder: Path, shape: dict, batches: list[int], prefix: int, s
         def decode(self, ids, skip_special_tokens=True):
             return ""
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16,
-                                                 device_map={"": process_state().device}).eval()
-    generator = torch.Generator().manual_seed(1)
-    shared = torch.randint(3, shape["vocab_size"], (prefix,), generator=generator).tolist()
+    device = process_state().device
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, device_map={"": device}).eval()
+    _, prefix, max_new_tokens = PRESETS[preset]
+    prompts, lengths = preset_prompts(shape["vocab_size"], prefix, questions, scale)
     results = {}
-    for batch in batches:
-        prompts = [shared + torch.randint(3, shape["vocab_size"], (suffix,), generator=generator).tolist()
-                   for _ in range(batch)]
-        engines = {}
-        for decode, attention, steps_per_sync in variants:
-            # No EOS: every row decodes all new_tokens, the same work for all. A short run of the same
-            # variant first, so no timed variant pays for kernel selection, compiling or allocator growth.
-            for tokens in (8, new_tokens):
-                options = dict(eos_token_ids=(-1,), attention=attention, steps_per_sync=steps_per_sync)
-                if decode == "static-compiled":
-                    options["capture"] = compiled_capture
-                engine = (PrefixSharingEngine if decode == "dynamic" else StaticSlotsEngine)(
-                    model, Tokens(), tokens, batch, **options)
-                host = _time_steps(engine)
-                _, stats = engine.generate(prompts)
-            mode = "static-torch-compile" if decode == "static-compiled" else engine.decode_mode
-            engines[mode, attention, steps_per_sync] = {
-                "tps": stats.generated_tokens / stats.seconds, "host_ms": 1e3 * sum(host) / len(host)}
-        ids = torch.tensor(prompts, device=model.device)
-        for tokens in (8, new_tokens):  # warm-up, then timed
+    for decode, attention, steps_per_sync in variants:
+        for sample in (prompts[: max(batch // 4, 2)], prompts):
+            options = dict(eos_token_ids=(-1,), attention=attention, steps_per_sync=steps_per_sync)
+            if decode == "static-compiled":
+                options["capture"] = compiled_capture
+            engine = (PrefixSharingEngine if decode == "dynamic" else StaticSlotsEngine)(
+                model, Tokens(), max_new_tokens // scale, batch, **options)
+            engine.stops = LengthStops(engine.stops, lengths)
+            clock = StepClock(engine, device)
+            synchronize(device)
             start = time.perf_counter()
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                     min_new_tokens=tokens, do_sample=False, pad_token_id=0)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-        plain_tps = (out.shape[1] - ids.shape[1]) * batch / (time.perf_counter() - start)
-        results[batch] = {"engines": engines, "generate_tps": plain_tps}
+            _, stats = engine.generate(sample)
+            synchronize(device)
+            seconds = time.perf_counter() - start
+        steps = len(clock.spans) + clock.left_out
+        name = "static-torch-compile" if decode == "static-compiled" else engine.decode_mode
+        results[name] = {"step_ms": clock.median_ms(), "steps": steps, "windows": clock.windows, "seconds": seconds,
+                         "columns_read": stats.kv_columns_read / steps,
+                         "columns_in_use": stats.kv_columns_in_use / steps,
+                         "shifts": stats.shifts, "refills": stats.refills, "host_reads": stats.host_reads,
+                         "tokens": stats.generated_tokens}
     return results
 
 
-def _time_steps(engine) -> list[float]:
-    """Seconds the host spends in each of the engine's decode steps (filled as it runs)."""
-    seconds, step = [], engine._decode_step
-
-    def timed(rows):
-        start = time.perf_counter()
-        step(rows)
-        seconds.append(time.perf_counter() - start)
-
-    engine._decode_step = timed
-    return seconds
+def step_floor_ms(shape: dict, parameters: int, batch: int, prefix: int, columns_in_use: float,
+                  bandwidth: float) -> float:
+    """The least time of one decode step at this bandwidth: the bf16 weights, the shared prefix's
+    keys and values, and every slot's columns in use, each read once."""
+    column_bytes = 2 * shape["num_hidden_layers"] * shape["num_key_value_heads"] * shape["head_dim"] * 2
+    return 1e3 * (2 * parameters + (prefix + batch * columns_in_use) * column_bytes) / bandwidth
 
 
-def step_floor_seconds(shape: dict, parameters: int, batch: int, prefix: int, suffix: int, new_tokens: int,
-                       bandwidth: float) -> float:
-    """The least time of one decode step on this card: its bf16 weights, the shared prefix's cache
-    and the rows' own cache (on average suffix + half the new tokens) read once from HBM."""
-    kv_bytes_per_token = 2 * shape["num_hidden_layers"] * shape["num_key_value_heads"] * shape["head_dim"] * 2
-    cached = prefix + batch * (suffix + new_tokens / 2)
-    return (2 * parameters + cached * kv_bytes_per_token) / bandwidth
+def print_preset_decoding(preset: str, batch: int, questions: int, scale: int, results: dict, shape: dict,
+                          parameters: int, bandwidth: float) -> None:
+    k, prefix, max_new_tokens = PRESETS[preset]
+    static = next((figures for mode, figures in results.items() if mode.startswith("static")), None)
+    in_use = static["columns_in_use"] if static else None  # the dynamic engine does not count columns
+    floor = step_floor_ms(shape, parameters, batch, prefix // scale, in_use, bandwidth) if in_use else None
+    print(f"decode, {preset}: {k}-shot prefix {prefix // scale}, suffixes {SUFFIX_QUANTILES[0] // scale}-"
+          f"{SUFFIX_QUANTILES[-1] // scale}, answers {ANSWER_QUANTILES[0] // scale}-{ANSWER_QUANTILES[-1] // scale}"
+          f" tokens, max_new_tokens {max_new_tokens // scale}; {questions} questions through {batch} slots"
+          + (f"; floor {floor:.2f} ms per step (weights + {in_use:.0f} columns in use, at the measured rate)"
+             if floor else ""), flush=True)
+    for mode, figures in results.items():
+        projected = figures["seconds"] * GSM8K_QUESTIONS / questions
+        columns = (f"; keys/values read x{figures['columns_read'] / figures['columns_in_use']:.2f} of the"
+                   f" {figures['columns_in_use']:.0f} columns in use, {figures['windows']} windows,"
+                   f" {figures['shifts']} shifts, {figures['refills']} refills" if figures["columns_in_use"] else "")
+        print(f"  engine, {mode} decode: median step {figures['step_ms']:.2f} ms"
+              + (f" (x{figures['step_ms'] / floor:.1f} of the floor)" if floor else "") + columns
+              + f"; {figures['host_reads']} host reads, {figures['steps']} steps;"
+              f" chunk {figures['seconds']:.1f} s ({figures['tokens'] / figures['seconds']:.0f} tokens/s)"
+              f" -> GSM8K's {GSM8K_QUESTIONS} questions ~{projected:.0f} s", flush=True)
 
 
 def bench_attention(batches: list[int], heads: tuple[int, int, int], prefix: int, own: int, repeats: int) -> dict:
@@ -244,10 +354,14 @@ def print_attention(results: dict, prefix: int, own: int) -> None:
               f" errors against fp32, outputs up to {result['max_output']:.2f}", flush=True)
 
 
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--card", choices=sorted(CARDS), default="h100", help="for the peak FLOP/s and bandwidth")
-    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--card", choices=sorted(CARDS), default="h100", help="the datasheet printed beside the rates")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64], help="decode slots (eval.batch_size)")
+    parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["simple", "medium", "strong"])
+    parser.add_argument("--questions", type=int, default=256, help="one evaluation chunk (eval.chunk_size)")
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind (checks the code paths)")
     parser.add_argument("--compiled", action="store_true",
@@ -262,6 +376,8 @@ def main() -> None:
 
     import torch
 
+    from lib.devices import process_state
+
     heads = (QWEN3_4B["num_attention_heads"], QWEN3_4B["num_key_value_heads"], QWEN3_4B["head_dim"])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     if parts == {"attention"}:
@@ -272,9 +388,13 @@ def main() -> None:
     if not torch.cuda.is_available() and not options.tiny:
         print("bench_gpu: no CUDA device; nothing measured (use --tiny to check the code paths on the CPU)")
         return
-    shape = TINY if options.tiny else QWEN3_4B
+    shape, scale = (TINY, TINY_SCALE) if options.tiny else (QWEN3_4B, 1)
     flops, bandwidth = CARDS[options.card]
-    new_tokens = 8 if options.tiny else 256
+    measured_bandwidth, measured_flops = measure_card(process_state().device, small=options.tiny)
+    print(f"card {device}: measured {measured_bandwidth / 1e12:.2f} TB/s device-to-device copy,"
+          f" {measured_flops / 1e12:.0f} TFLOP/s bf16 matmul (the floors below); {options.card} datasheet"
+          f" {bandwidth / 1e12:.2f} TB/s,"
+          f" {flops / 1e12:.0f} TFLOP/s", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         folder = options.model_folder or Path(scratch) / "qwen3-4b-shaped"
         if (folder / "config.json").is_file():
@@ -286,21 +406,22 @@ def main() -> None:
         else:
             parameters = save_random_qwen3(shape, folder)
         print(f"GPU benchmark on {device} ({'tiny shape' if options.tiny else 'Qwen3-4B shape'},"
-              f" {parameters / 1e9:.2f}B parameters, random bf16 weights); peaks assumed for {options.card}:"
-              f" {flops / 1e12:.0f} TFLOP/s bf16, {bandwidth / 1e12:.2f} TB/s", flush=True)
+              f" {parameters / 1e9:.2f}B parameters, random bf16 weights)", flush=True)
         if "train" in parts:
             length = 64 if options.tiny else 384
             training = bench_training(folder, shape, batch=8, length=length, steps=options.train_steps)
-            utilisation = 6 * parameters * training["tokens_per_s"] / flops
+            utilisation = 6 * parameters * training["tokens_per_s"] / measured_flops
             print(f"QLoRA train, batch 8 x {length} tokens: {training['tokens_per_s']:.0f} tokens/s,"
                   f" {training['seconds_per_step']:.2f} s/step, peak {training['peak_gib']:.1f} GiB,"
-                  f" FLOP utilisation {utilisation:.1%} (6 N tokens / peak)", flush=True)
+                  f" FLOP utilisation {utilisation:.1%} (6 N tokens / the measured matmul rate)", flush=True)
         if "decode" in parts:
-            prefix, suffix = (32, 8) if options.tiny else (800, 40)
+            variants = ENGINE_VARIANTS + [COMPILED_VARIANT] * options.compiled
+            questions = max(options.questions // scale, 8) if options.tiny else options.questions
             for batch in [4] if options.tiny else options.batches:
-                result = bench_decoding(folder, shape, [batch], prefix=prefix, suffix=suffix, new_tokens=new_tokens,
-                                        variants=ENGINE_VARIANTS + [COMPILED_VARIANT] * options.compiled)[batch]
-                print_decoding(batch, result, shape, parameters, prefix, suffix, new_tokens, bandwidth)
+                for preset in options.presets:
+                    results = bench_preset_decoding(folder, shape, preset, batch, questions, scale, variants)
+                    print_preset_decoding(preset, batch, questions, scale, results, shape, parameters,
+                                          measured_bandwidth)
     if "attention" in parts:
         prefix, own = (32, 16) if options.tiny else (800, 300)
         kernel_heads = (4, 2, 32) if options.tiny else heads
@@ -316,18 +437,6 @@ def count_parameters(config) -> int:
         return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
 
 
-def print_decoding(batch: int, result: dict, shape: dict, parameters: int, prefix: int, suffix: int, new_tokens: int,
-                   bandwidth: float) -> None:
-    floor = step_floor_seconds(shape, parameters, batch, prefix, suffix, new_tokens, bandwidth)
-    print(f"decode, batch {batch}, {prefix}-token shared prefix: plain generate {result['generate_tps']:.0f}"
-          f" tokens/s; bandwidth floor {batch / floor:.0f} tokens/s ({1e3 * floor:.2f} ms per step: weights"
-          f" and live cache read once)")
-    for (decode, attention, steps_per_sync), figures in result["engines"].items():
-        tps = figures["tps"]
-        print(f"  engine, {decode} decode, {attention} attention, host reads every {steps_per_sync} step(s):"
-              f" {tps:.0f} tokens/s, x{tps / result['generate_tps']:.2f} of generate, x{batch / floor / tps:.1f}"
-              f" of the floor's time; host {figures['host_ms']:.2f} ms per step; GSM8K's {GSM8K_QUESTIONS}"
-              f" questions x {new_tokens} tokens -> {GSM8K_QUESTIONS * new_tokens / tps:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
