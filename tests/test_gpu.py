@@ -157,6 +157,42 @@ def test_engine_matches_generate_in_bf16_on_a_tiny_random_qwen3(tiny_qwen3_bf16,
         assert agree >= 0.97 * len(prompts) and not unexplained, (decode, agree, unexplained)
 
 
+def test_packed_rows_train_through_pytorchs_variable_length_kernel_as_through_one_call_per_example(
+        tiny_qwen3_bf16, monkeypatch):
+    """bf16 on CUDA: a packed row's loss and gradients through torch's varlen_attn against one causal
+    SDPA call per example (the fallback path), each within bf16 rounding of its largest value."""
+    import lib.training.packed_attention as packed
+
+    probe = torch.zeros(1, 1, 1, 32, device="cuda", dtype=torch.bfloat16)
+    if packed._varlen_kernel(probe, 0.0) is None:
+        pytest.skip(f"torch {torch.__version__} has no torch.nn.attention.varlen: the per-example path runs")
+    assert packed.packed_attention_for(torch.device("cuda")) in (packed.PACKED_ATTENTION, "flash_attention_2")
+    packed.register_packed_attention()
+    model = tiny_qwen3_bf16
+    model.set_attn_implementation(packed.PACKED_ATTENTION)
+    lengths = (70, 40, 90, 55)
+    ids = torch.randint(5, 1000, (1, sum(lengths)), generator=torch.Generator().manual_seed(0)).cuda()
+    positions = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(input_ids=ids, position_ids=positions, labels=ids, use_cache=False).loss
+        loss.backward()
+        return loss.detach().float(), [p.grad.float().clone() for p in model.parameters() if p.grad is not None]
+
+    try:
+        varlen = loss_and_grads()
+        monkeypatch.setattr(packed, "_varlen_kernel", lambda query, dropout: None)
+        per_example = loss_and_grads()
+    finally:
+        model.set_attn_implementation("sdpa")
+        model.zero_grad(set_to_none=True)
+    unit = torch.finfo(torch.bfloat16).eps
+    torch.testing.assert_close(varlen[0], per_example[0], rtol=4 * unit, atol=0)
+    for mine, theirs in zip(varlen[1], per_example[1]):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=8 * unit * float(theirs.abs().max()))
+
+
 def test_bf16_near_tie_is_a_few_bf16_steps():
     assert bf16_near_tie(20.0, 19.75) and not bf16_near_tie(20.0, 18.0)
 

@@ -26,6 +26,7 @@ from lib.pipeline.fingerprints import made_from, mark_made_from, up_to_date
 from lib.pipeline.stage_inputs import without_runtime_keys
 from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, StopAfterSteps
 from lib.training.loss import LabelledLogitsLoss, make_collator
+from lib.training.packed_attention import packed_attention_for
 from lib.training.tracking import Tracking, attach_run_config
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -147,12 +148,15 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
     dtype = resolve_compute_dtype(compute_dtype, state.device)
     model = load_base_for_training(model_path, quantization, double_quant, dtype, train.gradient_checkpointing,
                                    revision, trust_remote_code)
+    attention = packed_attention_for(state.device) if train.packing == "padding_free" else "sdpa"
+    model.set_attn_implementation(attention)  # packed rows: each example attends to itself, no row-wide mask
     model, targets = attach_lora(model, lora_r, lora_alpha, lora_dropout, lora_targets)
     if state.is_main_process:
         trainable, total = model.get_nb_trainable_parameters()
         print(f"train: {quantization} base, compute {str(dtype).removeprefix('torch.')}, LoRA r={lora_r} on"
               f" {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters;"
-              f" {len(dataset)} examples, {state.num_processes} process(es); {train.packing} batches, logits for"
+              f" {len(dataset)} examples, {state.num_processes} process(es); {train.packing} batches ({attention}"
+              f" attention), logits for"
               f" {'labelled positions only' if train.logits == 'labelled' else 'every position'}"
               + (f"; resuming from {resume.name}" if resume else ""))
 

@@ -255,6 +255,7 @@ def bench_preset_decoding(folder: Path, shape: dict, preset: str, batch: int, qu
         results[name] = {"step_ms": clock.median_ms(), "steps": steps, "windows": clock.windows, "seconds": seconds,
                          "columns_read": stats.kv_columns_read / steps,
                          "columns_in_use": stats.kv_columns_in_use / steps,
+                         "capacity": engine._capacity() if decode != "dynamic" else None,
                          "shifts": stats.shifts, "refills": stats.refills, "host_reads": stats.host_reads,
                          "tokens": stats.generated_tokens}
     return results
@@ -282,7 +283,8 @@ def print_preset_decoding(preset: str, batch: int, questions: int, scale: int, r
     for mode, figures in results.items():
         projected = figures["seconds"] * GSM8K_QUESTIONS / questions
         columns = (f"; keys/values read x{figures['columns_read'] / figures['columns_in_use']:.2f} of the"
-                   f" {figures['columns_in_use']:.0f} columns in use, {figures['windows']} windows,"
+                   f" {figures['columns_in_use']:.0f} columns in use (the whole {figures['capacity']}-column buffer:"
+                   f" x{figures['capacity'] / figures['columns_in_use']:.2f}), {figures['windows']} windows,"
                    f" {figures['shifts']} shifts, {figures['refills']} refills" if figures["columns_in_use"] else "")
         print(f"  engine, {mode} decode: median step {figures['step_ms']:.2f} ms"
               + (f" (x{figures['step_ms'] / floor:.1f} of the floor)" if floor else "") + columns

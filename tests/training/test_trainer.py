@@ -156,12 +156,15 @@ def test_qlora_on_cuda_with_bf16_compute(train_run):
 
 def test_padding_free_and_labelled_logits_give_the_padded_batch_loss_and_gradients(tiny_model_dir, smollm2_tokenizer):
     """Same examples, fp32, no quantization: every packing x logits mode against the padded batch with
-    logits everywhere. The modes sum the same terms in another order (another again per CPU and thread
-    count), so each tensor is compared to FP32_SUM_RTOL of its own largest value: a wrong mask or label
-    moves the loss and gradients by far more (>1e-3 relative)."""
+    logits everywhere, packed rows with transformers' SDPA (a block mask over the row) and with the
+    per-example attention the trainer runs them with (lib/training/packed_attention.py). The modes
+    sum the same terms in another order (another again per CPU and thread count), so each tensor is
+    compared to FP32_SUM_RTOL of its own largest value: a wrong mask or label moves the loss and
+    gradients by far more (>1e-3 relative)."""
     from transformers import AutoModelForCausalLM
 
     from lib.training.loss import LabelledLogitsLoss, make_collator
+    from lib.training.packed_attention import PACKED_ATTENTION, packed_attention_for
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -178,7 +181,8 @@ def test_padding_free_and_labelled_logits_give_the_padded_batch_loss_and_gradien
     features = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
     labelled = sum(sum(label != IGNORE_INDEX for label in e.labels[1:]) for e in examples)
 
-    def loss_and_grads(packing, logits):
+    def loss_and_grads(packing, logits, attention="sdpa"):
+        model.set_attn_implementation(attention)
         model.zero_grad()
         batch = make_collator(smollm2_tokenizer, packing, logits)(features)
         if logits == "labelled":
@@ -195,13 +199,16 @@ def test_padding_free_and_labelled_logits_give_the_padded_batch_loss_and_gradien
 
     reference_loss, reference_grads = loss_and_grads("padded", "all")
     assert make_collator(smollm2_tokenizer, "padding_free", "all")(features)["input_ids"].shape[0] == 1
-    for packing, logits in [("padding_free", "all"), ("padded", "labelled"), ("padding_free", "labelled")]:
-        loss, grads = loss_and_grads(packing, logits)
+    assert packed_attention_for(torch.device("cpu")) == PACKED_ATTENTION
+    for packing, logits, attention in [("padding_free", "all", "sdpa"), ("padded", "labelled", "sdpa"),
+                                       ("padding_free", "labelled", "sdpa"), ("padding_free", "all", PACKED_ATTENTION),
+                                       ("padding_free", "labelled", PACKED_ATTENTION)]:
+        loss, grads = loss_and_grads(packing, logits, attention)
         torch.testing.assert_close(loss, reference_loss, rtol=FP32_SUM_RTOL, atol=0)
         for name, grad in grads.items():
             scale = float(reference_grads[name].abs().max())
             torch.testing.assert_close(grad, reference_grads[name], rtol=FP32_SUM_RTOL, atol=FP32_SUM_RTOL * scale,
-                                       msg=f"{packing}/{logits} {name}")
+                                       msg=f"{packing}/{logits}/{attention} {name}")
 
 
 def test_one_process_on_a_simulated_4_gpu_machine_trains_with_the_configured_global_batch(train_run, monkeypatch):

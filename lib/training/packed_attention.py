@@ -1,0 +1,113 @@
+"""Attention for padding-free batches without a tokens x tokens mask (`train.packing: padding_free`).
+
+transformers' DataCollatorWithFlattening puts a batch's examples back to back in one row, position
+ids restarting at 0 per example. With SDPA, transformers finds the examples from the position ids
+and materialises a block-diagonal causal mask over the whole row ([tokens, tokens]: ~1,900 x 1,900
+at the simple preset's 8 x ~240 tokens), and the kernel computes every block of it, ~8x the
+attention of the examples alone. Here each example attends to itself only:
+- "flash_attention_2" where the flash-attn package is installed on CUDA (transformers' own
+  integration reads the examples from the position ids);
+- everywhere else `packed_varlen` (this module, registered with transformers' AttentionInterface
+  and with no mask function, so transformers builds no mask): PyTorch's variable-length flash
+  kernel (`torch.nn.attention.varlen.varlen_attn`) on CUDA where the version has it (2.10 and
+  later), otherwise one causal SDPA call per example, the CPU's path (faster there than the masked
+  row: docs/benchmarks.md, "Packed attention").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+
+import torch
+
+PACKED_ATTENTION = "packed_varlen"
+
+_SEGMENTS: list = [None, None]  # [the position ids they were found in, (cumulative starts, longest, spans)]
+
+
+def packed_attention_for(device: torch.device) -> str:
+    """The attention implementation padding-free training runs with on `device`."""
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    register_packed_attention()
+    return PACKED_ATTENTION
+
+
+def register_packed_attention() -> None:
+    """Make `packed_varlen` an attention implementation transformers knows. It registers no mask
+    function, so transformers passes no mask (its mask preprocessing exits early for such names)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+
+
+def example_spans(position_ids: torch.Tensor) -> tuple[torch.Tensor, int, list[tuple[int, int]]]:
+    """(cumulative starts [examples + 1] int32 on the ids' device, the longest example, each
+    example's [start, end) in the row) of a packed row whose position ids restart at 0 per example.
+    Found once per forward pass (every layer and the checkpointed recompute get the same ids): it
+    reads the starts back to the host, as the flash-attn path does."""
+    made_from, made = _SEGMENTS
+    if made_from is position_ids:
+        return made
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[0] != 1:
+        raise ValueError(f"{PACKED_ATTENTION} attention needs one packed row of position ids (train.packing:"
+                         f" padding_free), got {None if position_ids is None else tuple(position_ids.shape)}")
+    length = position_ids.shape[1]
+    starts = (position_ids[0] == 0).nonzero().flatten().tolist()
+    if not starts or starts[0] != 0:
+        starts = [0, *starts]
+    spans = list(zip(starts, [*starts[1:], length]))
+    cumulative = torch.tensor([*starts, length], dtype=torch.int32, device=position_ids.device)
+    made = (cumulative, max(end - start for start, end in spans), spans)
+    _SEGMENTS[:] = [position_ids, made]
+    return made
+
+
+def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
+                     position_ids=None, **kwargs):
+    """Causal attention within each example of one packed row. query [1, Hq, T, D], key/value
+    [1, Hkv, T, D]; returns [1, T, Hq, D] as transformers' attention functions do."""
+    if sliding_window is not None:
+        raise ValueError(f"{PACKED_ATTENTION} attention: sliding-window layers are not supported")
+    cumulative, longest, spans = example_spans(position_ids)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if _varlen_kernel(query, dropout) is not None:
+        return _varlen(query, key, value, cumulative, longest, scale)[None], None
+    groups = query.shape[1] // key.shape[1]
+    outputs = [torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=True, scale=scale,
+        dropout_p=dropout, enable_gqa=groups > 1) for start, end in spans]
+    return torch.cat(outputs, dim=2).transpose(1, 2), None
+
+
+def _varlen_kernel(query: torch.Tensor, dropout: float):
+    """PyTorch's variable-length flash attention where it can run this call: CUDA, half precision,
+    no dropout, and a PyTorch that has it (2.10 and later); else None."""
+    if query.device.type != "cuda" or query.dtype not in (torch.float16, torch.bfloat16) or dropout:
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def _varlen(query, key, value, cumulative, longest: int, scale: float) -> torch.Tensor:
+    """[T, Hq, D] from the variable-length kernel, causal within each example. Its keywords changed
+    between PyTorch versions (`is_causal`, later a `window_size`; GQA by `enable_gqa`), so the call
+    is built from its signature."""
+    kernel = _varlen_kernel(query, 0.0)
+    accepts = inspect.signature(kernel).parameters
+    queries, keys, values = (tensor[0].transpose(0, 1) for tensor in (query, key, value))  # [T, H, D]
+    options = {"scale": scale}
+    if "window_size" in accepts:
+        options["window_size"] = (-1, 0)  # causal
+    else:
+        options["is_causal"] = True
+    groups = queries.shape[1] // keys.shape[1]
+    if groups > 1 and "enable_gqa" in accepts:
+        options["enable_gqa"] = True
+    elif groups > 1:
+        keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    return kernel(queries, keys, values, cumulative, cumulative, longest, longest, **options)
