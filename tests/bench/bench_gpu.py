@@ -361,7 +361,11 @@ def print_attention(results: dict, prefix: int, own: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--card", choices=sorted(CARDS), default="h100", help="the datasheet printed beside the rates")
-    parser.add_argument("--batches", type=int, nargs="+", default=[64], help="decode slots (eval.batch_size)")
+    parser.add_argument("--batches", type=int, nargs="+", default=None,
+                        help="decode slots (eval.batch_size; default 64, with --tiny 4)")
+    parser.add_argument("--scale", type=int, default=None,
+                        help=f"divide the decode lengths by this (default 1, with --tiny {TINY_SCALE}): --tiny"
+                             " --scale 1 --batches 64 gives the real shapes' column counts on a CPU")
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["simple", "medium", "strong"])
     parser.add_argument("--questions", type=int, default=256, help="one evaluation chunk (eval.chunk_size)")
     parser.add_argument("--train-steps", type=int, default=5)
@@ -384,17 +388,20 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     if parts == {"attention"}:
         print(f"attention kernels on {device}, bf16, Qwen3-4B heads {heads}", flush=True)
-        print_attention(bench_attention(options.batches, heads, 800, 300, 50 if torch.cuda.is_available() else 5),
+        print_attention(bench_attention(options.batches or [64], heads, 800, 300,
+                                        50 if torch.cuda.is_available() else 5),
                         800, 300)
         return
     if not torch.cuda.is_available() and not options.tiny:
         print("bench_gpu: no CUDA device; nothing measured (use --tiny to check the code paths on the CPU)")
         return
-    shape, scale = (TINY, TINY_SCALE) if options.tiny else (QWEN3_4B, 1)
+    shape = TINY if options.tiny else QWEN3_4B
+    scale = options.scale or (TINY_SCALE if options.tiny else 1)
+    batches = options.batches or ([4] if options.tiny else [64])
     flops, bandwidth = CARDS[options.card]
     measured_bandwidth, measured_flops = measure_card(process_state().device, small=options.tiny)
-    print(f"card {device}: measured {measured_bandwidth / 1e12:.2f} TB/s device-to-device copy,"
-          f" {measured_flops / 1e12:.0f} TFLOP/s bf16 matmul (the floors below); {options.card} datasheet"
+    print(f"card {device}: measured {measured_bandwidth / 1e12:.3g} TB/s device-to-device copy,"
+          f" {measured_flops / 1e12:.3g} TFLOP/s bf16 matmul (the floors below); {options.card} datasheet"
           f" {bandwidth / 1e12:.2f} TB/s,"
           f" {flops / 1e12:.0f} TFLOP/s", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -418,8 +425,8 @@ def main() -> None:
                   f" FLOP utilisation {utilisation:.1%} (6 N tokens / the measured matmul rate)", flush=True)
         if "decode" in parts:
             variants = ENGINE_VARIANTS + [COMPILED_VARIANT] * options.compiled
-            questions = max(options.questions // scale, 8) if options.tiny else options.questions
-            for batch in [4] if options.tiny else options.batches:
+            questions = max(options.questions // scale, 8)
+            for batch in batches:
                 for preset in options.presets:
                     results = bench_preset_decoding(folder, shape, preset, batch, questions, scale, variants)
                     print_preset_decoding(preset, batch, questions, scale, results, shape, parameters,
@@ -427,7 +434,7 @@ def main() -> None:
     if "attention" in parts:
         prefix, own = (32, 16) if options.tiny else (800, 300)
         kernel_heads = (4, 2, 32) if options.tiny else heads
-        print_attention(bench_attention([4] if options.tiny else options.batches, kernel_heads, prefix, own,
+        print_attention(bench_attention(batches, kernel_heads, prefix, own,
                                         5 if options.tiny else 50), prefix, own)
 
 
