@@ -10,16 +10,19 @@ work themselves (views, queries and allocations left out; a composite op counts 
 innermost compute op) inside each engine decode step of a random Qwen3-shaped model at two
 depths, splits them into a per-layer and a fixed part, and projects Qwen3-4B's 36 layers. A third
 line counts the static step replayed as a graph: what it issues outside the graph, plus the one
-replay (here a stand-in that issues no op). Counts are of the code, not of the CPU's speed (CUDA's
-dispatch may differ by an op or two); each is the median over a call's steps (the first step of a
-graphed call runs eagerly and captures).
+replay (here a stand-in that issues no op). A fourth counts the kernels of the static step compiled
+by inductor (tests/bench/common.CompiledStep: norms, rotary and the attention merge fused), which
+on CUDA would be recorded inside the graph: fewer kernels replayed, each costing the GPU ~2-3 us
+whether or not the host launches it. Counts are of the code, not of the CPU's speed (CUDA's
+dispatch may differ by an op or two, and inductor fuses for Triton as it does for C++ here); each
+is the median over a call's steps (a window's first steps run eagerly, compile and record).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from common import embedded_model_path
+from common import CompiledStep, embedded_model_path
 
 QWEN3_4B_LAYERS = 36
 LAUNCH_US = (8, 12)  # host time per kernel launch, a typical range for eager PyTorch on CUDA
@@ -46,7 +49,9 @@ METADATA_OPS = {"aten::" + name for name in (
 
 def launches_a_kernel(event) -> bool:
     """An ATen op that does device work itself: not a view or query, and no such op below it
-    (matmul -> mm counts once, as mm)."""
+    (matmul -> mm counts once, as mm); or a kernel inductor generated (cpp_fused_..., triton_...)."""
+    if "cpp_fused_" in event.name or event.name.startswith("triton_"):
+        return True
     if not event.name.startswith("aten::") or event.name in METADATA_OPS:
         return False
     pending = list(event.cpu_children)
@@ -73,6 +78,7 @@ def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, 
     from torch.profiler import ProfilerActivity, profile, record_function
 
     engine = engine_class(model, tokenizer, max_new_tokens=16, batch_size=batch, attention=attention, **options)
+    steady = getattr(options.get("capture"), "steps_before_replays", 1)  # a window's steps before its replays
     step = engine._decode_step
 
     def labelled_step(rows):
@@ -99,7 +105,7 @@ def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, 
         step = its_step(event)
         if step is not None and launches_a_kernel(event):
             launches[id(step)] += 1
-    return statistics.median(launches.values())
+    return statistics.median(list(launches.values())[steady - 1:] if steady > 1 else launches.values())
 
 
 def main() -> None:
@@ -136,9 +142,25 @@ def main() -> None:
               f" launches per step, {low:.0f}-{high:.0f} ms of host time at {LAUNCH_US[0]}-{LAUNCH_US[1]} us each")
     outside = ops_per_decode_step(models[shallow], tokenizer, prompts, options.batch, options.attention,
                                   StaticSlotsEngine, capture=replay_without_ops)
+    eager_static = counts
     print(f"decode ops: static, replayed as a CUDA graph, batch {options.batch}: {outside:.0f} ATen ops per step"
           f" outside the graph + 1 replay, at any depth; Qwen3-4B -> {outside + 1:.0f} launches per step,"
           f" {(outside + 1) * LAUNCH_US[1]:.0f} us of host time at most")
+    import torch
+    import torch._inductor.config
+
+    torch._inductor.config.cpp.enable_kernel_profile = True  # each fused kernel an event of the profile
+    fused = {layers: ops_per_decode_step(model, tokenizer, prompts, options.batch, options.attention,
+                                         StaticSlotsEngine, capture=CompiledStep(torch.device("cpu")))
+             for layers, model in models.items()}
+    per_layer = (fused[deep] - fused[shallow]) / (deep - shallow)
+    projected = fused[shallow] - shallow * per_layer + QWEN3_4B_LAYERS * per_layer
+    eager_projected = eager_static[shallow] + (QWEN3_4B_LAYERS - shallow) * (
+        eager_static[deep] - eager_static[shallow]) / (deep - shallow)
+    print(f"decode ops: static, compiled by inductor (fused), batch {options.batch}: kernels per decode step"
+          f" {fused[shallow]:.0f} at {shallow} layers, {fused[deep]:.0f} at {deep} -> {per_layer:.1f} per layer;"
+          f" Qwen3-4B -> {projected:.0f} kernels per replay, x{eager_projected / projected:.1f} fewer than the"
+          f" {eager_projected:.0f} of the eager static step (each ~2-3 us of GPU time in a graph)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     make bench                                   # runs this only where CUDA is usable
     .venv/bin/python tests/bench/bench_gpu.py [--card h100|h200|a100] [--presets simple strong] [--batches 64]
     .venv/bin/python tests/bench/bench_gpu.py --tiny     # the same code paths on a 2-layer model (CPU too)
-    .venv/bin/python tests/bench/bench_gpu.py --compiled # also the static step through torch.compile
+    .venv/bin/python tests/bench/bench_gpu.py --compiled # also the static step compiled by inductor
     .venv/bin/python tests/bench/bench_gpu.py --attention-only   # (c) alone, at the real shapes (CPU too)
 
 Qwen3-4B-Instruct-2507's architecture from its config values written below (no download: random
@@ -39,12 +39,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from common import CompiledStep  # noqa: E402 (tests/bench/common.py, beside this script)
+
 from lib.checks.gpu import QWEN3_4B, TINY, save_random_qwen3  # noqa: E402 (after the path is set)
 
 # (decode step, attention kernel, steps per sync); static is replayed as CUDA graphs on CUDA
 ENGINE_VARIANTS = [("static", "fused", 8), ("dynamic", "fused", 8)]
-# --compiled adds the static step captured by torch.compile(mode="reduce-overhead") instead of a plain
-# CUDA graph (inductor's fused kernels inside its own graphs; compiled once per window)
+# --compiled adds the static step compiled by inductor (fused kernels, no graphs of its own) and
+# recorded in the engine's graphs (tests/bench/common.CompiledStep)
 COMPILED_VARIANT = ("static-compiled", "fused", 8)
 GSM8K_QUESTIONS = 1319
 CARDS = {  # datasheet dense bf16 peak FLOP/s, HBM bytes/s: printed beside the measured rates
@@ -108,17 +110,6 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
 
 
 
-def compiled_capture(body):
-    """The static step through torch.compile(mode="reduce-overhead"): the slots' tensors it updates in
-    place are marked as fixed addresses, so its CUDA graphs may keep them (the cache's already are)."""
-    import torch
-
-    rows = body.args[1]  # body = partial(step_body, model, rows, window)
-    for tensor in (rows.mask, rows.positions, rows.last):
-        torch._dynamo.mark_static_address(tensor)
-    return torch.compile(body, mode="reduce-overhead", fullgraph=True, dynamic=False)
-
-
 def synchronize(device) -> None:
     import torch
 
@@ -178,10 +169,12 @@ class LengthStops:
 class StepClock:
     """Each decode step's time, filled as the engine runs: CUDA events around it on CUDA (the GPU's
     time, no wait added), the host's clock elsewhere. The static engine's step that records a new
-    window (its eager warm-up and the capture) and that window's first replay are left out."""
+    window (its eager warm-up and the capture) and that window's next steps until it replays
+    (the first replay; with CompiledStep, compiling and recording) are left out."""
 
-    def __init__(self, engine, device):
+    def __init__(self, engine, device, steps_before_replays: int = 2):
         self.device, self.spans, self.left_out, self.windows = device, [], 0, 0
+        self.steps_before_replays = steps_before_replays
         self._step, self._fresh = engine._decode_step, 0
         engine._decode_step = self._timed
 
@@ -200,7 +193,7 @@ class StepClock:
         self._step(rows)
         end = self._clock()
         if len(getattr(rows, "steps", ())) != recorded:
-            self.windows, self._fresh = self.windows + 1, 2
+            self.windows, self._fresh = self.windows + 1, self.steps_before_replays
         if self._fresh:
             self._fresh, self.left_out = self._fresh - 1, self.left_out + 1
         else:
@@ -240,18 +233,18 @@ def bench_preset_decoding(folder: Path, shape: dict, preset: str, batch: int, qu
         for sample in (prompts[: max(batch // 4, 2)], prompts):
             options = dict(eos_token_ids=(-1,), attention=attention, steps_per_sync=steps_per_sync)
             if decode == "static-compiled":
-                options["capture"] = compiled_capture
+                options["capture"] = CompiledStep(device)
             engine = (PrefixSharingEngine if decode == "dynamic" else StaticSlotsEngine)(
                 model, Tokens(), max_new_tokens // scale, batch, **options)
             engine.stops = LengthStops(engine.stops, lengths)
-            clock = StepClock(engine, device)
+            clock = StepClock(engine, device, getattr(options.get("capture"), "steps_before_replays", 2))
             synchronize(device)
             start = time.perf_counter()
             _, stats = engine.generate(sample)
             synchronize(device)
             seconds = time.perf_counter() - start
         steps = len(clock.spans) + clock.left_out
-        name = "static-torch-compile" if decode == "static-compiled" else engine.decode_mode
+        name = f"{engine.decode_mode}, compiled by inductor" if decode == "static-compiled" else engine.decode_mode
         results[name] = {"step_ms": clock.median_ms(), "steps": steps, "windows": clock.windows, "seconds": seconds,
                          "columns_read": stats.kv_columns_read / steps,
                          "columns_in_use": stats.kv_columns_in_use / steps,
@@ -371,7 +364,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind (checks the code paths)")
     parser.add_argument("--compiled", action="store_true",
-                        help="also the static step through torch.compile(mode='reduce-overhead') (slow to compile)")
+                        help="also the static step compiled by inductor inside the engine's graphs (slow to compile)")
     parser.add_argument("--only", action="append", choices=["train", "decode", "attention"],
                         help="measure only these parts (repeat; default all)")
     parser.add_argument("--model-folder", type=Path, default=None,

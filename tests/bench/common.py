@@ -29,3 +29,39 @@ def embedded_model_path() -> str:
     from lib.models import resolve_model_path
 
     return resolve_model_path("embedded:smollm2-135m-instruct", MODELS_DIR)
+
+
+class CompiledStep:
+    """A capture for the static engine (StaticSlotsEngine(capture=...)) that compiles its decode step
+    with inductor, without inductor's own CUDA graphs: norms, rotary, the attention merge and the
+    other elementwise ops fuse into a few kernels, and on CUDA the compiled step is then recorded in
+    the engine's own graph (lib/engine/graphs.py) and replayed. Elsewhere the compiled code runs each
+    step. The engine records a window's step right after running it eagerly, but compiling means
+    running: so a window's first call through this compiles and runs that step, the second records
+    the graph and replays it. No stage uses this: `bench_gpu.py --compiled` measures whether it is
+    faster on a card, and `bench_decode_ops.py` counts the kernels it issues."""
+
+    steps_before_replays = 3  # a window's eager step, its compiling step, its recording step
+
+    def __init__(self, device):
+        self.device = device
+
+    def __call__(self, body):
+        import torch
+
+        from lib.engine.graphs import CudaGraphs
+
+        compiled = torch.compile(body, fullgraph=True)
+        if self.device.type != "cuda":
+            return compiled
+        graph = []
+
+        def step():
+            if graph == []:  # the window's first call: compiles, and runs this step
+                graph.append(None)
+                return compiled()
+            if graph == [None]:  # records the compiled step (nothing runs), then replays it
+                graph[0] = CudaGraphs(self.device)(compiled)
+            return graph[0]()
+
+        return step
