@@ -9,7 +9,7 @@ import torch
 from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.sampling import Sampling
 from lib.engine.static import StaticSlotsEngine
-from tests.helpers import count_shifts, engine_prompts
+from tests.helpers import count_shifts, engine_prompts, tiny_random_qwen3
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +125,13 @@ def test_refills_wait_for_a_share_of_free_slots_and_change_no_answer(smollm2, sm
     assert refills[2] == 1 < refills[1000], refills  # the 8 newcomers in one prefill
 
 
-def test_a_step_reads_at_most_a_quarter_more_key_value_columns_than_its_rows_use(
-        smollm2, smollm2_tokenizer, monkeypatch):
+def test_a_step_reads_at_most_a_quarter_more_key_value_columns_than_its_rows_use(smollm2_tokenizer, monkeypatch):
     """Columns read: the key length of each step's attention over the rows' own cache, as the
     profiler records the op's inputs; columns in use: from the oldest live row's first real token
     (read from the mask) to the column the step writes. Rows that stop at different lengths leave
-    dead columns behind the oldest rows, which the engine must move out of its steps' windows."""
+    dead columns behind the oldest rows, which the engine must move out of its steps' windows. A
+    tiny random Qwen3, sampled, whose rows end at any of a tenth of the vocabulary: answers of many
+    lengths up to 40 tokens."""
     from torch.profiler import ProfilerActivity, profile
 
     from lib.engine.static import READ_BOUND, window_for
@@ -148,11 +149,15 @@ def test_a_step_reads_at_most_a_quarter_more_key_value_columns_than_its_rows_use
         steps.append((own_keys[0][2], in_use, rows.capacity))
 
     monkeypatch.setattr(StaticSlotsEngine, "_decode_step", measured)
-    prompts = engine_prompts(smollm2_tokenizer, 11)  # 12 prompts through 3 slots, answers of 10-13 tokens
-    options = dict(max_new_tokens=40, batch_size=3, stop_strings=(".",))
-    expected, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, **options).generate(prompts)
-    results, stats = StaticSlotsEngine(smollm2, smollm2_tokenizer, **options).generate(prompts)
+    model = tiny_random_qwen3(smollm2_tokenizer)
+    prompts = engine_prompts(smollm2_tokenizer, 23)  # 24 prompts through 4 slots
+    options = dict(max_new_tokens=40, batch_size=4, eos_token_ids=tuple(range(0, len(smollm2_tokenizer), 10)),
+                   sampling=Sampling(1.0, 1.0))
+    seeds = list(range(len(prompts)))
+    expected, _ = PrefixSharingEngine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
+    results, stats = StaticSlotsEngine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
     assert [r.token_ids for r in results] == [r.token_ids for r in expected]
+    assert len({len(r.token_ids) for r in results}) >= 5  # rows of many lengths
     smallest = window_for(1, steps[0][2])
     assert all(in_use <= read <= max(READ_BOUND * in_use, smallest) for read, in_use, _ in steps), steps
     assert stats.shifts >= 1 and len({read for read, _, _ in steps}) >= 2  # the bound was kept by moving columns
@@ -160,7 +165,7 @@ def test_a_step_reads_at_most_a_quarter_more_key_value_columns_than_its_rows_use
     assert stats.kv_columns_in_use == sum(in_use for _, in_use, _ in steps)
 
 
-def test_refills_read_nothing_back_the_host_reads_once_per_block(smollm2, smollm2_tokenizer, monkeypatch):
+def test_refills_read_nothing_back_the_host_reads_once_per_block(smollm2_tokenizer, monkeypatch):
     """The engines read the device through one counted function (lib/engine/outputs.read_back): the
     static engine reads a prefill's first tokens with the next block's, so a call reads once per
     block; the dynamic engine also reads at every prefill (its refills and drops depend on them)."""
@@ -169,11 +174,14 @@ def test_refills_read_nothing_back_the_host_reads_once_per_block(smollm2, smollm
         block = engine._decode_block
         monkeypatch.setattr(engine, "_decode_block", lambda self, *args, block=block: blocks.append(1) or block(
             self, *args))
-    prompts = engine_prompts(smollm2_tokenizer, 7)  # 8 prompts through 3 slots: refills
-    options = dict(max_new_tokens=12, batch_size=3, stop_strings=(".",), steps_per_sync=4)
-    dynamic, dynamic_stats = PrefixSharingEngine(smollm2, smollm2_tokenizer, **options).generate(prompts)
+    model = tiny_random_qwen3(smollm2_tokenizer)  # sampled, ending at any of a tenth of the vocabulary
+    prompts = engine_prompts(smollm2_tokenizer, 11)  # 12 prompts through 3 slots: refills
+    options = dict(max_new_tokens=24, batch_size=3, steps_per_sync=4, sampling=Sampling(1.0, 1.0),
+                   eos_token_ids=tuple(range(0, len(smollm2_tokenizer), 10)))
+    seeds = list(range(len(prompts)))
+    dynamic, dynamic_stats = PrefixSharingEngine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
     dynamic_blocks, blocks[:] = len(blocks), []
-    static, stats = StaticSlotsEngine(smollm2, smollm2_tokenizer, **options).generate(prompts)
+    static, stats = StaticSlotsEngine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
     assert [r.token_ids for r in static] == [r.token_ids for r in dynamic]
     assert stats.refills >= 2 and stats.host_reads == len(blocks)
     assert dynamic_stats.host_reads > dynamic_blocks  # the contrast: a read per prefill too
