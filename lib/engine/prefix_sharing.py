@@ -128,7 +128,7 @@ class PrefixSharingEngine:
         if not prefix_ids:
             return None
         cache = new_cache()
-        self.model(input_ids=torch.tensor([prefix_ids], device=self.device), past_key_values=cache, use_cache=True,
+        self.model(input_ids=to_device(torch.tensor([prefix_ids]), self.device), past_key_values=cache, use_cache=True,
                    logits_to_keep=1)  # only the cache is needed; vocabulary logits are costly
         return [(layer.keys, layer.values) for layer in cache_layers(cache)]
 

@@ -132,6 +132,8 @@ def static_cache(like: Rows, slots: int, capacity: int):
         layer = _window_layer_class()(max_cache_len=capacity)
         layer.window = capacity
         keys, values = source.keys[:1], source.values[:1]
+        # Made on the device: StaticLayer copies its host counter there, a wait for the queued work.
+        layer.cumulative_length = torch.zeros((), dtype=torch.long, device=keys.device)
         shape = (slots, keys.shape[1], 1, keys.shape[-1])
         layer.lazy_initialization(keys.new_zeros(shape), values.new_zeros(shape[:3] + values.shape[-1:]))
         layers.append(layer)
