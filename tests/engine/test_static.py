@@ -80,7 +80,7 @@ HOST_OPS = {"aten::lift_fresh", "aten::_local_scalar_dense", "aten::item", "aten
 
 
 def test_a_sampled_static_step_reads_nothing_from_the_host_through_refills_retires_and_shifts(
-        smollm2, smollm2_tokenizer, monkeypatch):
+        smollm2_tokenizer, monkeypatch):
     from torch.profiler import ProfilerActivity, profile
 
     shifts = count_shifts(monkeypatch)
@@ -93,7 +93,8 @@ def test_a_sampled_static_step_reads_nothing_from_the_host_through_refills_retir
 
     monkeypatch.setattr(StaticSlotsEngine, "_decode_step", traced)
     prompts = engine_prompts(smollm2_tokenizer, 7)  # 8 prompts through 2 slots: refills, retires, shifts
-    engine = StaticSlotsEngine(smollm2, smollm2_tokenizer, 6, 2, sampling=Sampling(0.8, 0.95))
+    engine = StaticSlotsEngine(tiny_random_qwen3(smollm2_tokenizer), smollm2_tokenizer, 6, 2,
+                               sampling=Sampling(0.8, 0.95))
     results, _ = engine.generate(prompts, seeds=list(range(len(prompts))), in_order=True)
     assert len(results) == len(prompts) and len(shifts) >= 1 and len(seen) > 10
     assert [sorted(ops & HOST_OPS) for ops in seen if ops & HOST_OPS] == []
@@ -111,15 +112,20 @@ def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_
     assert outputs[0] == outputs[1]
 
 
-def test_refills_wait_for_a_share_of_free_slots_and_change_no_answer(smollm2, smollm2_tokenizer, monkeypatch):
+def test_refills_wait_for_a_share_of_free_slots_and_change_no_answer(smollm2_tokenizer, monkeypatch):
     from lib.engine import static
 
+    model = tiny_random_qwen3(smollm2_tokenizer)  # sampled, ending at any of a tenth of the vocabulary
     prompts = engine_prompts(smollm2_tokenizer, 23)  # 24 prompts through 16 slots: 8 to refill
-    expected, _ = PrefixSharingEngine(smollm2, smollm2_tokenizer, 24, 16).generate(prompts)
+    options = dict(sampling=Sampling(1.0, 1.0), eos_token_ids=tuple(range(0, len(smollm2_tokenizer), 10)))
+    seeds = list(range(len(prompts)))
+    expected, _ = PrefixSharingEngine(model, smollm2_tokenizer, 24, 16, **options).generate(prompts, seeds=seeds)
+    assert len({len(r.token_ids) for r in expected}) >= 5  # rows end at many lengths
     refills = {}
     for share in (1000, 2):  # a refill as soon as one slot is free; only when half of them are
         monkeypatch.setattr(static, "REFILL_SHARE", share)
-        results, stats = StaticSlotsEngine(smollm2, smollm2_tokenizer, 24, 16).generate(prompts)
+        results, stats = StaticSlotsEngine(model, smollm2_tokenizer, 24, 16, **options).generate(prompts,
+                                                                                                   seeds=seeds)
         assert [r.token_ids for r in results] == [r.token_ids for r in expected]
         refills[share] = stats.refills
     assert refills[2] == 1 < refills[1000], refills  # the 8 newcomers in one prefill
