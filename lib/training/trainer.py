@@ -148,8 +148,10 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
     dtype = resolve_compute_dtype(compute_dtype, state.device)
     model = load_base_for_training(model_path, quantization, double_quant, dtype, train.gradient_checkpointing,
                                    revision, trust_remote_code)
-    attention = packed_attention_for(state.device) if train.packing == "padding_free" else "sdpa"
-    model.set_attn_implementation(attention)  # packed rows: each example attends to itself, no row-wide mask
+    attention = model.config._attn_implementation  # what transformers chose for the model
+    if train.packing == "padding_free":  # packed rows: each example attends to itself, no row-wide mask
+        attention = packed_attention_for(state.device)
+        model.set_attn_implementation(attention)
     model, targets = attach_lora(model, lora_r, lora_alpha, lora_dropout, lora_targets)
     if state.is_main_process:
         trainable, total = model.get_nb_trainable_parameters()
