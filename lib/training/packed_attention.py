@@ -99,7 +99,8 @@ def _varlen(query, key, value, cumulative, longest: int, scale: float) -> torch.
     is built from its signature."""
     kernel = _varlen_kernel(query, 0.0)
     accepts = inspect.signature(kernel).parameters
-    queries, keys, values = (tensor[0].transpose(0, 1) for tensor in (query, key, value))  # [T, H, D]
+    # [T, H, D], contiguous as the flash kernels read them
+    queries, keys, values = (tensor[0].transpose(0, 1).contiguous() for tensor in (query, key, value))
     options = {"scale": scale}
     if "window_size" in accepts:
         options["window_size"] = (-1, 0)  # causal
