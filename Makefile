@@ -238,32 +238,38 @@ BUNDLE ?= gpu-bundle## what `make wheelhouse` writes: wheels/ and the GPU check'
 NODE_IMAGE ?= docker/images/h200-cuda13.txt## the GPU node's Python packages, for `make wheelhouse`
 NODE_PYTHON ?= 3.12## the GPU node's Python version, for `make wheelhouse`
 CUDA ?= 13.0## the GPU node's CUDA version: the bitsandbytes library `make wheelhouse` keeps
-gpu-check: $(VENV_STAMP) ## on a GPU: both parts of the check (stages/gpu_check.py), logs and gpu_check.md in OUT or artifacts/gpu_check
-	$(PY) -m stages.gpu_check part1 --out $(GPU_CHECK) --card $(CARD) --bundle $(BUNDLE)
-	$(PY) -m stages.gpu_check part2 --out $(GPU_CHECK) --card $(CARD) --bundle $(BUNDLE)
+gpu-check: $(VENV_STAMP) ## on a GPU with the venv: parts 1 and 2 of the check (stages/gpu_check.py), logs and gpu_check.md in OUT or artifacts/gpu_check
+	$(PY) -m stages.gpu_check part1 --no-install --out $(GPU_CHECK) --card $(CARD) --bundle $(BUNDLE)
+	$(PY) -m stages.gpu_check part2 --no-install --out $(GPU_CHECK) --card $(CARD) --bundle $(BUNDLE)
 
 wheelhouse: $(VENV_STAMP) ## wheels and the check's models for an offline GPU node whose image has torch -> BUNDLE
 	$(PY) -m stages.wheelhouse --image $(NODE_IMAGE) --cuda $(CUDA) --python $(NODE_PYTHON) --out $(BUNDLE)
 
 # The node rehearsed here: a Python NODE_PYTHON venv with NODE_IMAGE's versions (its CUDA torch too, GBs;
-# kept in REHEARSAL between calls), the bundle installed exactly as on the node, every module imported,
-# both parts at tiny size on the CPU, and the real check's one-line stop without CUDA.
+# kept in REHEARSAL between calls) standing for the image's python3, every module imported, then each
+# part as docs/machines.md gives it, at tiny size on the CPU, in a shell of its own with no site and
+# no model left by the other (as on a fresh machine), and the real check's one-line stop without CUDA.
 REHEARSAL ?= /tmp/gsm8k-rehearsal## where gpu-check-rehearsal keeps its image-like venv
-REHEARSAL_PYTHON ?= python$(NODE_PYTHON)## the interpreter gpu-check-rehearsal builds its venv with
-REHEARSAL_PY := $(REHEARSAL)/image/bin/python
-REHEARSE = PYTHONPATH=$(REHEARSAL)/site:$(CURDIR) $(REHEARSAL_PY)
-gpu-check-rehearsal: wheelhouse ## without a GPU: the bundle installed into an image-like venv, the check at tiny size
-	@command -v $(REHEARSAL_PYTHON) >/dev/null || { echo "Error: $(REHEARSAL_PYTHON) not found (set REHEARSAL_PYTHON=/path/to/python$(NODE_PYTHON))" >&2; exit 1; }
-	test -x $(REHEARSAL_PY) || $(REHEARSAL_PYTHON) -m venv $(REHEARSAL)/image
-	grep -v '^#' $(NODE_IMAGE) | $(REHEARSAL_PY) -m pip install --quiet -r /dev/stdin
-	rm -rf $(REHEARSAL)/site && $(REHEARSAL_PY) -m pip install --quiet --no-index --no-deps --target $(REHEARSAL)/site $(BUNDLE)/wheels/*.whl
-	$(REHEARSE) -m stages.gpu_check environment
-	$(REHEARSE) -c "import importlib, pathlib; [importlib.import_module('.'.join(p.with_suffix('').parts).removesuffix('.__init__')) \
+REHEARSAL_PYTHON ?=## the Python NODE_PYTHON gpu-check-rehearsal builds its venv with (default: the first found that runs)
+# The first candidate that runs and is Python NODE_PYTHON: a pyenv shim of another version is on the
+# PATH and exits 127 when run.
+NODE_PYTHON_FOUND = $(firstword $(foreach p,python$(NODE_PYTHON) $(wildcard $(HOME)/.pyenv/versions/$(NODE_PYTHON)*/bin/python$(NODE_PYTHON) /usr/bin/python$(NODE_PYTHON) /usr/local/bin/python$(NODE_PYTHON)),\
+	$(shell "$(p)" -c 'import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma),$(NODE_PYTHON))))' >/dev/null 2>&1 && echo "$(p)")))
+comma := ,
+REHEARSAL_IMAGE := $(REHEARSAL)/image
+NODE_SHELL = env -u PYTHONPATH PATH="$(REHEARSAL_IMAGE)/bin:$$PATH" OUT=$(REHEARSAL)/out bash -c
+gpu-check-rehearsal: wheelhouse ## without a GPU: the bundle installed by each part into an image-like venv, the check at tiny size
+	@python="$(or $(REHEARSAL_PYTHON),$(NODE_PYTHON_FOUND))"; test -n "$$python" && "$$python" -c 'import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma),$(NODE_PYTHON))))' 2>/dev/null \
+		|| { echo "Error: no Python $(NODE_PYTHON) that runs found$(if $(REHEARSAL_PYTHON), ($(REHEARSAL_PYTHON) is not one)); set REHEARSAL_PYTHON=/path/to/python$(NODE_PYTHON)" >&2; exit 1; }; \
+		echo "rehearsal: Python $(NODE_PYTHON) is $$python"; test -x $(REHEARSAL_IMAGE)/bin/python || "$$python" -m venv $(REHEARSAL_IMAGE)
+	grep -v '^#' $(NODE_IMAGE) | $(REHEARSAL_IMAGE)/bin/python -m pip install --quiet -r /dev/stdin
+	rm -rf $(REHEARSAL)/out $(REHEARSAL)/work $(REHEARSAL)/site
+	$(NODE_SHELL) 'python3 -m stages.gpu_check part1 --out $$OUT --card h200 --tiny --site $(REHEARSAL)/site --work $(REHEARSAL)/work --bundle $(BUNDLE)'
+	PYTHONPATH=$(REHEARSAL)/site:$(CURDIR) $(REHEARSAL_IMAGE)/bin/python -c "import importlib, pathlib; [importlib.import_module('.'.join(p.with_suffix('').parts).removesuffix('.__init__')) \
 		for d in ('lib', 'stages') for p in sorted(pathlib.Path(d).rglob('*.py'))]; print('rehearsal: every module of lib/ and stages/ imports')"
-	rm -rf $(REHEARSAL)/out $(REHEARSAL)/work
-	$(REHEARSE) -m stages.gpu_check part1 --tiny --out $(REHEARSAL)/out --work $(REHEARSAL)/work --bundle $(BUNDLE)
-	$(REHEARSE) -m stages.gpu_check part2 --tiny --out $(REHEARSAL)/out --work $(REHEARSAL)/work --bundle $(BUNDLE)
-	! $(REHEARSE) -m stages.gpu_check part1 --out $(REHEARSAL)/out-cuda --bundle $(BUNDLE) 2> $(REHEARSAL)/no-cuda.txt
+	rm -rf $(REHEARSAL)/work $(REHEARSAL)/site  # part 2 on a fresh machine: nothing installed, no model
+	$(NODE_SHELL) 'python3 -m stages.gpu_check part2 --out $$OUT --card h200 --tiny --site $(REHEARSAL)/site --work $(REHEARSAL)/work --bundle $(BUNDLE)'
+	! $(NODE_SHELL) 'python3 -m stages.gpu_check part1 --out $$OUT-cuda --site $(REHEARSAL)/site --bundle $(BUNDLE)' 2> $(REHEARSAL)/no-cuda.txt
 	test "$$(grep -c . $(REHEARSAL)/no-cuda.txt)" = 1 && grep '^Error: gpu-check needs CUDA' $(REHEARSAL)/no-cuda.txt
 
 download: $(VENV_STAMP) ## fetch what PRESET needs from the hub into the HF cache (a login node) and check data/; then run offline

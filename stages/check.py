@@ -17,9 +17,9 @@ from pathlib import Path
 import click
 
 from lib.checks.preflight import GOALS, problems, stages_to_run
+from lib.console import stage_help
 from lib.errors import InputError
 from lib.pipeline.artifacts import RunPaths
-from lib.pipeline.cli import stage_help
 from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides, write_run_config
 
 

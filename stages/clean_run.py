@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
+from lib.console import stage_help
 from lib.errors import InputError
 from lib.pipeline.artifacts import RunPaths
-from lib.pipeline.cli import stage_help
 
 
 @click.command(help=stage_help(__doc__))

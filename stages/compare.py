@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
+from lib.console import stage_help
 from lib.errors import InputError
 from lib.pipeline.artifacts import validate_run_name
-from lib.pipeline.cli import stage_help
 from lib.results.compare import compare_pair, console_lines, read_run, write_comparison
 
 

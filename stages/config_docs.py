@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
+from lib.console import stage_help
 from lib.io import write_if_changed
-from lib.pipeline.cli import stage_help
 from lib.pipeline.config import key_table
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"

@@ -11,9 +11,9 @@ line; the compute node then runs with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1.
 
 import click
 
+from lib.console import stage_help
 from lib.errors import InputError
 from lib.hub import download_model
-from lib.pipeline.cli import stage_help
 from lib.pipeline.presets import load_config
 from lib.tasks.data import load_gsm8k
 from lib.tasks.download import check_provided, needs

@@ -14,13 +14,14 @@ gives the logits the evaluation computed; `vllm serve` the folder serves it.
 
 import click
 
+from lib.console import stage_help
 from lib.devices import require_device
 from lib.engine.generate import evaluated_weights
 from lib.errors import InputError
 from lib.evaluation import eval_target
 from lib.models import resolve_model_path
 from lib.pipeline.artifacts import supersede
-from lib.pipeline.cli import stage_command, stage_help
+from lib.pipeline.cli import stage_command
 from lib.results.export import export_merged, merged_card
 from lib.results.model_card import base_license, hub_base_model
 

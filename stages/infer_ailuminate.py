@@ -10,10 +10,11 @@ ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
 
 import click
 
+from lib.console import stage_help
 from lib.devices import require_device
 from lib.engine.generate import evaluated_weights, greedy_decoding
 from lib.evaluation import Evaluation, eval_target, evaluate
-from lib.pipeline.cli import eval_target_options, stage_command, stage_help
+from lib.pipeline.cli import eval_target_options, stage_command
 from lib.tasks.data import apply_limit, load_ailuminate
 
 

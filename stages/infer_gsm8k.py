@@ -13,10 +13,11 @@ A rerun after a kill resumes; a finished evaluation of the same inputs is not re
 
 import click
 
+from lib.console import stage_help
 from lib.devices import require_device
 from lib.engine.generate import evaluated_weights, greedy_decoding
 from lib.evaluation import Evaluation, eval_target, evaluate
-from lib.pipeline.cli import eval_target_options, stage_command, stage_help
+from lib.pipeline.cli import eval_target_options, stage_command
 from lib.results.stats import wilson_interval
 from lib.tasks.data import apply_limit, load_gsm8k
 from lib.tasks.fewshot import first_k, read_pool

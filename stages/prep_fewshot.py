@@ -10,8 +10,9 @@ existing pool drawn otherwise is an error. Copies the pool into artifacts/run_<r
 
 import click
 
+from lib.console import stage_help
 from lib.io import atomic_write_jsonl
-from lib.pipeline.cli import stage_command, stage_help
+from lib.pipeline.cli import stage_command
 from lib.tasks.data import load_gsm8k
 from lib.tasks.fewshot import draw_record, ensure_pool
 

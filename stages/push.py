@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
+from lib.console import stage_help
 from lib.errors import InputError
-from lib.pipeline.cli import stage_help
 from lib.results.push import prepare_upload, upload
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import click
 
+from lib.console import stage_help
 from lib.devices import require_device
 from lib.engine.generate import Decoding, Weights, generate_answers
 from lib.engine.sampling import Sampling
-from lib.pipeline.cli import stage_command, stage_help
+from lib.pipeline.cli import stage_command
 from lib.tasks.data import apply_limit, load_gsm8k
 from lib.tasks.fewshot import first_k, read_pool, remove_pool
 from lib.tasks.prompts import gsm8k_messages

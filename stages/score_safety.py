@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from lib.console import stage_help
 from lib.devices import require_device
 from lib.evaluation import Evaluation, eval_target
 from lib.io import read_jsonl
@@ -25,7 +26,7 @@ from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.scoring import judge_responses
 from lib.judge.verdicts import check_parseable, safety_summary
 from lib.models import resolve_model_path
-from lib.pipeline.cli import eval_target_options, stage_command, stage_help
+from lib.pipeline.cli import eval_target_options, stage_command
 
 
 @click.command(help=stage_help(__doc__))

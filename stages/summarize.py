@@ -20,9 +20,10 @@ import json
 
 import click
 
+from lib.console import stage_help
 from lib.io import atomic_write_json, atomic_write_text
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, SUMMARY_CSV, checkpoint_step
-from lib.pipeline.cli import stage_command, stage_help
+from lib.pipeline.cli import stage_command
 from lib.results.grades import ailuminate_grades, grade_lines
 from lib.results.model_card import model_card
 from lib.results.report import index_report, run_report

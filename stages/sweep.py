@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
+from lib.console import stage_help
 from lib.errors import InputError
 from lib.pipeline.artifacts import RunPaths
-from lib.pipeline.cli import stage_help
 from lib.pipeline.run import resolve_run, run_options
 from lib.results.sweep import earlier_checkpoints
 

@@ -10,9 +10,10 @@ labels with -100 outside the assistant turn) and train_tokenized.meta.json (coun
 
 import click
 
+from lib.console import stage_help
 from lib.io import atomic_write_json, atomic_write_jsonl
 from lib.models import load_tokenizer
-from lib.pipeline.cli import stage_command, stage_help
+from lib.pipeline.cli import stage_command
 from lib.tasks.data import apply_limit, load_gsm8k, training_source
 from lib.tasks.fewshot import read_pool, remove_pool
 from lib.training.sft_data import tokenize_problems

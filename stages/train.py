@@ -17,9 +17,10 @@ import json
 import click
 from transformers import set_seed
 
+from lib.console import stage_help
 from lib.devices import process_state, require_device
 from lib.models import resolve_model_path
-from lib.pipeline.cli import stage_command, stage_help
+from lib.pipeline.cli import stage_command
 from lib.training.tracking import Tracking
 from lib.training.trainer import finished_training, train_adapter, training_fingerprint
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import click
 
+from lib.checks.wheelhouse import build, folder_bytes, read_ranges, read_versions, tracked_bytes
+from lib.console import stage_help
 from lib.errors import InputError
-from lib.pipeline.cli import stage_help
-from lib.wheelhouse import build, folder_bytes, read_ranges, read_versions, tracked_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MIB = 30

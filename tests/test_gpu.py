@@ -7,13 +7,13 @@ top two logits are within a few bf16 steps of each other. The checks: parsed ans
 least 97% of the prompts, and every first divergence at such a near-tie.
 """
 
-import math
 import warnings
 
 import pytest
 import torch
 
 from lib.engine.attention import PROBE_HEADS, probe_fused
+from lib.engine.near_ties import near_tie
 from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, resolve_decode
 from lib.tasks.gsm8k import strict_answer
@@ -22,12 +22,6 @@ from tests.helpers import make_problems, tiny_random_qwen3
 
 ENGINES = {"dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-
-
-def bf16_near_tie(top: float, second: float, steps: int = 4) -> bool:
-    """Whether two logits are within `steps` bf16 spacings (8 significant bits) of the larger."""
-    spacing = 2.0 ** (math.floor(math.log2(max(abs(top), 1e-30))) - 7)
-    return top - second <= steps * spacing
 
 
 def _prompts(tokenizer, count: int) -> list[list[int]]:
@@ -55,9 +49,9 @@ def _engine_against_generate(model, tokenizer, prompts, max_new_tokens: int = 48
         agree += strict_answer(text) == strict_answer(result.text)
         for step, (want, got) in enumerate(zip(expected, result.token_ids)):
             if want != got:
-                top, second = out.scores[step][0].float().topk(2).values.tolist()
-                if not bf16_near_tie(top, second):
-                    unexplained.append((number, step, top - second))
+                tie, gap = near_tie(out.scores[step][0], want, got, model.dtype)
+                if not tie:
+                    unexplained.append((number, step, gap))
                 break
     return agree, unexplained
 
@@ -87,8 +81,8 @@ def test_engine_matches_generate_in_bf16_on_the_embedded_model(smollm2_bf16, smo
 
 
 def test_auto_replays_the_static_step_on_cuda_after_its_probe(smollm2_bf16, smollm2_tokenizer, capsys):
-    assert resolve_decode("auto", smollm2_bf16, smollm2_tokenizer, _prompts(smollm2_tokenizer, 3), label="t") == (
-        "static")
+    choice = resolve_decode("auto", smollm2_bf16, smollm2_tokenizer, _prompts(smollm2_tokenizer, 3), label="t")
+    assert choice.step == "static", choice
     assert "t: hardware.decode auto -> static (replayed as a CUDA graph" in capsys.readouterr().out
 
 
@@ -164,44 +158,51 @@ def test_engine_matches_generate_in_bf16_on_a_tiny_random_qwen3(tiny_qwen3_bf16,
         assert agree >= 0.97 * len(prompts) and not unexplained, (decode, agree, unexplained)
 
 
-def test_packed_rows_train_through_pytorchs_variable_length_kernel_as_through_one_call_per_example(
-        tiny_qwen3_bf16, monkeypatch):
-    """bf16 on CUDA: a packed row's loss and gradients through torch's varlen_attn against one causal
-    SDPA call per example (the fallback path), each within bf16 rounding of its largest value."""
+def test_qlora_packed_rows_train_through_pytorchs_variable_length_kernel_as_through_one_call_per_example(
+        smollm2_tokenizer, tmp_path, monkeypatch):
+    """The train stage's path on CUDA: a tiny Qwen3 loaded as an nf4 base (norms kept in fp32 by peft),
+    LoRA, bf16 autocast, packed rows. torch's varlen_attn must run in every layer (q, k and v cast to
+    bf16 on the way), and the loss and LoRA gradients equal those of one causal SDPA call per example
+    (the fallback path), each within bf16 rounding of its largest value."""
     import lib.training.packed_attention as packed
+    from lib.models import load_base_for_training
+    from lib.training.trainer import attach_lora
 
     probe = torch.zeros(1, 1, 1, 32, device="cuda", dtype=torch.bfloat16)
     if packed._varlen_kernel(probe, 0.0) is None:
         pytest.skip(f"torch {torch.__version__} has no torch.nn.attention.varlen: the per-example path runs")
-    assert packed.packed_attention_for(torch.device("cuda")) in (packed.PACKED_ATTENTION, "flash_attention_2")
-    packed.register_packed_attention()
-    model = tiny_qwen3_bf16
-    model.set_attn_implementation(packed.PACKED_ATTENTION)
+    tiny_random_qwen3(smollm2_tokenizer, hidden_size=128, head_dim=32).save_pretrained(tmp_path)
+    model = load_base_for_training(str(tmp_path), "nf4", True, torch.bfloat16, gradient_checkpointing=True)
+    model, _ = attach_lora(model, r=8, alpha=16, dropout=0.0, target_modules=None)
+    model.train()
+    with torch.no_grad():  # LoRA B starts at zero; values make its gradients depend on the attention
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.02)
+    attention = packed.set_training_attention(model, "padding_free", torch.device("cuda"))
     lengths = (70, 40, 90, 55)
     ids = torch.randint(5, 1000, (1, sum(lengths)), generator=torch.Generator().manual_seed(0)).cuda()
     positions = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
+    varlen_calls = []
+    varlen = packed._varlen
+    monkeypatch.setattr(packed, "_varlen", lambda *args: varlen_calls.append(args[0].dtype) or varlen(*args))
 
     def loss_and_grads():
         model.zero_grad()
-        loss = model(input_ids=ids, position_ids=positions, labels=ids, use_cache=False).loss
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, position_ids=positions, labels=ids, use_cache=False).loss
         loss.backward()
         return loss.detach().float(), [p.grad.float().clone() for p in model.parameters() if p.grad is not None]
 
-    try:
-        varlen = loss_and_grads()
-        monkeypatch.setattr(packed, "_varlen_kernel", lambda query, dropout: None)
-        per_example = loss_and_grads()
-    finally:
-        model.set_attn_implementation("sdpa")
-        model.zero_grad(set_to_none=True)
+    through_varlen = loss_and_grads()
+    if attention == packed.PACKED_ATTENTION:  # flash-attn installed: transformers' own varlen path ran instead
+        assert varlen_calls == [torch.bfloat16] * 4, varlen_calls  # 2 layers, recomputed in the backward pass
+    monkeypatch.setattr(packed, "_varlen_kernel", lambda query, dropout: None)
+    per_example = loss_and_grads()
     unit = torch.finfo(torch.bfloat16).eps
-    torch.testing.assert_close(varlen[0], per_example[0], rtol=4 * unit, atol=0)
-    for mine, theirs in zip(varlen[1], per_example[1]):
+    torch.testing.assert_close(through_varlen[0], per_example[0], rtol=4 * unit, atol=0)
+    for mine, theirs in zip(through_varlen[1], per_example[1]):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=8 * unit * float(theirs.abs().max()))
-
-
-def test_bf16_near_tie_is_a_few_bf16_steps():
-    assert bf16_near_tie(20.0, 19.75) and not bf16_near_tie(20.0, 18.0)
 
 
 def test_sampling_draws_without_waiting_for_the_device():

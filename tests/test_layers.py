@@ -10,7 +10,7 @@ from pathlib import Path
 from lib.pipeline.stage_inputs import REPO
 
 LAYERS = [
-    "lib.errors", "lib.io", "lib.wheelhouse",  # plain Python: errors, files, the wheels a GPU node needs
+    "lib.errors", "lib.console", "lib.io",  # plain Python: errors, the console's help and quiet, files
     "lib.pipeline",  # the config, run identity, artifact map, stage inputs, fingerprints, CLI (no ML libraries)
     "lib.hub", "lib.devices", "lib.models", "lib.chat",  # the hub, devices, loading models, chat templates
     "lib.tasks",  # GSM8K and AILuminate data, parsing, few-shot pool, prompts
@@ -111,5 +111,5 @@ def test_importing_lib_installs_no_console_filter_and_the_stages_package_does():
                               text=True, check=True)
         return done.stdout.split()
 
-    assert installed("lib, lib.pipeline.cli, lib.models") == ["False", "False"]
+    assert installed("lib, lib.console, lib.pipeline.cli, lib.models") == ["False", "False"]
     assert installed("stages") == ["True", "True"]

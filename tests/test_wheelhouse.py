@@ -7,8 +7,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from lib.errors import InputError
-from lib.wheelhouse import (
+from lib.checks.wheelhouse import (
     direct_needs,
     missing_dependencies,
     node_environment,
@@ -16,6 +15,7 @@ from lib.wheelhouse import (
     read_versions,
     slim_bitsandbytes,
 )
+from lib.errors import InputError
 
 
 def write_wheel(path, files: dict[str, bytes], requires: list[str] = ()):
@@ -86,7 +86,7 @@ def test_a_malformed_image_or_range_file_is_named_with_its_line(tmp_path):
 
 
 def test_the_shipped_files_parse_and_the_nodes_torch_is_never_carried():
-    from lib.wheelhouse import NOT_FOR_A_NODE
+    from lib.checks.wheelhouse import NOT_FOR_A_NODE
     from tests.helpers import REPO
 
     pins = read_versions(REPO / "requirements.txt", "requirements.txt")

@@ -1,9 +1,12 @@
-"""The GPU check in two parts, each of which fits a 10-minute job (arithmetic in docs/machines.md).
+"""The GPU check in parts, each one self-contained command that fits a borrowed node's job
+(arithmetic in docs/machines.md: two machine starts and parts 1 and 2 fit a 15-minute loan).
 
-part1: the environment, the random Qwen3-4B-shaped model (built once per node), `pytest -m gpu`,
-       bench_gpu.py's decoding and attention at Qwen3-4B's shapes.
-part2: the same model (reused when part 1 left it), bench_gpu.py's QLoRA training, and the whole chain
-       (prep_fewshot ... summarize at smoke sizes on that model, the judge the bundle's tiny model).
+part1: the environment, the random Qwen3-4B-shaped model (built once per machine), `pytest -m gpu`,
+       bench_gpu.py's decoding at the simple preset's shapes and the attention kernels.
+part2: the environment, the model (reused where part 1 left it, else built again), bench_gpu.py's
+       QLoRA training, and the whole chain (prep_fewshot ... summarize at smoke sizes on that model,
+       the judge the bundle's tiny model).
+part3 (optional): the decoding at the medium and strong presets' shapes.
 Each step runs as its own process with its log streaming into <out>/<step>.txt, and its table row
 is appended to <out>/gpu_check.md the moment it ends: a job killed by its time limit keeps every
 row and log it reached. A part has a time budget; a step gets what is left of it.
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.checks.bundle import INSTALLED
 from lib.pipeline.artifacts import RunPaths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,25 +70,35 @@ def _environment(text: str, code: int) -> tuple[bool, str]:
     return code == 0 and bool(found), "; ".join(found) or "no output"
 
 
+PARTS = ("part1", "part2", "part3")
+BUDGET = 300  # seconds a part may take: two machine starts (<= 2.5 min each) and two parts fit a 15-minute loan
+
+
 def steps(part: str, work: Path, bundle: Path, card: str, tiny: bool) -> list[Step]:
+    """The part's steps, each with its own time limit (the part's budget may leave less). Estimates for
+    one H100/H200 in docs/machines.md: part1 and part2 ~4-4.5 minutes each, part3 (optional) ~3."""
     python, check = sys.executable, [sys.executable, "-m", "stages.gpu_check"]
     model, size = work / MODEL, (["--tiny"] if tiny else [])
     bench = [python, "tests/bench/bench_gpu.py", "--card", card, "--model-folder", str(model), *size]
-    environment = Step("environment", "environment", [*check, "environment"], 120, _environment)
-    build = Step("random Qwen3-4B-shaped model (built once)", "model",
-                 [*check, "model", "--work", str(work), "--bundle", str(bundle), *size], 300, _exit_only)
+    decode_figures = _bench(("card ", "decode,", "  engine", "attention,"))
+    environment = Step("environment", "environment", [*check, "environment"], 60, _environment)
+    build = Step("random Qwen3-4B-shaped model (built once per machine)", "model",
+                 [*check, "model", "--work", str(work), "--bundle", str(bundle), *size], 120, _exit_only)
     if part == "part1":
         return [environment, build,
                 Step("pytest -m gpu", "pytest", [python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                                                 "-o", "addopts=", "tests"], 300, _pytest),
-                Step("bench_gpu.py decoding and attention (Qwen3-4B shapes)", "bench_decode",
-                     [*bench, "--only", "decode", "--only", "attention"], 360,
-                     _bench(("card ", "decode,", "  engine", "attention,")))]
+                                                 "-o", "addopts=", "tests"], 150, _pytest),
+                Step("bench_gpu.py decoding (simple preset) and attention, Qwen3-4B shapes", "bench_decode",
+                     [*bench, "--only", "decode", "--presets", "simple", "--only", "attention"], 120, decode_figures)]
+    if part == "part2":
+        return [environment, build,
+                Step("bench_gpu.py QLoRA training (Qwen3-4B shape)", "bench_train", [*bench, "--only", "train"], 90,
+                     _bench(("card ", "QLoRA train",))),
+                Step("whole chain, prep_fewshot .. summarize (Qwen3-4B shape)", "chain",
+                     [*check, "chain", "--work", str(work), "--bundle", str(bundle), *size], 240, _chain)]
     return [environment, build,
-            Step("bench_gpu.py QLoRA training (Qwen3-4B shape)", "bench_train", [*bench, "--only", "train"], 300,
-                 _bench(("card ", "QLoRA train",))),
-            Step("whole chain, prep_fewshot .. summarize (Qwen3-4B shape)", "chain",
-                 [*check, "chain", "--work", str(work), "--bundle", str(bundle), *size], 420, _chain)]
+            Step("bench_gpu.py decoding (medium and strong presets), Qwen3-4B shapes", "bench_decode_more",
+                 [*bench, "--only", "decode", "--presets", "medium", "strong"], 240, decode_figures)]
 
 
 def run_part(part: str, out: Path, work: Path, bundle: Path, card: str, budget: int, tiny: bool = False,
@@ -169,8 +183,9 @@ def run_chain(work: Path, bundle: Path, tiny: bool) -> int:
     run = RunPaths(work / "artifacts", "simple-smoke")
     metrics = json.loads(run.evaluation("infer_gsm8k", "metrics").read_text())
     summary = run.summary
+    choice = metrics["generation"]["decode_choice"]
     print(f"chain: every stage in {time.perf_counter() - start:.0f} s; {metrics['questions']} GSM8K questions;"
-          f" summary {'written' if summary.is_file() else 'MISSING'}")
+          f" decode {choice['step']} ({choice['why']}); summary {'written' if summary.is_file() else 'MISSING'}")
     return 0 if summary.is_file() else 1
 
 
@@ -225,7 +240,7 @@ LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "hug
 
 
 def describe_environment() -> bool:
-    """One line per library (version and where it is imported from: the image or the carried wheels),
+    """One line per library (version, "(bundle)" where the carried wheels hold it, and where it is imported from),
     the device, and whether make is there; False without CUDA."""
     import importlib
     import shutil
@@ -236,7 +251,8 @@ def describe_environment() -> bool:
         try:
             module = importlib.import_module(name)
             origin = Path(module.__file__).parent.parent
-            print(f"environment: {name} {getattr(module, '__version__', '?')} from {origin}")
+            carried = " (bundle)" if (origin / INSTALLED).is_file() else ""  # the site folder lib/checks/bundle.py made
+            print(f"environment: {name} {getattr(module, '__version__', '?')}{carried} from {origin}")
         except ImportError as err:
             print(f"environment: {name} MISSING ({err})")
     make = shutil.which("make")

@@ -86,6 +86,7 @@ def generate_answers(weights: Weights, decoding: Decoding, models_dir: Path, par
         "dtype": str(dtype).removeprefix("torch."), "greedy": decoding.sampling is None,
         **({"sampling": vars(decoding.sampling)} if decoding.sampling else {}), "generator": type(engine).__name__,
         "attention": engine.attention_kernel(), "decode": engine.decode_mode,
+        "decode_choice": engine.decode_choice and engine.decode_choice.record(),
         "max_new_tokens": decoding.max_new_tokens, "batch_size": decoding.batch_size,
         "stop_strings": list(decoding.stop_strings), "eos_token_ids": sorted(engine.eos),
         "processes": process_state().num_processes,
@@ -100,12 +101,15 @@ def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     batched generate when the model's attention needs it (printed)."""
     reason = engine_unsupported(model, max(map(len, prompts), default=0) + max_new_tokens)
     if reason is None:
-        step = resolve_decode(decode, model, tokenizer, prompts, attention, label, batch_size, max_new_tokens)
+        choice = resolve_decode(decode, model, tokenizer, prompts, attention, label, batch_size, max_new_tokens)
         options = dict(score_token_ids=score_token_ids, sampling=sampling, attention=attention)
-        if step == "static":  # under auto a step that cannot be captured runs eagerly rather than stopping
-            return StaticSlotsEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings, **options,
-                                     fallback=decode == "auto")
-        return PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings, **options)
+        if choice.step == "static":  # under auto a step that cannot be captured runs eagerly rather than stopping
+            engine = StaticSlotsEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings, **options,
+                                       fallback=decode == "auto")
+        else:
+            engine = PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings, **options)
+        engine.decode_choice = choice
+        return engine
     if sampling is not None:
         raise InputError(f"{label}: the model uses {reason}; sampling with one seed per prompt needs the"
                          " prefix-sharing engine, which does not reproduce it (use another model)")

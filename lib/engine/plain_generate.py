@@ -37,6 +37,7 @@ class BatchedGenerate:
     `decode_mode`, `eos`), not its scheduling."""
 
     decode_mode = "generate"  # transformers' own loop: neither of the engine's decode steps
+    decode_choice = None
 
     def __init__(self, model, tokenizer, max_new_tokens: int, batch_size: int, stop_strings: tuple[str, ...] = (),
                  score_token_ids: tuple[int, ...] = ()):

@@ -44,6 +44,7 @@ CUDA_STEPS_PER_SYNC = 8
 
 class PrefixSharingEngine:
     decode_mode = "dynamic"  # the decode step (hardware.decode); lib/engine/static.py has the static one
+    decode_choice = None  # why this step (lib/engine/static.DecodeChoice), where choose_generator chose it
     # A prefill reads its first tokens back at once (this engine decides refills and drops by them);
     # the static engine leaves them on the device, read with the next block's tokens.
     reads_first_tokens = True

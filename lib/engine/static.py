@@ -24,6 +24,7 @@ refill stay outside the step.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import torch
 from lib.devices import to_device
 from lib.engine.graphs import Capture, CudaGraphs, capture_for, warm_up
 from lib.engine.kv_rows import Rows, cache_layers
+from lib.engine.near_ties import NEAR_TIE_ULPS, near_tie
 from lib.engine.outputs import read_back
 from lib.engine.prefix_sharing import EngineStats, Generated, PrefixSharingEngine
 from lib.errors import InputError, error_line
@@ -160,41 +162,61 @@ REFILL_SHARE = 8  # the static engine refills when 1/REFILL_SHARE of its slots a
 # auto's probe: 4 greedy tokens per prompt, replays before and after a refill, at the call's slot count
 # and cache capacity (bitsandbytes and cuBLAS pick other kernels at 64 slots than at 2).
 PROBE_TOKENS = 4
-_AUTO_CHOICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(slots, new tokens): (step, why)}
+_AUTO_CHOICE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(slots, new tokens): choice}
+
+
+@dataclass(frozen=True)
+class DecodeChoice:
+    """The decode step a call runs and why: as `hardware.decode` says, or what auto's probe found."""
+
+    step: str  # "dynamic" or "static"
+    asked: str  # hardware.decode: auto, dynamic or static
+    why: str
+    # auto's probe on CUDA: the widest gap, in ulps of the model's dtype, between the two tokens
+    # where the steps' answers first parted (0.0: they never parted; None: no probe ran)
+    probe_gap_ulps: float | None = None
+
+    def record(self) -> dict:
+        """What an evaluation's metrics keep of it."""
+        return {"asked": self.asked, "step": self.step, "why": self.why, "probe_gap_ulps": self.probe_gap_ulps}
 
 
 def resolve_decode(decode: str, model, tokenizer=None, prompts=(), attention: str = "auto", label: str = "",
-                   slots: int = 2, max_new_tokens: int = PROBE_TOKENS) -> str:
-    """The decode step to run, "dynamic" or "static": as `hardware.decode` says, and for auto the
-    static one where its step is replayed as a CUDA graph and a probe at the call's shape (`slots`,
-    the cache for `max_new_tokens`) gives the dynamic step's tokens; elsewhere dynamic (eager, the
-    static step issues as many kernels and is not faster). Auto's choice is printed once per model
-    and shape, with why."""
+                   slots: int = 2, max_new_tokens: int = PROBE_TOKENS) -> DecodeChoice:
+    """The decode step to run: as `hardware.decode` says, and for auto the static one where its
+    step is replayed as a CUDA graph and a probe at the call's shape (`slots`, the cache for
+    `max_new_tokens`) gives the dynamic step's tokens up to near-ties (lib/engine/near_ties.py);
+    elsewhere dynamic (eager, the static step issues as many kernels and is not faster). Auto's
+    choice is printed once per model and shape, with why."""
     if decode != "auto":
-        return decode
+        return DecodeChoice(decode, decode, "as hardware.decode says")
     choices = _AUTO_CHOICE.setdefault(model, {})
     shape = (min(slots, len(prompts)) if prompts else slots, max_new_tokens)
     if shape not in choices:
         if next(model.parameters()).device.type != "cuda":
-            choice = "dynamic", "no CUDA graphs off CUDA, and the eager static step is not faster"
+            choice = DecodeChoice("dynamic", decode, "no CUDA graphs off CUDA, and the eager static step is not faster")
         else:
-            failure = probe_static(model, tokenizer, prompts, attention, *shape)
-            choice = ("dynamic", f"the CUDA-graph static step failed its probe: {failure}") if failure else (
-                "static", "replayed as a CUDA graph; a probe gave the dynamic step's tokens")
+            failure, gap = probe_static(model, tokenizer, prompts, attention, *shape)
+            choice = DecodeChoice("dynamic", decode, f"the CUDA-graph static step failed its probe: {failure}", gap
+                                  ) if failure else DecodeChoice(
+                "static", decode, "replayed as a CUDA graph; a probe gave the dynamic step's tokens"
+                + (f" up to near-ties (widest {gap:.1f} ulps)" if gap else ""), gap)
         choices[shape] = choice
-        if not any(known[1] == choice[1] for other, known in choices.items() if other != shape):
-            print(f"{label}: hardware.decode auto -> {choice[0]} ({choice[1]})")
-    return choices[shape][0]
+        if not any(known.why == choice.why for other, known in choices.items() if other != shape):
+            print(f"{label}: hardware.decode auto -> {choice.step} ({choice.why})")
+    return choices[shape]
 
 
 def probe_static(model, tokenizer, prompts, attention: str = "auto", slots: int = 2,
-                 max_new_tokens: int = PROBE_TOKENS) -> str | None:
-    """Why the captured static step cannot stand in for the dynamic one here, or None: the first
-    `slots` + 1 prompts, through `slots` slots over a cache sized for `max_new_tokens` (the call's
-    own shape), decoded PROBE_TOKENS greedy tokens both ways (all but the first by replays, the last
-    prompt's in a refilled slot) must give the same tokens, or differ first where the two likeliest
-    tokens are a tie within the model dtype's rounding. No EOS stops a row early (a judge's one-word
-    verdict would leave no replay to compare), and the prompts are cut to one length (no padding)."""
+                 max_new_tokens: int = PROBE_TOKENS) -> tuple[str | None, float]:
+    """(why the captured static step cannot stand in for the dynamic one here, or None; the widest
+    gap in ulps at which their tokens parted, 0.0 where they never did): the first `slots` + 1
+    prompts, through `slots` slots over a cache sized for `max_new_tokens` (the call's own shape),
+    decoded PROBE_TOKENS greedy tokens both ways (all but the first by replays, the last prompt's
+    in a refilled slot) must give the same tokens, or differ first at a near-tie of the two
+    likeliest (lib/engine/near_ties.py, judged on a third, one-row forward pass). No EOS stops a row
+    early (a judge's one-word verdict would leave no replay to compare), and the prompts are cut
+    to one length (no padding)."""
     sample = prompts[:slots + 1]
     shortest = min(len(prompt) for prompt in sample)
     sample = [list(prompt[:shortest]) for prompt in sample]
@@ -203,8 +225,9 @@ def probe_static(model, tokenizer, prompts, attention: str = "auto", slots: int 
     try:
         static, _ = StaticSlotsEngine(model, tokenizer, capacity_for=max_new_tokens, **options).generate(sample)
     except Exception as error:  # a probe: whatever stops the capture or a replay means the dynamic step
-        return error_line(error.__cause__ or error)
+        return error_line(error.__cause__ or error), math.inf
     dynamic, _ = PrefixSharingEngine(model, tokenizer, **options).generate(sample)
+    widest = 0.0
     for number, (prompt, ours, theirs) in enumerate(zip(sample, static, dynamic)):
         first = next((j for j, (a, b) in enumerate(zip(ours.token_ids, theirs.token_ids)) if a != b), None)
         if first is None:
@@ -212,20 +235,13 @@ def probe_static(model, tokenizer, prompts, attention: str = "auto", slots: int 
         with torch.inference_mode():
             ids = torch.tensor([prompt + theirs.token_ids[:first]], device=next(model.parameters()).device)
             logits = model(input_ids=ids).logits[0, -1]
-        if not near_tie(logits, ours.token_ids[first], theirs.token_ids[first]):
-            return f"prompt {number}: tokens {ours.token_ids} where the dynamic step gives {theirs.token_ids}"
-    return None
-
-
-def near_tie(logits: torch.Tensor, a: int, b: int) -> bool:
-    """Whether tokens a and b are the two likeliest and their logits differ by no more than rounding
-    each to the logits' dtype would (two units of roundoff of the larger): a greedy pick between them
-    is a coin toss of the kernels, not a wrong step."""
-    top = logits.float().topk(2)
-    if set(top.indices.tolist()) != {a, b}:
-        return False
-    unit_roundoff = torch.finfo(logits.dtype).eps / 2
-    return float(top.values[0] - top.values[1]) <= 2 * unit_roundoff * float(top.values.abs().max())
+        tie, gap = near_tie(logits, ours.token_ids[first], theirs.token_ids[first], next(model.parameters()).dtype)
+        widest = max(widest, gap)
+        if not tie:
+            where = f"{gap:.1f} ulps apart" if math.isfinite(gap) else "not the two likeliest"
+            return (f"prompt {number}: tokens {ours.token_ids} where the dynamic step gives {theirs.token_ids}"
+                    f" (at token {first}: {where}, {NEAR_TIE_ULPS} forgiven)"), widest
+    return None, widest
 
 
 class StaticSlotsEngine(PrefixSharingEngine):

@@ -123,7 +123,8 @@ def judge_with_generator(responses: list[dict], guidelines: str, folder: Path, s
                                  score_token_ids=tokens.token_ids, label="score_safety", attention=attention,
                                  decode=decode)
     details = {"generator": type(generator).__name__, "attention": generator.attention_kernel(),
-               "decode": generator.decode_mode}
+               "decode": generator.decode_mode,
+               "decode_choice": generator.decode_choice and generator.decode_choice.record()}
     # Chunk by chunk (stream=False): verdicts are short, and each score then repeats to the last digit.
     ids = [str(r["id"]) for r in responses]
     outputs, _ = generate_resumable(prompts, ids, generator, partial, fingerprint, chunk_size, "score_safety",

@@ -34,6 +34,26 @@ def packed_attention_for(device: torch.device) -> str:
     return PACKED_ATTENTION
 
 
+def set_training_attention(model, packing: str, device: torch.device) -> str:
+    """The attention the train stage runs `model` with, set on it and returned: packed rows
+    (`padding_free`) attend within each example with no row-wide mask; padded rows keep what
+    transformers chose for the model."""
+    if packing != "padding_free":
+        return model.config._attn_implementation
+    attention = packed_attention_for(device)
+    model.set_attn_implementation(attention)
+    return attention
+
+
+def packed_kernel(device: torch.device, dtype: torch.dtype) -> str:
+    """What computes packed rows' attention on `device` when training computes in `dtype` (q, k and v
+    arrive in it, see `in_autocast_dtype`): for the logs and the benchmark's line."""
+    if packed_attention_for(device) == "flash_attention_2":
+        return "flash-attn's varlen kernel"
+    probe = torch.empty(1, 1, 1, 8, dtype=dtype, device=device)
+    return "torch's varlen_attn" if _varlen_kernel(probe, 0.0) is not None else "one SDPA call per example"
+
+
 def register_packed_attention() -> None:
     """Make `packed_varlen` an attention implementation transformers knows. It registers no mask
     function, so transformers passes no mask (its mask preprocessing exits early for such names)."""
@@ -72,6 +92,7 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         raise ValueError(f"{PACKED_ATTENTION} attention: sliding-window layers are not supported")
     cumulative, longest, spans = example_spans(position_ids)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    query, key, value = in_autocast_dtype(query, key, value)
     if _varlen_kernel(query, dropout) is not None:
         return _varlen(query, key, value, cumulative, longest, scale)[None], None
     groups = query.shape[1] // key.shape[1]
@@ -79,6 +100,18 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=True, scale=scale,
         dropout_p=dropout, enable_gqa=groups > 1) for start, end in spans]
     return torch.cat(outputs, dim=2).transpose(1, 2), None
+
+
+def in_autocast_dtype(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in the dtype autocast computes in on their device, where it is on (else as they are).
+    QLoRA's q, k and v arrive in fp32 under bf16 autocast: peft's `prepare_model_for_kbit_training`
+    keeps the norms in fp32 and bitsandbytes' Linear4bit returns its input's dtype. SDPA is on
+    autocast's list and casts them itself; the varlen kernel is not, and refuses fp32."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(tensor.to(dtype) for tensor in tensors)
 
 
 def _varlen_kernel(query: torch.Tensor, dropout: float):

@@ -26,7 +26,7 @@ from lib.pipeline.fingerprints import made_from, mark_made_from, up_to_date
 from lib.pipeline.stage_inputs import without_runtime_keys
 from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, StopAfterSteps
 from lib.training.loss import LabelledLogitsLoss, make_collator
-from lib.training.packed_attention import packed_attention_for
+from lib.training.packed_attention import packed_kernel, set_training_attention
 from lib.training.tracking import Tracking, attach_run_config
 
 LORA_CANDIDATES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -148,10 +148,9 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
     dtype = resolve_compute_dtype(compute_dtype, state.device)
     model = load_base_for_training(model_path, quantization, double_quant, dtype, train.gradient_checkpointing,
                                    revision, trust_remote_code)
-    attention = model.config._attn_implementation  # what transformers chose for the model
-    if train.packing == "padding_free":  # packed rows: each example attends to itself, no row-wide mask
-        attention = packed_attention_for(state.device)
-        model.set_attn_implementation(attention)
+    attention = set_training_attention(model, train.packing, state.device)
+    if train.packing == "padding_free":
+        attention += f": {packed_kernel(state.device, dtype)}"
     model, targets = attach_lora(model, lora_r, lora_alpha, lora_dropout, lora_targets)
     if state.is_main_process:
         trainable, total = model.get_nb_trainable_parameters()

@@ -75,9 +75,12 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
     from lib.models import load_base_for_training
     from lib.pipeline.config import TrainConfig
     from lib.training.loss import LabelledLogitsLoss, make_collator
+    from lib.training.packed_attention import packed_kernel, set_training_attention
     from lib.training.trainer import attach_lora, training_arguments
 
     model = load_base_for_training(str(folder), "nf4", True, torch.bfloat16, gradient_checkpointing=True)
+    device = next(model.parameters()).device
+    attention = set_training_attention(model, "padding_free", device)  # the train stage's own setting
     model, _ = attach_lora(model, r=16, alpha=32, dropout=0.05, target_modules=None)
     generator = torch.Generator().manual_seed(0)
     rows = [torch.randint(3, shape["vocab_size"], (length,), generator=generator).tolist()
@@ -105,7 +108,8 @@ def bench_training(folder: Path, shape: dict, batch: int, length: int, steps: in
         trainer.train()
     seconds = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-    return {"tokens_per_s": batch * length / seconds, "seconds_per_step": seconds, "peak_gib": peak}
+    return {"tokens_per_s": batch * length / seconds, "seconds_per_step": seconds, "peak_gib": peak,
+            "attention": f"{attention}: {packed_kernel(device, torch.bfloat16)}"}
 
 
 
@@ -413,7 +417,8 @@ def main() -> None:
             length = 64 if options.tiny else 384
             training = bench_training(folder, shape, batch=8, length=length, steps=options.train_steps)
             utilisation = 6 * parameters * training["tokens_per_s"] / measured_flops
-            print(f"QLoRA train, batch 8 x {length} tokens: {training['tokens_per_s']:.0f} tokens/s,"
+            print(f"QLoRA train, batch 8 x {length} tokens ({training['attention']}):"
+                  f" {training['tokens_per_s']:.0f} tokens/s,"
                   f" {training['seconds_per_step']:.2f} s/step, peak {training['peak_gib']:.1f} GiB,"
                   f" FLOP utilisation {utilisation:.1%} (6 N tokens / the measured matmul rate)", flush=True)
         if "decode" in parts:

@@ -317,3 +317,30 @@ def test_make_export_trains_first_when_needed_then_runs_the_export_stage(tmp_pat
     dry = _make(tmp_path, "export", "PRESET=demo", "RUN=e", f"SET=fewshot.path={tmp_path / 'pool.jsonl'}", dry=True)
     stages = [line.split("-m stages.")[1].split()[0] for line in dry.splitlines() if "-m stages." in line]
     assert [stage for stage in stages if stage != "check"] == ["prep_fewshot", "tokenize", "train", "export"]
+
+
+def test_the_rehearsal_takes_a_python_of_the_nodes_version_that_runs_and_says_which_to_pass_when_none_does(tmp_path):
+    """A pyenv shim of another version is on the PATH (it exits 127); the rehearsal takes the first
+    candidate that runs and is that version, and without one stops in one line naming the variable."""
+    shims, versions = tmp_path / "shims", tmp_path / "home" / ".pyenv" / "versions"
+    shims.mkdir()
+    (shims / "python3.11").write_text("#!/bin/sh\necho 'pyenv: python3.11: command not found' >&2\nexit 127\n")
+    (shims / "python3.11").chmod(0o755)
+    real = versions / "3.11.7" / "bin" / "python3.11"
+    real.parent.mkdir(parents=True)
+    real.symlink_to(sys.executable)  # a Python 3.11 that runs
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "HOME": str(tmp_path / "home")}
+    env.pop("MAKEFLAGS", None)
+
+    def rehearse(*options):
+        return subprocess.run(["make", "--no-print-directory", *options, "gpu-check-rehearsal", "NODE_PYTHON=3.11",
+                               f"REHEARSAL={tmp_path / 'rehearsal'}"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    plan = rehearse("-n")
+    assert f'python="{real}"' in plan.stdout, plan.stdout
+    refused = rehearse("-o", "wheelhouse", "REHEARSAL_PYTHON=" + str(shims / "python3.11"))
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines()[0] == (
+        f"Error: no Python 3.11 that runs found ({shims / 'python3.11'} is not one);"
+        " set REHEARSAL_PYTHON=/path/to/python3.11")
+    assert not (tmp_path / "rehearsal").exists()  # stopped before any venv

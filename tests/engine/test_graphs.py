@@ -8,6 +8,7 @@ for a whole call (refills, freed slots and a left shift of the columns included)
 replays every step, and every tensor the step touches must keep its address across the call (a
 graph replays the addresses it recorded). Models in fp32 on the CPU."""
 
+import math
 import weakref
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 
 import lib.engine.static as static
 from lib.engine.generate import choose_generator
+from lib.engine.near_ties import NEAR_TIE_ULPS, near_tie
 from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.static import StaticSlotsEngine, probe_static, resolve_decode
 from lib.errors import InputError
@@ -122,20 +124,21 @@ def test_a_shift_that_reallocates_the_mask_is_seen(tiny, smollm2_tokenizer, monk
 
 def test_the_probe_passes_a_faithful_capture_and_names_a_broken_one(tiny, smollm2_tokenizer, monkeypatch):
     prompts = engine_prompts(smollm2_tokenizer, 3)
-    assert probe_static(tiny, smollm2_tokenizer, prompts) is None  # eager replays: the same step
+    assert probe_static(tiny, smollm2_tokenizer, prompts) == (None, 0.0)  # eager replays: the same step
 
     def refused(body):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(static, "capture_for", lambda device: refused)
-    assert probe_static(tiny, smollm2_tokenizer, prompts) == (
+    assert probe_static(tiny, smollm2_tokenizer, prompts)[0] == (
         "RuntimeError: operation not permitted when stream is capturing")
 
     def wrong(body):  # replays that answer token 7 whatever the logits
         return lambda: torch.nn.functional.one_hot(body().argmax(-1) * 0 + 7, tiny.config.vocab_size).float()
 
     monkeypatch.setattr(static, "capture_for", lambda device: wrong)
-    assert probe_static(tiny, smollm2_tokenizer, prompts).startswith("prompt 0: tokens [")
+    failure, gap = probe_static(tiny, smollm2_tokenizer, prompts)
+    assert failure.startswith("prompt 0: tokens [") and gap > NEAR_TIE_ULPS
 
 
 def test_static_asked_for_says_in_one_line_that_its_step_could_not_be_captured(tiny, smollm2_tokenizer):
@@ -172,19 +175,19 @@ def test_the_probe_runs_at_the_calls_slot_count_and_cache_capacity(tiny, smollm2
 
     monkeypatch.setattr(StaticSlotsEngine, "_empty_slots", spied)
     prompts = engine_prompts(smollm2_tokenizer, 7)
-    assert probe_static(tiny, smollm2_tokenizer, prompts, slots=5, max_new_tokens=300) is None
+    assert probe_static(tiny, smollm2_tokenizer, prompts, slots=5, max_new_tokens=300)[0] is None
     ((slots, capacity),) = shapes
     assert slots == 5 and capacity >= 300  # 6 prompts through 5 slots: one refill, the call's cache
 
 
 def test_a_difference_at_a_rounding_tie_of_the_two_likeliest_tokens_is_not_a_failure():
-    from lib.engine.static import near_tie
-
-    logits = torch.tensor([1.0, 8.0, 8.0625, -3.0], dtype=torch.bfloat16)  # 8 and one bf16 step (2^-4) above
-    assert near_tie(logits, 1, 2) and near_tie(logits, 2, 1)
-    assert not near_tie(torch.tensor([1.0, 8.0, 8.25, -3.0], dtype=torch.bfloat16), 1, 2)  # four steps apart
-    assert not near_tie(logits, 1, 0)  # not the two likeliest
-    assert not near_tie(logits.float() + torch.tensor([0, 0, 1e-3, 0]), 1, 2)  # fp32 rounds far finer
+    logits = torch.tensor([1.0, 8.0, 8.0625, -3.0], dtype=torch.bfloat16)  # 8 and one bf16 ulp (2^-4) above
+    assert near_tie(logits, 1, 2) == (True, 1.0) and near_tie(logits, 2, 1) == (True, 1.0)
+    assert near_tie(torch.tensor([1.0, 8.0, 8.25, -3.0], dtype=torch.bfloat16), 1, 2) == (True, 4.0)  # the limit
+    assert near_tie(torch.tensor([1.0, 8.0, 8.3125, -3.0], dtype=torch.bfloat16), 1, 2) == (False, 5.0)
+    assert near_tie(logits, 1, 0) == (False, math.inf)  # not the two likeliest
+    assert not near_tie(logits.float() + torch.tensor([0, 0, 1e-3, 0]), 1, 2)[0]  # fp32 rounds far finer
+    assert near_tie(logits.float(), 1, 2, torch.bfloat16)[0]  # fp32 logits of a bf16 model: the model's ulps
 
 
 def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, capsys, monkeypatch):
@@ -194,6 +197,6 @@ def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, caps
              for decode in ("auto", "dynamic", "static", "auto")}
     assert kinds == {"auto": PrefixSharingEngine, "dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
     assert capsys.readouterr().out.count("t: hardware.decode auto -> dynamic (no CUDA graphs off CUDA") == 1
-    assert resolve_decode("static", tiny) == "static"
+    assert resolve_decode("static", tiny).step == "static"
     engine = choose_generator(tiny, smollm2_tokenizer, prompts, 4, 2, decode="static")
     assert engine.decode_mode == "static" and engine.capture is None  # eager on the CPU
