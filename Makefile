@@ -22,21 +22,47 @@ IMAGE ?= gsm8k-qlora-toolkit## docker image name for docker-build / docker
 T ?= help## the Make target `make docker` runs inside the image
 HF_CACHE ?= $(HOME)/.cache/huggingface## host folder mounted as the image's HF cache
 PY := $(VENV)/bin/python
-# A run name becomes file and target names: one word, checked before Make reads any rule that uses it.
-ifneq ($(words $(RUN)),1)
-$(error RUN="$(RUN)": a run name is one word of letters, digits, '-', '_' and '.' (e.g. RUN=my-run))
-endif
 VENV_STAMP := $(VENV)/.installed
-RUN_DIR := $(ARTIFACTS)/run_$(RUN)
-PARAMS := $(RUN_DIR)/params
 export ARTIFACTS_DIR := $(ARTIFACTS)
+
+# What the user typed, read as typed and checked before Make reads any rule that uses it.
+# $(value X) is the text itself (Make would take the `$b` of RUN='a$b' for a variable and drop it).
+typed = $(if $(filter command line environment override,$(origin $(1))),$(value $(1)),$($(1)))
+quote = '$(subst ','\'',$(1))'# one shell word, whatever the text holds
+comma := ,
+# A name (RUN, PRESET) becomes file and target names: a ':' would split a rule, a space make two.
+check_name = $(if $(shell printf '%s' $(call quote,$(call typed,$(1))) | grep -xqE '[A-Za-z0-9][A-Za-z0-9._-]*' \
+	&& echo ok),,$(error $(1)=$(call typed,$(1)): a name of letters, digits, '-', '_' and '.', starting with a letter or digit (e.g. $(1)=my-run)))
+$(call check_name,RUN)
+$(call check_name,PRESET)
+# Booleans: 1, true, yes, on or 0, false, no, off (any case); empty when not given; anything else stops here.
+TRUE_WORDS := 1 true True TRUE yes Yes YES on On ON
+FALSE_WORDS := 0 false False FALSE no No NO off Off OFF
+boolean = $(strip $(if $(filter $(TRUE_WORDS),$(value $(1))),1,$(if $(filter $(FALSE_WORDS),$(value $(1))),0,\
+	$(if $(strip $(value $(1))),$(error $(1)=$(value $(1)): expected 1$(comma) true$(comma) yes or on$(comma) or 0$(comma) false$(comma) no or off))))\
+	$(if $(word 2,$(value $(1))),$(error $(1)=$(value $(1)): one word, e.g. $(1)=1)))
+SMOKE_ON := $(call boolean,SMOKE)
+RECONFIGURE_ON := $(call boolean,RECONFIGURE)
+ifneq ($(filter command line environment,$(origin NPROC)),)
+ifneq ($(shell printf '%s' $(call quote,$(value NPROC)) | grep -xqE '[1-9][0-9]*' && echo ok),ok)
+$(error NPROC=$(value NPROC): the number of processes, a whole number from 1 (e.g. NPROC=4))
+endif
+endif
+RUN_DIR := $(ARTIFACTS)/run_$(RUN)
+# A dry run (make -n, also in sub-makes) plans from what recording would write, kept apart: it
+# records nothing of the run (RECONFIGURE=1 with -n changes nothing).
+DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
+PARAMS := $(if $(DRY_RUN),.make/dry-run/$(subst /,_,$(abspath $(RUN_DIR)))/params,$(RUN_DIR)/params)
 
 # A run remembers its preset, overrides and smoke flag (run_<run>/run.json): `make score_safety RUN=medium`
 # names no preset and uses the recorded one. The preset is passed only when named, or when neither it
 # nor RUN is (the demo default).
 PRESET_NAMED := $(if $(filter file,$(origin PRESET)),$(filter file,$(origin RUN)),yes)
-RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) $(foreach s,$(SET),--set $(s)) \
-	$(if $(filter 0,$(SMOKE)),--no-smoke,$(if $(SMOKE),--smoke)) $(if $(RECONFIGURE),--reconfigure)
+RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) \
+	$(if $(filter 0,$(SMOKE_ON)),--no-smoke,$(if $(SMOKE_ON),--smoke)) $(if $(filter 1,$(RECONFIGURE_ON)),--reconfigure)
+# SET reaches the stages whole, as typed, through the environment (lib/pipeline/presets.py splits it by
+# shell quoting rules): neither Make nor a recipe's shell reads any part of it. EXTRA_SET: `make base`'s own.
+export MAKE_SET := $(call typed,SET)$(if $(call typed,EXTRA_SET), $(call typed,EXTRA_SET))
 
 # LIB_<STAGE>: the lib/ modules each stage imports, directly or through other lib/ modules (its
 # prerequisites besides its script), derived from the imports by lib/pipeline/stage_inputs.py (system Python,
@@ -61,7 +87,7 @@ GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: check config-docs export help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize params docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
+.PHONY: check config-docs export help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
 
 help: ## list targets and variables
 	@echo "Targets:"
@@ -111,7 +137,7 @@ smoke: ## the PRESET's chain at smoke sizes, as run <preset>-smoke (e.g. make sm
 	$(MAKE) summarize PRESET=$(PRESET) RUN=$(PRESET)-smoke SMOKE=1
 
 base: ## the PRESET's base model evaluated as run <preset>-base, no training (SMOKE=1: run <preset>-smoke-base)
-	$(MAKE) summarize PRESET=$(PRESET) RUN=$(PRESET)$(if $(filter 1,$(SMOKE)),-smoke)-base SET="$(SET) eval.adapter=none sweep.enabled=false"
+	$(MAKE) summarize PRESET=$(PRESET) RUN=$(PRESET)$(if $(filter 1,$(SMOKE_ON)),-smoke)-base EXTRA_SET="eval.adapter=none sweep.enabled=false"
 
 RUNS ?=## runs for `make compare`, the reference first: RUNS="simple-base simple strong"
 COMPARE_NAME ?=## output name for `make compare` (default: the runs joined by _vs_)
@@ -124,31 +150,31 @@ compare: stages/compare.py $(LIB_COMPARE) $(VENV_STAMP) ## paired differences of
 REPO ?=## Hub model repository for `make push`, e.g. REPO=you/qwen3-4b-gsm8k-qlora
 PUBLIC ?=## PUBLIC=1: `make push` creates the repository public (default: private)
 push: $(VENV_STAMP) ## upload RUN's adapter with its model card to the Hub: make push RUN=simple REPO=you/name [PUBLIC=1]
-	$(PY) -m stages.push --run $(RUN) --repo "$(REPO)" $(if $(filter 1,$(PUBLIC)),--public)
+	$(PY) -m stages.push --run $(RUN) --repo $(call quote,$(call typed,REPO)) $(if $(filter 1,$(call boolean,PUBLIC)),--public)
 
-# Records the run (params/<stage>.json written only where they change; the empty rules below let
-# Make compare their mtimes afterwards, so only stages whose keys changed rerun), then the preflight:
-# every input the goals' remaining stages read, all problems at once, before any stage works.
-# For a chain target a missing make.mk means recording the run failed just above (its error printed once).
-params: $(VENV_STAMP)
-	@test -f $(PARAMS)/make.mk -o -z "$(CHAIN_GOALS)"
-	@$(PY) -m stages.check --record $(RUN_ARGS) $(foreach g,$(CHAIN_GOALS),--goal $(g))
-$(PARAMS)/%.json: params ;
-# What Make needs of the run before it plans anything, from params/make.mk (written with the params):
-# REFINED_TRAIN, the run's data.refined_train (empty when it names none), BASE_RUN (1 when
-# eval.adapter is none) and SWEEP (1 when sweep.enabled). A call that builds a new run's files records
-# the run first, and Make restarts with it read (a dry run, make -n, records the run too, so it prints
-# the real plan).
+# Before Make plans anything, each call with a chain target records the run (run.json, params/<stage>.json
+# and params/make.mk, each rewritten only when its content changes, so their mtimes tell Make which keys
+# changed) and runs the preflight (every input the goals' remaining stages read, all problems at once,
+# before any stage works). params/make.mk is an included makefile remade at every call (FORCE), and Make
+# remakes included makefiles even under -n, so `make -n` prints the real plan: from what this call would
+# record, written under .make/dry-run/ with nothing of the run changed (DRY_RUN). make.mk gives Make REFINED_TRAIN
+# (the run's data.refined_train, empty when it names none), BASE_RUN (1 when eval.adapter is none) and
+# SWEEP (1 when sweep.enabled). After a restart (a remade makefile) the recording is not repeated.
 CHAIN_GOALS := $(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine export,$(MAKECMDGOALS))
--include $(PARAMS)/make.mk
 ifneq ($(CHAIN_GOALS),)
-# Make restarts after remaking an included file (e.g. stage_inputs.mk after a code change); a make.mk
-# still missing then failed in the first pass, and trying again would print its error twice.
-$(PARAMS)/make.mk: | $(VENV_STAMP)
-	@$(if $(MAKE_RESTARTS),exit 1,$(PY) -m stages.check --record $(RUN_ARGS))
+include $(PARAMS)/make.mk
+$(PARAMS)/make.mk: FORCE | $(VENV_STAMP)
+	@$(if $(MAKE_RESTARTS),:,$(PY) -m stages.check --record $(RUN_ARGS) $(foreach g,$(CHAIN_GOALS),--goal $(g)) \
+		$(if $(DRY_RUN),--dry-run-params $(@D)))
+else
+-include $(PARAMS)/make.mk
 endif
+.PHONY: FORCE
+$(PARAMS)/%.json: ;
+# One stage at a time: the stages of a run share its GPU and its lock (lib/pipeline/lock.py).
+.NOTPARALLEL:
 
-refine: params $(RUN_DIR)/fewshot.jsonl ## rejection-sampled training file -> data.refined_train or run_<run>/gsm8k_train_self-instruct.jsonl
+refine: $(RUN_DIR)/fewshot.jsonl ## rejection-sampled training file -> data.refined_train or run_<run>/gsm8k_train_self-instruct.jsonl
 	$(LAUNCH) stages.refine $(RUN_ARGS)
 # tokenize waits for the refined file; refine builds it when absent and never replaces one you
 # provide (order-only: a code or config change does not redo hours of sampling; `make refine` does).
@@ -187,11 +213,16 @@ $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SCORE_
 
 # The sweep (presets with sweep.enabled): the final adapter is evaluated as the run itself; the
 # sweep adds the checkpoints before it, each through the three evaluation stages.
+# Each checkpoint through its own sub-make (a failure stops the loop and reaches Make's exit code); a
+# run that does not sweep has no recipe here, so a dry run prints none.
+SWEEP_EACH = checkpoints=$$($(PY) -m stages.sweep $(RUN_ARGS)) || exit 1; for checkpoint in $$checkpoints; do \
+	$(MAKE) --no-print-directory $(ARTIFACTS)/gsm8k_preds_$(RUN)_$$checkpoint.jsonl \
+		$(ARTIFACTS)/ailuminate_safety_$(RUN)_$$checkpoint.jsonl || exit 1; done
 sweep: $(if $(SWEEP),$(ADAPTER)) ## evaluate the latest checkpoints (presets with sweep.enabled, training first; nothing otherwise)
-	@for checkpoint in $$($(PY) -m stages.sweep $(RUN_ARGS)); do \
-		$(MAKE) --no-print-directory $(ARTIFACTS)/gsm8k_preds_$(RUN)_$$checkpoint.jsonl \
-			$(ARTIFACTS)/ailuminate_safety_$(RUN)_$$checkpoint.jsonl || exit 1; \
-	done
+	$(if $(SWEEP),@$(SWEEP_EACH))
+# The sweep's evaluations are made by pattern rules, whose intermediate files Make would delete: kept.
+.PRECIOUS: $(ARTIFACTS)/gsm8k_preds_$(RUN)_%.jsonl $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl \
+	$(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl
 $(ARTIFACTS)/gsm8k_preds_$(RUN)_%.jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K) $(PARAMS)/infer_gsm8k.json $(RUN_DIR)/fewshot.jsonl $(ADAPTER)
 	$(LAUNCH) stages.infer_gsm8k $(RUN_ARGS) --checkpoint $*
 $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl: stages/infer_ailuminate.py $(LIB_INFER_AILUMINATE) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
@@ -199,8 +230,9 @@ $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl: stages/infer_ailuminate.py $(LIB_I
 $(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl: stages/score_safety.py $(LIB_SCORE_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl
 	$(LAUNCH) stages.score_safety $(RUN_ARGS) --checkpoint $*
 
-export: $(RUN_DIR)/merged/config.json ## the model as evaluated (merged), one folder transformers and vLLM load -> run_<run>/merged/
-$(RUN_DIR)/merged/config.json: stages/export.py $(LIB_EXPORT) $(PARAMS)/export.json $(ADAPTER)
+# The card is written last; a newer summary (new results, a changed threshold) rewrites it, not the weights.
+export: $(RUN_DIR)/merged/README.md ## the model as evaluated (merged), one folder transformers and vLLM load -> run_<run>/merged/
+$(RUN_DIR)/merged/README.md: stages/export.py $(LIB_EXPORT) $(PARAMS)/export.json $(ADAPTER) $(wildcard $(RUN_DIR)/summary.json)
 	$(PY) -m stages.export $(RUN_ARGS)
 
 summarize: $(RUN_DIR)/summary.json ## row in summary.csv, baseline check, indicative grades, reports
@@ -220,8 +252,8 @@ DOCKER_RUN := docker run --rm --gpus all --ipc=host --user "$$(id -u):$$(id -g)"
 
 # The variables a user named on this command line, passed on unchanged (a run remembers the rest).
 DOCKER_VARS := $(if $(filter-out file,$(origin PRESET)),PRESET=$(PRESET)) $(if $(filter-out file,$(origin RUN)),RUN=$(RUN)) \
-	$(if $(SET),SET="$(SET)") $(if $(SMOKE),SMOKE=$(SMOKE)) $(if $(RECONFIGURE),RECONFIGURE=$(RECONFIGURE)) \
-	$(if $(filter-out file,$(origin NPROC)),NPROC=$(NPROC))
+	$(if $(call typed,SET),SET=$(call quote,$(call typed,SET))) $(if $(SMOKE_ON),SMOKE=$(SMOKE_ON)) \
+	$(if $(RECONFIGURE_ON),RECONFIGURE=$(RECONFIGURE_ON)) $(if $(filter-out file,$(origin NPROC)),NPROC=$(NPROC))
 
 DOCKER_BUILD_ARGS ?=## extra `docker build` options, e.g. "--build-arg BASE_IMAGE=pytorch/pytorch:<tag>"
 docker-build: ## build the CUDA image (docker/Dockerfile)
@@ -273,7 +305,7 @@ gpu-check-rehearsal: wheelhouse ## without a GPU: the bundle installed by each p
 	test "$$(grep -c . $(REHEARSAL)/no-cuda.txt)" = 1 && grep '^Error: gpu-check needs CUDA' $(REHEARSAL)/no-cuda.txt
 
 download: $(VENV_STAMP) ## fetch what PRESET needs from the hub into the HF cache (a login node) and check data/; then run offline
-	$(PY) -m stages.download --preset presets/$(PRESET).yaml $(foreach s,$(SET),--set $(s))
+	$(PY) -m stages.download --preset presets/$(PRESET).yaml
 
 config-docs: $(VENV_STAMP) ## regenerate docs/config.md, the table of every config key, from lib/pipeline/config.py
 	$(PY) -m stages.config_docs
@@ -284,5 +316,6 @@ lint: $(VENV_STAMP) ## ruff on the Python code (rules in pyproject.toml; run by 
 lint-docker: $(VENV_STAMP) ## hadolint on docker/Dockerfile (run by make test)
 	$(VENV)/bin/hadolint docker/Dockerfile
 
-clean-run: $(VENV_STAMP) ## delete one run's folder and evaluation files (RUN=name; the only command that deletes work)
+clean-run: $(VENV_STAMP) ## delete one run's folder and evaluation files (RUN=name, never guessed; the only command that deletes work)
+	@$(if $(filter command line environment,$(origin RUN)),,echo "Error: clean-run deletes one run's work and never guesses which: name it, e.g. make clean-run RUN=demo-smoke" >&2; exit 1)
 	$(PY) -m stages.clean_run --run $(RUN)

@@ -9,7 +9,8 @@ files (as the stages read them), the safeguard folder and its format, the Safety
 prompt, the trackers in train.report_to, and each hub model or dataset: in the HF cache, or
 reachable with the token there is (gated repositories included). Prints one `Error:` line per
 problem, all at once, and exits 1; writes nothing. Make runs it with --record before the stages
-of every chain target, so `make simple` stops here too.
+of every chain target, so `make simple` stops here too (and under `make -n` with --dry-run-params:
+the plan of the run as this call would record it, with nothing of the run written).
 """
 
 from pathlib import Path
@@ -19,8 +20,17 @@ import click
 from lib.checks.preflight import GOALS, problems, stages_to_run
 from lib.console import stage_help
 from lib.errors import InputError
+from lib.io import folder_problem
 from lib.pipeline.artifacts import RunPaths
-from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides, write_run_config
+from lib.pipeline.lock import RunLock
+from lib.pipeline.run import (
+    resolve_run,
+    run_name,
+    run_options,
+    with_remembered_overrides,
+    write_dry_run_params,
+    write_run_config,
+)
 
 
 @click.command(help=stage_help(__doc__))
@@ -29,13 +39,24 @@ from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides
               help="The Make targets to check for (repeatable; default: check, the whole chain; with --record: none).")
 @click.option("--record", is_flag=True,
               help="Record the run first (run.json, the resolved config, params/): what Make does before any stage.")
-def main(preset, run, overrides, smoke, reconfigure, artifacts, goals, record):
+@click.option("--dry-run-params", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --record: write nothing of the run; what params/ would become goes here (make -n).")
+def main(preset, run, overrides, smoke, reconfigure, artifacts, goals, record, dry_run_params):
     try:
-        run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
-        if record:
-            paths = write_run_config(config, run, artifacts, identity, reconfigure)
+        named = RunPaths(Path(artifacts), run_name(run, preset))
+        if (problem := folder_problem(artifacts, "ARTIFACTS")) is not None:  # every stage writes there
+            raise InputError(problem)
+        if record and dry_run_params:
+            run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
+            write_dry_run_params(config, named, dry_run_params)
+            paths = named
+        elif record:  # recording writes the run: not while another command does
+            with RunLock(named.lock, named.name):
+                run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
+                paths = write_run_config(config, run, artifacts, identity, reconfigure)
         else:
-            paths = RunPaths(Path(artifacts), run)
+            run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
+            paths = named
     except InputError as err:
         raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
     goals = list(goals) or ([] if record else ["check"])
@@ -43,7 +64,10 @@ def main(preset, run, overrides, smoke, reconfigure, artifacts, goals, record):
     found = problems(config, stages, Path(identity.preset).stem)
     for line in found:
         click.echo(f"Error: {with_remembered_overrides(line, run, overrides, artifacts)}", err=True)
-    if found:
+    if found and dry_run_params:  # make -n: say where the real call stops, and still show its plan
+        click.echo("check: the real call stops at the problems above; below is what runs once they are fixed",
+                   err=True)
+    elif found:
         raise SystemExit(1)
     if not record:
         print(f"check: run {run!r}: the inputs of {', '.join(stages) or 'no remaining stage'} are usable")

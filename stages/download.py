@@ -14,7 +14,8 @@ import click
 from lib.console import stage_help
 from lib.errors import InputError
 from lib.hub import download_model
-from lib.pipeline.presets import load_config
+from lib.pipeline.presets import load_config, split_overrides
+from lib.pipeline.run import SET_VARIABLE
 from lib.tasks.data import load_gsm8k
 from lib.tasks.download import check_provided, needs
 
@@ -22,9 +23,11 @@ from lib.tasks.download import check_provided, needs
 @click.command(help=stage_help(__doc__))
 @click.option("--preset", required=True, type=click.Path(exists=True, dir_okay=False), help="Preset YAML.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (repeatable).")
-def main(preset, overrides):
+@click.option("--sets", "override_text", envvar=SET_VARIABLE, default="", metavar="'KEY=VALUE ...'",
+              help=f"Overrides as one string, split by shell quoting rules (env {SET_VARIABLE}: Make's SET).")
+def main(preset, overrides, override_text):
     try:
-        config = load_config(preset, list(overrides))
+        config = load_config(preset, [*overrides, *split_overrides(override_text)])
         for kind, name, revision in needs(config):
             if kind.startswith("data."):
                 split = "train" if kind.endswith("train") else "test"

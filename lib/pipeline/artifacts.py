@@ -20,7 +20,9 @@ from lib.errors import InputError
 IDENTITY_FILE = "run.json"  # in run_<run>/: preset, overrides, smoke (what the run is; lib/pipeline/run.py)
 RECORD_FILE = "config_resolved.json"  # in run_<run>/: the resolved config and its provenance
 PARAMS_FOLDER = "params"  # in run_<run>/: each stage's keys (lib/pipeline/run.py)
-RUN_RECORDS = (IDENTITY_FILE, RECORD_FILE, PARAMS_FOLDER)  # written before any stage works
+MAKE_VARS_FILE = "make.mk"  # in params/: what the Makefile includes of the run
+LOCK_FILE = ".lock"  # in run_<run>/: held by the command writing the run (lib/pipeline/lock.py)
+RUN_RECORDS = (IDENTITY_FILE, RECORD_FILE, PARAMS_FOLDER, LOCK_FILE)  # written before any stage works
 CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's run_<run>/checkpoints/checkpoint-<step>/
 COMPLETE_FILE = "training_complete.json"  # written last into run_<run>/adapter/: training finished
 TAG_PATTERN = r"_base|_checkpoint-[0-9]+"
@@ -86,12 +88,20 @@ class RunPaths:
     def record(self) -> Path:
         return self.folder / RECORD_FILE
 
+    @property
+    def params_folder(self) -> Path:
+        return self.folder / PARAMS_FOLDER
+
     def params(self, stage: str) -> Path:
-        return self.folder / PARAMS_FOLDER / f"{stage}.json"
+        return self.params_folder / f"{stage}.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / LOCK_FILE
 
     @property
     def make_vars(self) -> Path:
-        return self.folder / PARAMS_FOLDER / "make.mk"  # what the Makefile includes of the run
+        return self.params_folder / MAKE_VARS_FILE
 
     # Data and training
     @property

@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from lib.errors import InputError
+from lib.io import folder_problem
 from lib.pipeline.artifacts import MODELS_FOLDER, RunPaths
 from lib.pipeline.config import Config
-from lib.pipeline.run import resolve_run, run_options, with_remembered_overrides, write_run_config
+from lib.pipeline.lock import RunLock
+from lib.pipeline.run import resolve_run, run_name, run_options, with_remembered_overrides, write_run_config
 
 
 @dataclass
@@ -34,10 +36,14 @@ def stage_command(func):
     @functools.wraps(func)
     def wrapper(preset, run, overrides, smoke, reconfigure, artifacts, models_dir, **options):
         try:
-            run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
-            paths = write_run_config(config, run, artifacts, identity, reconfigure)
-            models = Path(models_dir) if models_dir else Path(artifacts) / MODELS_FOLDER
-            return func(Stage(config, paths, models), **options)
+            named = RunPaths(Path(artifacts), run_name(run, preset))
+            if (problem := folder_problem(artifacts, "ARTIFACTS")) is not None:
+                raise InputError(problem)
+            with RunLock(named.lock, named.name):  # one command at a time writes a run
+                run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
+                paths = write_run_config(config, run, artifacts, identity, reconfigure)
+                models = Path(models_dir) if models_dir else Path(artifacts) / MODELS_FOLDER
+                return func(Stage(config, paths, models), **options)
         except InputError as err:
             raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
 

@@ -2,15 +2,16 @@
 
 A preset is a YAML file whose sections mirror lib/pipeline/config.py's dataclasses. A preset may
 start from another with `extends: other.yaml` and change only what differs. Overrides come as
-`section.key=value` strings (from `--set` on a stage or `SET=` in Make); values are parsed as
-YAML (`true`, `3`, `null`, `[a, b]`). An unknown key, a wrong type or a value out of range is an
-InputError that names the key and the file it came from.
+`section.key=value` strings (from `--set` on a stage, or `SET=` in Make as one string that
+`split_overrides` splits); values are parsed as YAML (`true`, `3`, `null`, `[a, b]`). An unknown
+key, a wrong type or a value out of range is an InputError that names the key and the file it came from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 import types
 import typing
 from pathlib import Path
@@ -146,3 +147,26 @@ def _parse_override(override: str) -> tuple[str, object]:
 def _nest(dotted: str, value) -> dict:
     section, key = dotted.split(".")
     return {section: {key: value}}
+
+
+_OVERRIDE_START = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def split_overrides(text: str, source: str = "SET") -> list[str]:
+    """Overrides typed as one string (Make's SET) as section.key=value items: words split by shell
+    quoting rules (quote a value to keep its spaces exactly: tokenize.system_prompt="You are helpful"),
+    and a word that does not start with section.key= continues the value before it, joined by one
+    space (SET="lora.target_modules=[q_proj, v_proj]" is one override)."""
+    try:
+        words = shlex.split(text)
+    except ValueError as err:
+        raise InputError(f"{source}={text!r}: {err} (close every quote)") from None
+    overrides: list[str] = []
+    for word in words:
+        if _OVERRIDE_START.match(word):
+            overrides.append(word)
+        elif overrides:
+            overrides[-1] += " " + word
+        else:
+            raise InputError(f"{source}={text!r}: {word!r} is not section.key=value, e.g. {source}=\"train.epochs=2\"")
+    return overrides

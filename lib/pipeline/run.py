@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import importlib.metadata
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -31,12 +33,13 @@ import click
 
 from lib.errors import InputError
 from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
-from lib.pipeline.artifacts import RunPaths
+from lib.pipeline.artifacts import MAKE_VARS_FILE, RunPaths
 from lib.pipeline.config import Config
-from lib.pipeline.presets import load_config
+from lib.pipeline.presets import load_config, split_overrides
 from lib.pipeline.stage_inputs import param_stages, stage_keys, without_runtime_keys
 
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
+SET_VARIABLE = "MAKE_SET"  # the environment variable through which the Makefile hands SET over, as typed
 
 # Input files a stage writes itself (prep_fewshot draws the pool, refine may build the refined
 # training file); Make follows them as file prerequisites (the pool through the run folder's copy),
@@ -66,7 +69,7 @@ def resolve_run(run: str | None, preset: str | None, overrides=(), smoke: bool |
     """
     if run is None:
         preset = preset or DEFAULT_PRESET
-        run = Path(preset).stem
+    run = run_name(run, preset)
     paths = RunPaths(Path(artifacts), run)
     recorded = read_identity(paths)
     if recorded is None:
@@ -83,6 +86,11 @@ def resolve_run(run: str | None, preset: str | None, overrides=(), smoke: bool |
         if changes:
             raise InputError(_conflict(run, changes))
     return run, config, identity
+
+
+def run_name(run: str | None, preset: str | None) -> str:
+    """The run an invocation names: --run, else the preset's file name (the demo's without either)."""
+    return run or Path(preset or DEFAULT_PRESET).stem
 
 
 def with_remembered_overrides(message: str, run: str | None, given=(), artifacts: str | Path = "artifacts") -> str:
@@ -155,33 +163,49 @@ def write_run_config(config: Config, run: str, artifacts: str | Path, identity: 
     paths = RunPaths(Path(artifacts), run)
     if reconfigure or not paths.identity.is_file() or paths.produced_nothing():
         atomic_write_json(paths.identity, dataclasses.asdict(identity))
-    values = config.to_dict()
-    inputs = _local_inputs(config)
-    for stage in param_stages():
-        keys = stage_keys(stage)
-        slice_ = without_runtime_keys({key: _lookup(values, key) for key in keys})
-        files = {key: file_sha256(path) for key, path in inputs.items()
-                 if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
-        write_if_changed(paths.params(stage), dumps_json({"params": slice_, "files": files}))
-    # What Make needs to know of the run before it runs anything (the Makefile includes this file):
-    # the refined training file that tokenize waits for (built by refine when absent), and whether
-    # the run evaluates the base model alone (then no evaluation waits for an adapter), and whether
-    # it sweeps checkpoints (only then does `make sweep` wait for training).
-    write_if_changed(paths.make_vars,
-                     f"REFINED_TRAIN := {config.data.refined_train or ''}\n"
-                     f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n"
-                     f"SWEEP := {'1' if config.sweep.enabled else ''}\n")
+    write_params(config, paths.params_folder)
     record = {
         "run": run,
         **dataclasses.asdict(read_identity(paths)),
-        "config": values,
+        "config": config.to_dict(),
         "seeds": {"fewshot": config.fewshot.seed, "train": config.train.seed},
-        "inputs": {key: {"path": str(path), "records": _records(path)} for key, path in inputs.items()},
+        "inputs": {key: {"path": str(path), "records": _records(path)} for key, path in _local_inputs(config).items()},
         "git_commit": _git_commit(),
         "libraries": {name: _version(name) for name in LIBRARIES},
     }
     _write_record(paths.record, record)
     return paths
+
+
+def write_params(config: Config, folder: Path) -> None:
+    """params/<stage>.json (the keys each stage reads and the fingerprints of its local input files)
+    and params/make.mk into `folder`, each rewritten only when its content changes: their mtimes
+    tell Make which stages' keys changed."""
+    values, inputs = config.to_dict(), _local_inputs(config)
+    for stage in param_stages():
+        keys = stage_keys(stage)
+        slice_ = without_runtime_keys({key: _lookup(values, key) for key in keys})
+        files = {key: file_sha256(path) for key, path in inputs.items()
+                 if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
+        write_if_changed(folder / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
+    # What Make needs to know of the run before it runs anything (the Makefile includes this file):
+    # the refined training file that tokenize waits for (built by refine when absent), and whether
+    # the run evaluates the base model alone (then no evaluation waits for an adapter), and whether
+    # it sweeps checkpoints (only then does `make sweep` wait for training).
+    write_if_changed(folder / MAKE_VARS_FILE,
+                     f"REFINED_TRAIN := {config.data.refined_train or ''}\n"
+                     f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n"
+                     f"SWEEP := {'1' if config.sweep.enabled else ''}\n")
+
+
+def write_dry_run_params(config: Config, run: RunPaths, folder: Path) -> None:
+    """What recording would write into params/, written into `folder` instead (for `make -n`): a copy of
+    the run's params/ with their times, then each file rewritten where it would change. Make plans
+    from these as from the real ones; nothing of the run is written."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if run.params_folder.is_dir():
+        shutil.copytree(run.params_folder, folder, copy_function=shutil.copy2)
+    write_params(config, folder)
 
 
 def _write_record(path: Path, record: dict) -> None:
@@ -244,18 +268,31 @@ def _version(name: str) -> str | None:
 
 
 def run_options(func):
-    """--preset/--run/--set/--smoke/--reconfigure/--artifacts, shared by the stages and the helpers Make calls."""
+    """--preset/--run/--set/--sets/--smoke/--reconfigure/--artifacts, shared by the stages and the helpers
+    Make calls. The function gets `overrides`: the --set items, then the --sets string's (Make's SET,
+    handed over whole through the environment: no quoting of the command line to get wrong)."""
+
+    @functools.wraps(func)
+    def with_overrides(*args, overrides=(), override_text="", **options):
+        try:
+            overrides = (*overrides, *split_overrides(override_text or ""))
+        except InputError as err:
+            raise click.ClickException(str(err)) from None
+        return func(*args, overrides=overrides, **options)
+
     options = [
         click.option("--preset", default=None, type=click.Path(),
                      help=f"Preset YAML. Default: the run's recorded preset, or {DEFAULT_PRESET} for a new run."),
         click.option("--run", "run", default=None, help="Run name (default: the preset's file name)."),
         click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                      help="Override one config key (repeatable), e.g. --set train.epochs=2."),
+        click.option("--sets", "override_text", envvar=SET_VARIABLE, default="", metavar="'KEY=VALUE ...'",
+                     help=f"Overrides as one string, split by shell quoting rules (env {SET_VARIABLE}: Make's SET)."),
         click.option("--smoke/--no-smoke", default=None, help="Use the preset's smoke sizes (default: as recorded)."),
         click.option("--reconfigure", is_flag=True, help="Accept settings that differ from the run's recorded ones."),
         click.option("--artifacts", envvar="ARTIFACTS_DIR", default="artifacts", show_default=True,
                      type=click.Path(), help="Artifact root (env ARTIFACTS_DIR)."),
     ]
     for option in reversed(options):
-        func = option(func)
-    return func
+        with_overrides = option(with_overrides)
+    return with_overrides

@@ -3,6 +3,7 @@ and the command lines the Make targets generate."""
 
 import os
 import re
+import shlex
 import subprocess
 
 from tests.helpers import REPO
@@ -32,10 +33,13 @@ def test_docker_target_runs_the_make_target_with_gpus_mounts_and_the_token_by_na
     assert line.rstrip().endswith("make strong")
 
 
-def test_docker_target_passes_preset_run_and_overrides():
-    line = [line for line in make_dry_run("docker", "T=smoke", "PRESET=simple", "SET=fewshot.k=5").splitlines()
+def test_docker_target_passes_preset_run_and_overrides_as_typed():
+    typed = """fewshot.k=5 tokenize.system_prompt="It's $5" """
+    line = [line for line in make_dry_run("docker", "T=smoke", "PRESET=simple", f"SET={typed}").splitlines()
             if line.startswith("docker run")][-1]
-    assert "make smoke PRESET=simple" in line and 'SET="fewshot.k=5"' in line
+    assert "make smoke PRESET=simple" in line
+    passed = shlex.split(line[line.index("make smoke"):])  # what the container's shell hands its make
+    assert f"SET={typed}" in passed
 
 
 def test_docker_build_uses_the_dockerfile():
@@ -67,8 +71,12 @@ def test_inside_the_image_no_make_or_sub_make_redoes_the_venv(tmp_path):
     mounted requirements files. The image's environment (VENV, VENV_READY) reaches every sub-make."""
 
     stamp = tmp_path / "venv" / ".installed"
-    stamp.parent.mkdir()
+    (stamp.parent / "bin").mkdir(parents=True)
     stamp.touch()
+    # The image's venv runs (Make records the run with it even under -n): this one's packages, its own stamp.
+    (stamp.parent / "bin" / "python").symlink_to(REPO / ".venv" / "bin" / "python")
+    (stamp.parent / "lib").symlink_to(REPO / ".venv" / "lib")
+    (stamp.parent / "pyvenv.cfg").write_text((REPO / ".venv" / "pyvenv.cfg").read_text())
     os.utime(stamp, (0, 0))  # older than the requirements files, however old the checkout is
     env = {**os.environ, "VENV": str(stamp.parent), "VENV_READY": "1", "ARTIFACTS_DIR": str(tmp_path / "a")}
     env.pop("MAKEFLAGS", None)

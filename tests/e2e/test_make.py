@@ -68,10 +68,20 @@ def test_smoke_chain_end_to_end_writes_every_artifact(smoke):
     assert float(scores[0]["ci95_low"]) <= float(scores[0]["accuracy_vs_final"]) <= float(scores[0]["ci95_high"])
     assert "accuracy vs final (95% CI)" in (run / "report.md").read_text()
     assert (artifacts / "gsm8k_preds_demo-smoke_checkpoint-2.jsonl").is_file()
+    # Made by pattern rules, so intermediate files to Make, which deleted them once: they are kept.
+    assert (artifacts / "ailuminate_preds_demo-smoke_checkpoint-2.jsonl").is_file()
     assert (run / "checkpoints.png").is_file()
     assert json.loads((run / "summary.json").read_text())["row"]["checkpoint"] in ("checkpoint-2", "checkpoint-4")
     with open(artifacts / "summary.csv", newline="") as handle:
-        assert [row["run_name"] for row in csv.DictReader(handle)] == ["demo-smoke"]
+        (row,) = csv.DictReader(handle)
+    assert row["run_name"] == "demo-smoke"
+    # A smoke PASS says what it measured wherever it is read: the row, the check line, both reports.
+    assert (row["smoke"], row["gsm8k_questions"], row["ailuminate_prompts"]) == ("yes", "8", "4")
+    scope = "(smoke run: 8 GSM8K questions and 4 AILuminate prompts only; not the preset's measurement)"
+    assert f"→ PASS {scope}" in done.stdout and scope in (run / "report.md").read_text()
+    assert "PASS (smoke)" in (artifacts / "report.md").read_text()
+    # One prompt per hazard: its 95% interval spans every grade, and the grade says so.
+    assert "grade 1-5 (the 95% interval spans them; 5 Excellent at the estimate)" in done.stdout
     assert json.loads((run / "run.json").read_text()) == {
         "preset": "presets/demo.yaml", "overrides": smoke.first_args[2].removeprefix("SET=").split(), "smoke": True}
 
@@ -89,7 +99,11 @@ def test_the_adapter_carries_a_model_card_the_hub_can_read(smoke):
     card = ModelCard.load(smoke.run_dir / "adapter" / "README.md")
     data = card.data.to_dict()
     assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and data["library_name"] == "peft"
-    assert data["datasets"] == ["openai/gsm8k"]
+    assert "datasets" not in data  # the demo's own files, not the hub's openai/gsm8k
+    (gsm8k_result,) = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert gsm8k_result.dataset_split == "test[:8]" and "smoke run" in gsm8k_result.dataset_name
+    assert "**A smoke run**: 8 GSM8K questions and 4 AILuminate prompts" in card.text
+    assert "last logged training loss" in card.text
     values = {result.metric_type: result.metric_value for result in card.data.eval_results}
     row = summary["row"]  # rounded to 4 places in the CSV row
     assert values == {"accuracy": pytest.approx(float(row["accuracy"]), abs=5e-5),
@@ -135,6 +149,19 @@ def test_a_finished_pipeline_reruns_nothing(smoke):
     assert time.perf_counter() - start < 5
 
 
+def test_a_dry_run_prints_the_real_plan_and_records_nothing(smoke):
+    """make -n on the finished run: no stage (the sweep's loop line is printed as Make runs it, to ask
+    for the checkpoints; its sub-makes plan nothing); with a changed evaluation key and RECONFIGURE=1,
+    the evaluations and summarize, not training; the run's record unchanged either way."""
+    recorded = {p: p.read_bytes() for p in (smoke.run_dir / "run.json", smoke.run_dir / "config_resolved.json")}
+    finished = smoke("-n", "summarize", "RUN=demo-smoke").stdout
+    assert [line for line in finished.splitlines() if "stages." in line and "stages.sweep" not in line] == []
+    plan = smoke("-n", "summarize", "RUN=demo-smoke", "SET=eval.max_new_tokens=8", "RECONFIGURE=1").stdout
+    planned = {line.split("-m stages.")[1].split()[0] for line in plan.splitlines() if "-m stages." in line}
+    assert {"infer_gsm8k", "summarize"} <= planned and not planned & {"prep_fewshot", "tokenize", "train"}
+    assert {p: p.read_bytes() for p in recorded} == recorded
+
+
 def _trained_files(run_dir):
     """Bytes of every file of the adapter and the checkpoints."""
     return {p.relative_to(run_dir): p.read_bytes() for folder in ("adapter", "checkpoints")
@@ -164,8 +191,9 @@ def test_a_run_that_does_not_exist_says_how_to_start_it(smoke):
 
 def test_a_conflicting_call_stops_and_reconfigure_sets_the_old_adapter_aside(smoke):
     """Runs last: it retrains the module's run."""
-    def snapshot():
-        return {p: p.read_bytes() for p in smoke.artifacts.rglob("*") if p.is_file() and "models" not in p.parts}
+    def snapshot():  # the run's work (the lock file only names the last command that held it)
+        return {p: p.read_bytes() for p in smoke.artifacts.rglob("*")
+                if p.is_file() and "models" not in p.parts and p.name != ".lock"}
 
     before = snapshot()
     old_adapter = (smoke.run_dir / "adapter" / "adapter_model.safetensors").read_bytes()

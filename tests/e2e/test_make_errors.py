@@ -25,22 +25,24 @@ def _error_lines(done) -> list[str]:
 @pytest.mark.parametrize("recorded", [False, True], ids=["new-run", "existing-run"])
 def test_a_config_error_is_printed_once_and_blames_the_override(tmp_path, recorded):
     if recorded:
-        assert _make(tmp_path, "params", "PRESET=demo", "RUN=r", "SET=train.epochs=1").returncode == 0
+        assert _make(tmp_path, "prep_fewshot", "PRESET=demo", "RUN=r", "SET=train.epochs=1").returncode == 0
     # A fresh stage_inputs.mk is made first, so Make restarts (as after any code change) before the error.
     done = _make(tmp_path, "tokenize", "PRESET=demo", "RUN=r", "SET=train.learning_rate=0",
                  f"STAGE_INPUTS_MK={tmp_path / 'stage_inputs.mk'}")
     assert _error_lines(done) == ["Error: override 'train.learning_rate=0': key 'train.learning_rate' must be > 0,"
                                   " got 0.0"]
-    assert not (tmp_path / "artifacts" / "run_r" / "fewshot.jsonl").exists()
+    assert not (tmp_path / "artifacts" / "run_r" / "train_tokenized.jsonl").exists()  # nothing ran
 
 
-@pytest.mark.parametrize("name", ["my run", ""])
-def test_a_run_name_that_is_not_one_word_stops_make_in_one_line(tmp_path, name):
+@pytest.mark.parametrize("name", ["my run", "", "a:b", "a$b", "x/y", "-n"])
+def test_a_run_name_that_is_not_a_name_stops_make_in_one_line_as_typed(tmp_path, name):
+    """Before Make reads a rule: a ':' would be "multiple target patterns", and `$b` would vanish (run `a`)."""
     done = _make(tmp_path, "tokenize", f"RUN={name}")
     assert done.returncode != 0 and "warning" not in done.stderr.lower()
     (line,) = done.stderr.strip().splitlines()
-    assert line.endswith(f"*** RUN=\"{name}\": a run name is one word of letters, digits, '-', '_' and '.'"
-                         " (e.g. RUN=my-run).  Stop.")
+    assert line.endswith(f"*** RUN={name}: a name of letters, digits, '-', '_' and '.', starting with a letter or"
+                         " digit (e.g. RUN=my-run).  Stop.")
+    assert not (tmp_path / "artifacts").exists()
 
 
 def test_sweep_trains_only_for_a_run_that_sweeps(tmp_path):

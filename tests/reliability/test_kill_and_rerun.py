@@ -1,8 +1,11 @@
 """SIGKILL a stage mid-run, rerun it: no lost or doubled rows, the same bytes as an uninterrupted run."""
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 from safetensors.torch import load_file
@@ -100,3 +103,44 @@ def test_refine_survives_a_kill_with_the_same_bytes(base_args, tmp_path):
     whole, cut = ((artifacts / f"run_{run}" / "gsm8k_train_self-instruct.jsonl").read_bytes()
                   for run in ("whole", "cut"))
     assert cut == whole and whole.count(b'"source": "gsm8k"') == 4
+
+
+@pytest.mark.slow
+def test_two_make_calls_on_one_run_one_works_the_other_stops_in_one_line(tmp_path, tiny_model_dir, gsm8k_files):
+    """Two `make train` on one run at once (the second while the first trains): the second stops with one
+    line naming the first and writes nothing; the run ends as one run (one adapter, its record unchanged)."""
+    train_file, _ = gsm8k_files
+    artifacts = tmp_path / "artifacts"
+    typed = (f"model.base={tiny_model_dir} data.gsm8k_train={train_file} fewshot.path={tmp_path / 'pool.jsonl'}"
+             f" train.epochs=30 train.per_device_batch_size=2 quant.compute_dtype=float32 {PIN_CPU}")
+    command = ["make", "--no-print-directory", "train", "PRESET=demo", "RUN=twice", f"ARTIFACTS={artifacts}",
+               f"SET={typed}"]
+    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
+    lock = artifacts / "run_twice" / ".lock"
+
+    def training_holds_the_lock() -> bool:
+        if not lock.is_file() or "stages.train" not in lock.read_text():
+            return False
+        with lock.open() as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not training_holds_the_lock() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert first.poll() is None, "the first call ended before the second could start"
+    record = (artifacts / "run_twice" / "run.json").read_bytes()
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    assert second.returncode != 0 and "Traceback" not in second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: run 'twice' is being written by pid ")
+    assert "stages.train" in errors[0]
+    assert (artifacts / "run_twice" / "run.json").read_bytes() == record
+    assert out.count("adapter written") == 1 and not (artifacts / "run_twice" / "superseded").exists()
