@@ -22,10 +22,29 @@ EMBEDDED_PREFIX = "embedded:"
 MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken", "tokenizer*"]
 
 
+# Suffixes that make a missing name a missing file, never a hub id (`data/gsm8k.json` is not a repository).
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".yaml", ".yml", ".parquet", ".safetensors", ".gguf", ".jinja")
+
+
 def is_hub_id(name: str | None) -> bool:
     """owner/name that is no local path (`data/safeguard_model` is one even before it exists)."""
     return bool(name and re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name)) and not Path(name).exists() \
-        and not Path(name.split("/")[0]).is_dir()
+        and not Path(name.split("/")[0]).is_dir() and not name.lower().endswith(FILE_SUFFIXES)
+
+
+def source_kind(value: str, what: str) -> str:
+    """"file", "folder" or "hub" for a setting that may name any of them, by one rule: what exists on
+    disk is local (a file or a folder); what does not exist is a hub id when it reads as one (owner/name,
+    no file suffix, its owner no local folder); anything else is a local path that is missing, an
+    InputError naming the setting (`what`)."""
+    path = Path(value)
+    if path.is_file():
+        return "file"
+    if path.is_dir():
+        return "folder"
+    if is_hub_id(value):
+        return "hub"
+    raise InputError(f"{what} {value}: not found (neither a local file or folder nor a hub id like owner/name)")
 
 
 # The fix for a model missing offline, where the command that failed is a stage (`make download`

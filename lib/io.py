@@ -34,6 +34,45 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def folder_problem(path: str | Path, what: str) -> str | None:
+    """Why `path` cannot be a folder this process writes into (a file on the way, a place nothing can
+    be created), or None. It creates nothing: the nearest existing folder is probed with a temporary
+    folder, made and removed (permission bits alone say yes to root, and /proc says no to everyone)."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{what} {path}: {existing} is a file, not a folder"
+    try:
+        Path(tempfile.mkdtemp(dir=existing, prefix=".write-probe.")).rmdir()
+    except OSError as err:
+        return f"{what} {path}: nothing can be written in {existing} ({err.strerror})"
+    return None
+
+
+def read_json_file(path: str | Path, what: str = "JSON"):
+    """A JSON file a user provides (a model folder's config, a tokenizer's), or an InputError naming the
+    file, the line and what is wrong: a truncated copy is one line, not a traceback."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{err.lineno}: not valid {what} ({err.msg}, column {err.colno});"
+                         " the file may be truncated (copy it again)") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (expected {what})") from None
+
+
+def readable_as_umask_allows(folder: str | Path) -> None:
+    """Give the safetensors files under `folder` the permissions the umask allows (0644 under the
+    usual 022), as every other file gets: the safetensors library writes its files 0600 whatever
+    the umask, so a teammate on a shared cluster could not read an adapter, a checkpoint or an export."""
+    mode = 0o666 & ~_umask()
+    for path in Path(folder).rglob("*.safetensors"):
+        path.chmod(mode)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -206,16 +206,49 @@ def test_make_check_and_a_chain_target_stop_before_any_stage_when_the_guard_is_m
     assert chain.returncode != 0 and "-m stages." not in chain.stdout  # no stage started
     assert [line for line in chain.stderr.splitlines() if line.startswith("Error:")] == [line]
     assert {p.name for p in (tmp_path / "artifacts" / "run_p").iterdir()} == {"run.json", "config_resolved.json",
-                                                                              "params"}
+                                                                              "params", ".lock"}
     assert _make(tmp_path, "check", "PRESET=demo", "RUN=p", f"SET={' '.join(inputs)}").returncode == 0
 
 
-def test_a_local_base_without_a_chat_template_is_found_before_tokenize(tmp_path, inputs):
+def test_a_local_base_without_a_chat_template_or_a_tokenizer_that_loads_is_found_before_tokenize(
+        tmp_path, inputs, smollm2_tokenizer):
     base = tmp_path / "pretrained-only"
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
     (base / "tokenizer_config.json").write_text("{}")
     (line,) = problems(_config([*inputs, f"model.base={base}"]), ["tokenize"])
     assert line.startswith(f"model.base {base}: its tokenizer has no chat template")
+    # A template and a config, but no tokenizer files: tokenize would stop on it, so the preflight does.
+    (base / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+    (line,) = problems(_config([*inputs, f"model.base={base}"]), ["tokenize"])
+    assert line.startswith(f"model.base {base}: its tokenizer does not load (")
+    smollm2_tokenizer.save_pretrained(base)
     (base / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
     assert problems(_config([*inputs, f"model.base={base}"]), ["tokenize"]) == []
+
+
+def test_every_path_setting_is_a_file_a_folder_or_a_hub_id_by_one_rule_named_in_its_error(tmp_path, inputs):
+    """A GSM8K folder or .json file was taken for a hub id (a network error offline); a truncated
+    config.json or tokenizer_config.json was a JSONDecodeError traceback."""
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k.json").write_text("[]")
+    found = problems(_config([*inputs, f"data.gsm8k_test={tmp_path / 'gsm8k'}"]), ["infer_gsm8k"])
+    assert found == [f"data.gsm8k_test {tmp_path / 'gsm8k'}: a folder; expected a JSONL file of GSM8K problems"
+                     " (question, answer), or a hub dataset id like openai/gsm8k"]
+    (line,) = problems(_config([*inputs, f"data.gsm8k_train={tmp_path / 'gsm8k.json'}"]), ["prep_fewshot"])
+    assert line.startswith(f"data.gsm8k_train {tmp_path / 'gsm8k.json'}: expected a .jsonl file")
+    (line,) = problems(_config([*inputs, f"data.gsm8k_test={tmp_path / 'nowhere' / 'test.json'}"]), ["infer_gsm8k"])
+    assert line.endswith("not found (neither a local file or folder nor a hub id like owner/name)")
+
+    guard = _guard_folder(tmp_path / "truncated-guard")
+    (guard / "config.json").write_text('{"architectures": ["Qwen3ForCausalLM"')
+    (line,) = problems(_config([*inputs, f"safety.safeguard_model={guard}"]), ["score_safety"])
+    assert line.startswith(f"{guard / 'config.json'}:1: not valid JSON (the model's config)")
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (base / "tokenizer_config.json").write_text('{"chat_template": "{{ x }}", ')
+    (line,) = problems(_config([*inputs, f"model.base={base}"]), ["tokenize"])
+    assert line.startswith(f"{base / 'tokenizer_config.json'}:1: not valid JSON (the tokenizer's config)")
+    (line,) = problems(_config([*inputs, f"model.base={base / 'config.json'}"]), ["tokenize"])
+    assert line.startswith(f"model.base {base / 'config.json'}: a file; expected a model folder")

@@ -11,18 +11,18 @@ is). Each problem is one line; all of them are reported at once.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from lib.errors import InputError
-from lib.hub import ANY_PRESET, EMBEDDED_PREFIX, hub_errors, is_hub_id
+from lib.errors import InputError, error_line
+from lib.hub import ANY_PRESET, EMBEDDED_PREFIX, hub_errors, is_hub_id, source_kind
+from lib.io import read_json_file
 from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.setup import judge_architectures, resolve_setup
 from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.config import Config
-from lib.tasks.data import is_local_source, load_ailuminate, load_gsm8k, training_source
+from lib.tasks.data import gsm8k_source_kind, load_ailuminate, load_gsm8k, training_source
 
 # Each stage and the stages whose outputs it reads (Make's chain, as lib/pipeline/artifacts.py names it).
 UPSTREAM = {
@@ -85,18 +85,18 @@ def problems(config: Config, stages: list[str], preset: str = "<preset>") -> lis
 
 
 def _gsm8k_train(config: Config) -> None:
-    _dataset(config.data.gsm8k_train, "train")
+    _dataset(config.data.gsm8k_train, "train", "data.gsm8k_train")
 
 
 def _gsm8k_test(config: Config) -> None:
-    _dataset(config.data.gsm8k_test, "test")
+    _dataset(config.data.gsm8k_test, "test", "data.gsm8k_test")
 
 
-def _dataset(source: str, split: str) -> None:
-    if is_local_source(source):
-        load_gsm8k(source, split)
+def _dataset(source: str, split: str, what: str) -> None:
+    if gsm8k_source_kind(source, what) == "file":
+        load_gsm8k(source, split, what=what)
     else:
-        _hub_repo(source, f"data.gsm8k_{split}", None, repo_type="dataset")
+        _hub_repo(source, what, None, repo_type="dataset")
 
 
 def _training_data(config: Config) -> None:
@@ -104,17 +104,37 @@ def _training_data(config: Config) -> None:
     # train is read either way, to leave the few-shot pool out.
     refined = config.data.refined_train
     if refined and Path(refined).is_file():
-        _dataset(training_source(config.data.gsm8k_train, refined), "train")
+        _dataset(training_source(config.data.gsm8k_train, refined), "train", "data.refined_train")
     _gsm8k_train(config)
 
 
 def _base_model(config: Config) -> None:
     _model(config.model.base, "model.base", config.model.revision)
     base = Path(config.model.base)
-    if not is_hub_id(config.model.base) and base.is_dir() and folder_chat_template(base) is None:
+    if config.model.base.startswith(EMBEDDED_PREFIX) or is_hub_id(config.model.base):
+        return
+    if folder_chat_template(base) is None:
         # tokenize renders every example with it; evaluation every prompt (lib/models.load_tokenizer)
         raise InputError(f"model.base {base}: its tokenizer has no chat template (an instruct model is expected;"
                          " docs/your-models.md)")
+    contents = tuple(sorted((path.name, path.stat().st_mtime_ns) for path in base.iterdir()))
+    problem = _tokenizer_problem(str(base), contents, config.model.trust_remote_code)
+    if problem is not None:
+        raise InputError(f"model.base {base}: its tokenizer does not load ({problem})")
+
+
+@functools.lru_cache
+def _tokenizer_problem(folder: str, contents: tuple, trust_remote_code: bool) -> str | None:
+    """Why a local folder's tokenizer does not instantiate (the stages load it first), or None; asked
+    once per folder and `contents` (its files and their times: transformers' import and the load cost
+    seconds, paid only for a local base)."""
+    from transformers import AutoTokenizer
+
+    try:
+        AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as error:  # whatever stops it stops tokenize: one line naming it
+        return error_line(error)
+    return None
 
 
 def _refine_model(config: Config) -> None:
@@ -154,11 +174,10 @@ def folder_chat_template(folder: Path) -> str | None:
     for name in ("chat_template.jinja", "chat_template.json"):
         path = folder / name
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+            return read_json_file(path)["chat_template"] if name.endswith(".json") else path.read_text(encoding="utf-8")
     config = folder / "tokenizer_config.json"
     if config.is_file():
-        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        template = read_json_file(config, "JSON (the tokenizer's config)").get("chat_template")
         if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
             template = "\n".join(item.get("template", "") for item in template if isinstance(item, dict))
         return template or None
@@ -170,9 +189,14 @@ def _model(name: str, what: str, revision: str | None) -> None:
     or reachable (gated ones with a token that may read them)."""
     if name.startswith(EMBEDDED_PREFIX):
         return
-    if not is_hub_id(name):
+    kind = source_kind(name, what)
+    if kind == "file":
+        raise InputError(f"{what} {name}: a file; expected a model folder (config.json and *.safetensors) or a hub"
+                         " id like owner/name")
+    if kind == "folder":
         if not (Path(name) / "config.json").is_file():
             raise InputError(f"{what} {name}: not a model folder (no config.json) and not a hub id like owner/name")
+        read_json_file(Path(name) / "config.json", "JSON (the model's config)")
         return
     _hub_repo(name, what, revision, repo_type="model")
 

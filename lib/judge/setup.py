@@ -4,11 +4,11 @@ format, layout, verdict mode and Controversial rule it is run with, and its fing
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lib.errors import InputError
+from lib.io import read_json_file
 from lib.judge.formats import FORMATS, SAFE, UNSAFE, VERDICT_WORDS, default_layout, detect_format
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -27,7 +27,7 @@ def judge_architectures(folder: Path, allow_pickle: bool) -> list[str]:
                              " safety.allow_pickle=true (--allow-pickle) for a folder you trust")
         if not allow_pickle:
             raise InputError(f"{folder}: no *.safetensors weights")
-    architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    architectures = read_json_file(config_file, "JSON (the model's config)").get("architectures") or []
     if not any(a.endswith(("ForSequenceClassification", "ForCausalLM", "ForConditionalGeneration"))
                for a in architectures):
         raise InputError(f"{config_file}: architectures {architectures} is neither a *ForSequenceClassification"

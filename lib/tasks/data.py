@@ -11,20 +11,32 @@ import csv
 from pathlib import Path
 
 from lib.errors import InputError
+from lib.hub import source_kind
 from lib.io import read_jsonl
 from lib.tasks.gsm8k import FINAL_ANSWER_MARK, INVALID, strict_answer
 
 AILUMINATE_CSV_COLUMNS = ("release_prompt_id", "prompt_text", "hazard", "persona", "locale")
 
 
-def is_local_source(source: str) -> bool:
-    """A path to a file (or anything ending in .jsonl/.csv) is local; the rest is a hub id."""
-    return source.endswith((".jsonl", ".csv")) or Path(source).is_file()
+def gsm8k_source_kind(source: str, what: str) -> str:
+    """"file" (a local JSONL) or "hub" (a dataset id) for a GSM8K setting (lib/hub.source_kind's rule);
+    a folder or another kind of file is an InputError naming the setting."""
+    if source.endswith(".jsonl"):
+        return "file"  # present or not: reading it names what is wrong with it
+    kind = source_kind(source, what)
+    if kind == "folder":
+        raise InputError(f"{what} {source}: a folder; expected a JSONL file of GSM8K problems (question, answer),"
+                         " or a hub dataset id like openai/gsm8k")
+    if kind == "file" and not source.endswith(".jsonl"):
+        raise InputError(f"{what} {source}: expected a .jsonl file (one JSON object per line with question and"
+                         " answer), or a hub dataset id like openai/gsm8k")
+    return kind
 
 
-def load_gsm8k(source: str, split: str, hub_config: str = "main") -> list[dict]:
-    """Rows {id, question, answer}; the answer must end in `#### N`."""
-    if is_local_source(source):
+def load_gsm8k(source: str, split: str, hub_config: str = "main", what: str | None = None) -> list[dict]:
+    """Rows {id, question, answer}; the answer must end in `#### N`. `what`: the setting that named
+    the source, for errors (default data.gsm8k_<split>)."""
+    if gsm8k_source_kind(source, what or f"data.gsm8k_{split}") == "file":
         rows = read_jsonl(source, required=("question", "answer"), what="GSM8K problems")
         where = [f"{source}:{row['_line']}" for row in rows]
         ids = [str(row.get("id", f"{split}-{i}")) for i, row in enumerate(rows)]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lib.errors import InputError
 from lib.hub import is_hub_id
-from lib.tasks.data import is_local_source, load_ailuminate
+from lib.tasks.data import gsm8k_source_kind, load_ailuminate
 
 
 def needs(config) -> list[tuple[str, str, str | None]]:
@@ -25,7 +25,7 @@ def needs(config) -> list[tuple[str, str, str | None]]:
     if is_hub_id(config.safety.safeguard_model):
         items.append(("safety.safeguard_model", config.safety.safeguard_model, None))
     for key in ("gsm8k_train", "gsm8k_test"):
-        if not is_local_source(getattr(config.data, key)):
+        if gsm8k_source_kind(getattr(config.data, key), f"data.{key}") == "hub":
             items.append((f"data.{key}", getattr(config.data, key), None))
     return items
 
