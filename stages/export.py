@@ -7,9 +7,11 @@
 Loads the adapter onto the base as the `merged` evaluation does (the base quantized to nf4 as in
 training, dequantized, the adapter merged at full precision, cast once to eval.dtype) and saves
 it to artifacts/run_<run>/merged/ (merged-<checkpoint>/ for a checkpoint): safetensors, config,
-tokenizer with its chat template, and the run's model card with the base's licence. An earlier
-export there moves to run_<run>/superseded/. `AutoModelForCausalLM.from_pretrained` on the folder
-gives the logits the evaluation computed; `vllm serve` the folder serves it.
+tokenizer with its chat template, and the run's model card with the base's licence (written last). An
+earlier export of other weights there moves to run_<run>/superseded/; one of the same weights keeps
+them and gets the run's current card (after summarize, or a changed threshold).
+`AutoModelForCausalLM.from_pretrained` on the folder gives the logits the evaluation computed;
+`vllm serve` the folder serves it.
 """
 
 import click
@@ -22,7 +24,7 @@ from lib.evaluation import eval_target
 from lib.models import resolve_model_path
 from lib.pipeline.artifacts import supersede
 from lib.pipeline.cli import stage_command
-from lib.results.export import export_merged, merged_card
+from lib.results.export import export_fingerprint, export_merged, merged_card, refresh_card
 from lib.results.model_card import base_license, hub_base_model
 
 
@@ -39,15 +41,18 @@ def main(stage, checkpoint):
         raise InputError(f"run {run.name!r} evaluates the base model alone (eval.adapter: none): there is no"
                          f" trained model to export; the base is {config.model.base}")
     out = run.merged(checkpoint)
-    supersede(run, [out], "a new export")
-    if config.eval.model_format != "merged":
-        print(f"export: the run was evaluated as {config.eval.model_format}; this folder is the merged model")
+    weights = evaluated_weights(config.model, config.eval, config.quant, target.adapter)
     # Before summarize, the adapter's README.md is PEFT's template, not the run's card.
     card = merged_card(target.adapter / "README.md" if run.is_summarized() else None, hub_base_model(config.model.base),
                        base_license(config.model.base, resolve_model_path(config.model.base, stage.models_dir)),
                        run.name)
-    export_merged(evaluated_weights(config.model, config.eval, config.quant, target.adapter), stage.models_dir, out,
-                  card)
+    if refresh_card(out, export_fingerprint(weights), card):
+        print(f"export: {out} holds these weights already; its card is the run's current one")
+        return
+    supersede(run, [out], "a new export")
+    if config.eval.model_format != "merged":
+        print(f"export: the run was evaluated as {config.eval.model_format}; this folder is the merged model")
+    export_merged(weights, stage.models_dir, out, card)
     print(f"export: {target.adapter} merged into {config.model.base} -> {out}")
 
 

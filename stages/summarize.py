@@ -32,6 +32,7 @@ from lib.results.summary import (
     TRAINING_COLUMNS,
     baseline_check,
     measured_columns,
+    measured_scope,
     read_evaluation,
     read_json,
     upsert_summary,
@@ -65,8 +66,11 @@ def main(stage):
               f" {distinguishable_line(scores, chosen, final)}")
 
     # Row (the run's settings, then what was measured), check, grades
+    smoke = bool(record.get("smoke"))
+    limited = config.data.gsm8k_limit is not None or config.data.ailuminate_limit is not None
     passed, line = baseline_check(run.name, gsm8k["accuracy"], safety["safety_rate"], config.thresholds.accuracy,
-                                  config.thresholds.safety)
+                                  config.thresholds.safety,
+                                  measured_scope(smoke, limited, gsm8k["questions"], safety["total"]))
     row = {
         "run_name": run.name, "base_model": config.model.base,
         "train_data": record["inputs"].get("data.refined_train", {}).get("path") or config.data.gsm8k_train,
@@ -75,7 +79,7 @@ def main(stage):
         "epochs": config.train.epochs, "global_batch_size": training.get("global_batch_size", ""),
         "fewshot_k": config.fewshot.k, "checkpoint": chosen, "accuracy_threshold": config.thresholds.accuracy,
         "safety_threshold": config.thresholds.safety, "date": record.get("date", ""),
-        "git_commit": record.get("git_commit") or "", **measured_columns(gsm8k, safety, passed),
+        "git_commit": record.get("git_commit") or "", **measured_columns(gsm8k, safety, passed, smoke),
     }
     if config.eval.adapter == "none":  # a base run: nothing was trained
         row |= {"method": "none", **{column: "" for column in TRAINING_COLUMNS}}
@@ -88,7 +92,8 @@ def main(stage):
         for folder in [run.adapter] + ([run.checkpoint(chosen)] if chosen != final else []):
             atomic_write_text(folder / "README.md", str(card))
     upsert_summary(run.artifacts / SUMMARY_CSV, row)
-    run_report(run, row, line, safety, grades, scores if config.sweep.enabled else None)
+    run_report(run, row, line, safety, grades, (config.thresholds.accuracy, config.thresholds.safety),
+               scores if config.sweep.enabled else None)
     index_report(run.artifacts)
     atomic_write_json(run.summary, {
         "row": row, "baseline_check": line, "checkpoint_scores": scores, "reported": {

@@ -26,7 +26,8 @@ def main(stage):
 
     # Load data, leave out the few-shot pool
     source = training_source(config.data.gsm8k_train, config.data.refined_train)
-    problems = load_gsm8k(source, "train", config.data.gsm8k_hub_config)
+    problems = load_gsm8k(source, "train", config.data.gsm8k_hub_config,
+                          what="data.refined_train" if config.data.refined_train else None)
     pool = read_pool(stage.run.pool, config.fewshot.pool_size, stage.run.name)
     kept, removed = remove_pool(problems, pool)
     kept = apply_limit(kept, config.data.train_limit)

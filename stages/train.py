@@ -21,6 +21,7 @@ from lib.console import stage_help
 from lib.devices import process_state, require_device
 from lib.models import resolve_model_path
 from lib.pipeline.cli import stage_command
+from lib.results.model_card import last_loss_text
 from lib.training.tracking import Tracking
 from lib.training.trainer import finished_training, train_adapter, training_fingerprint
 
@@ -55,7 +56,8 @@ def main(stage, stop_after, force):
     record = train_adapter(
         resolve_model_path(config.model.base, stage.models_dir), run, fingerprint,
         quantization=config.quant.quantization, double_quant=config.quant.double_quant,
-        compute_dtype=config.quant.compute_dtype, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
+        compute_dtype=config.quant.compute_dtype, quant_storage=config.quant.quant_storage,
+        lora_r=config.lora.r, lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout, lora_targets=config.lora.target_modules, train=config.train,
         revision=config.model.revision, trust_remote_code=config.model.trust_remote_code, stop_after=stop_after,
         force=force, timeout_minutes=config.hardware.distributed_timeout_minutes, tracking=tracking,
@@ -66,7 +68,7 @@ def main(stage, stop_after, force):
         print(f"train: stopped after {stop_after} steps as asked; rerun to resume from the last checkpoint")
     else:
         print(f"train: adapter written to {run.adapter} after {record['global_step']} steps,"
-              f" loss {record['train_loss']:.4f}, global batch {record['global_batch_size']}")
+              f"{last_loss_text(record)}, global batch {record['global_batch_size']}")
 
 
 if __name__ == "__main__":

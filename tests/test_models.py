@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -18,6 +20,9 @@ def test_embedded_model_converts_to_safetensors_once(models_dir, smollm2_dir):
     assert "model.safetensors" in files and not any(name.endswith(".bin") for name in files)
     config = json.loads((smollm2_dir / "config.json").read_text())
     assert "quantization_config" not in config  # the GGUF record would block BitsAndBytesConfig
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((smollm2_dir / "model.safetensors").stat().st_mode) == 0o666 & ~umask  # not 0600
     before = (smollm2_dir / "model.safetensors").stat().st_mtime_ns
     assert resolve_model_path("embedded:smollm2-135m-instruct", models_dir) == str(smollm2_dir)
     assert (smollm2_dir / "model.safetensors").stat().st_mtime_ns == before

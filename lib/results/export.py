@@ -6,24 +6,53 @@ precision, cast once to the evaluation dtype) and saves that model: safetensors 
 generation config, tokenizer with its chat template, and a card. transformers'
 `AutoModelForCausalLM.from_pretrained(folder)` and vLLM (`vllm serve folder`) load it with no
 PEFT or bitsandbytes. The folder is written beside its final place and renamed into it, so a
-killed export leaves no folder a loader would take for a whole one.
+killed export leaves no folder a loader would take for a whole one. An export of the same weights is
+not redone: only its card is rewritten (the run's thresholds or summary changed).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
 from huggingface_hub import ModelCard
 
 from lib.engine.generate import Weights
+from lib.io import atomic_write_json, atomic_write_text, file_sha256, readable_as_umask_allows, write_if_changed
 from lib.models import load_for_inference, resolve_model_path
+from lib.pipeline.fingerprints import record_for
 
 MERGED_FORMAT = "merged"
 
 
+EXPORT_RECORD = "export.json"  # in the export folder: the fingerprint of the weights it holds
+CARD_FILE = "README.md"  # the export's card, written last (Make's target for `make export`)
+
+
+def export_fingerprint(weights: Weights) -> str:
+    """What the merged weights depend on: the base, how training quantized it, the evaluation dtype and
+    the adapter's own weights (not the card: a changed card is rewritten, the weights kept)."""
+    settings = {key: str(value) for key, value in vars(weights).items() if key != "adapter"}
+    adapter_weights = sorted(Path(weights.adapter).glob("*.safetensors")) if weights.adapter else []
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
+                          + "".join(file_sha256(path) for path in adapter_weights).encode()).hexdigest()
+
+
+def refresh_card(out: Path, fingerprint: str, card: ModelCard | None) -> bool:
+    """Where `out` holds these weights already: its card rewritten where it changed (a threshold, a new
+    summary) and True; False when the weights must be exported again."""
+    if record_for(out / EXPORT_RECORD, fingerprint) is None or card is None:
+        return False
+    write_if_changed(out / CARD_FILE, str(card))
+    (out / CARD_FILE).touch()  # current for Make even when unchanged
+    return True
+
+
 def export_merged(weights: Weights, models_dir: Path, out: Path, card: ModelCard | None) -> Path:
-    """Save `weights` (a base and an adapter) merged as the evaluation loads them into `out`."""
+    """Save `weights` (a base and an adapter) merged as the evaluation loads them into `out`, with their
+    fingerprint (export_fingerprint) and the card last."""
     from lib.devices import resolve_eval_dtype
 
     dtype = resolve_eval_dtype(weights.dtype)
@@ -39,8 +68,10 @@ def export_merged(weights: Weights, models_dir: Path, out: Path, card: ModelCard
     shutil.rmtree(partial, ignore_errors=True)  # an earlier export killed half-way: never a whole one
     model.save_pretrained(partial, safe_serialization=True, max_shard_size="5GB")
     tokenizer.save_pretrained(partial)
+    atomic_write_json(partial / EXPORT_RECORD, {"fingerprint": export_fingerprint(weights)})
     if card is not None:
-        card.save(partial / "README.md")
+        atomic_write_text(partial / CARD_FILE, str(card))
+    readable_as_umask_allows(partial)
     partial.rename(out)
     return out
 

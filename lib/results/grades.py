@@ -56,10 +56,19 @@ def ailuminate_grades(labelled: list[dict], references: dict[str, float]) -> dic
 
 
 
+def grade_text(entry: dict) -> str:
+    """The grade as the interval allows it to be read: one grade where both ends of the safe fraction's
+    95% interval give it, else the range (a hazard with one prompt can be anything from Poor to Excellent)."""
+    low, high = entry["grade_range"]
+    if low == high:
+        return f"{entry['grade']} {entry['grade_name']}"
+    return f"{low}-{high} (the 95% interval spans them; {entry['grade']} {entry['grade_name']} at the estimate)"
+
+
 def grade_lines(grades: dict) -> list[str]:
     lines = []
     for hazard, entry in grades.items():
         low, high = entry["safe_fraction_ci95"]
         lines.append(f"  {hazard:<8} safe {entry['safe_fraction']:.3f} (95% CI {low:.3f}-{high:.3f}) vs reference"
-                     f" {entry['reference']:.3f}: grade {entry['grade']} {entry['grade_name']} (indicative)")
+                     f" {entry['reference']:.3f}: grade {grade_text(entry)} (indicative)")
     return lines

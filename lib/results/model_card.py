@@ -16,7 +16,6 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from lib.hub import EMBEDDED_PREFIX, is_hub_id
 
-GSM8K_HUB_ID = "openai/gsm8k"
 # Where the embedded models come from on the hub (their GGUF copies are what the package ships).
 EMBEDDED_ORIGINS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 # The licences of the bases the presets name, from their model cards: an adapter or a merged model
@@ -49,17 +48,11 @@ def model_card(record: dict, training: dict, gsm8k: dict, safety: dict, baseline
     """The card of a run's adapter from its records: config_resolved.json (`record`), the
     training record, the reported checkpoint's GSM8K and safety metrics, the baseline check."""
     config, run = record["config"], record["run"]
-    base = config["model"]["base"]
-    judge = safety.get("judge", {})
-    results = [
-        EvalResult(task_type="text-generation", dataset_type=GSM8K_HUB_ID, dataset_name="GSM8K",
-                   dataset_config="main", dataset_split="test", metric_type="accuracy", metric_value=gsm8k["accuracy"],
-                   metric_name=f"strict-match accuracy ({config['fewshot']['k']}-shot, greedy)"),
-        EvalResult(task_type="text-generation", dataset_type="mlcommons/ailuminate", dataset_name="AILuminate",
-                   metric_type="safety_rate", metric_value=safety["safety_rate"],
-                   metric_name=f"safety rate ({judge.get('guard_format', '?')} judge)"),
-    ]
-    data = ModelCardData(base_model=hub_base_model(base), library_name="peft", datasets=[GSM8K_HUB_ID],
+    base, data_config = config["model"]["base"], config["data"]
+    results = _eval_results(config, gsm8k, safety, bool(record.get("smoke")))
+    train_source = data_config["gsm8k_train"]
+    data = ModelCardData(base_model=hub_base_model(base), library_name="peft",
+                         datasets=[train_source] if is_hub_id(train_source) else None,
                          license=base_license(base),
                          model_name=run, eval_results=results, pipeline_tag="text-generation",
                          tags=["peft", "lora", "qlora" if config["quant"]["quantization"] == "nf4" else "lora-fp",
@@ -83,6 +76,9 @@ def _body(record: dict, training: dict, gsm8k: dict, safety: dict, baseline_line
         + (f" with overrides `{' '.join(record['overrides'])}`" if record.get("overrides") else "")
         + (" (smoke sizes)" if record.get("smoke") else "") + f"; reported checkpoint: {checkpoint}.", "",
         "## Results", "",
+        *([f"**A smoke run**: {gsm8k['questions']} GSM8K questions and {safety['total']} AILuminate prompts, the"
+           " preset's smoke sizes, to check the pipeline; these numbers are not the preset's measurement.", ""]
+          if record.get("smoke") else []),
         "| measure | value | 95% CI |", "|---|---|---|",
         f"| GSM8K strict-match accuracy ({gsm8k['questions']} questions, {config['fewshot']['k']}-shot, greedy)"
         f" | {gsm8k['accuracy']:.3f} | {low:.3f}-{high:.3f} |",
@@ -108,7 +104,7 @@ def _body(record: dict, training: dict, gsm8k: dict, safety: dict, baseline_line
         f"- LoRA: r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, on"
         f" {', '.join(training.get('lora_targets') or lora['target_modules'] or [])}",
         f"- Optimizer steps: {training.get('global_step', '?')}, global batch {training.get('global_batch_size', '?')},"
-        f" final training loss {training['train_loss']:.4f}" if "train_loss" in training else "- Not trained here",
+        + last_loss_text(training) if training else "- Not trained here",
         "- Training hyper-parameters: " + ", ".join(f"{key}={value}" for key, value in train.items()
                                                      if key != "report_to"),
         "", *_how_to_use(record, hub_base_model(model["base"]) or model["base"], quant),
@@ -116,6 +112,40 @@ def _body(record: dict, training: dict, gsm8k: dict, safety: dict, baseline_line
         ", ".join(f"{name} {version}" for name, version in record.get("libraries", {}).items() if version), "",
     ]
     return "\n".join(lines)
+
+
+def _eval_results(config: dict, gsm8k: dict, safety: dict, smoke: bool) -> list[EvalResult]:
+    """The model-index entries, each naming what was measured: the GSM8K source (a hub dataset, or a
+    local file by its name), its split as far as it was read (`test[:50]` for a smoke run), how many
+    questions and prompts, and a smoke run as one."""
+    data, judge = config["data"], safety.get("judge", {})
+    source, limit = data["gsm8k_test"], data["gsm8k_limit"]
+    scope = ", smoke run" if smoke else ""
+    hub = is_hub_id(source)
+    return [
+        EvalResult(task_type="text-generation", dataset_type=source if hub else "json",
+                   dataset_name=f"GSM8K ({gsm8k['questions']} test questions{scope})" if hub
+                   else f"GSM8K-format file {Path(source).name} ({gsm8k['questions']} questions{scope})",
+                   dataset_config=data["gsm8k_hub_config"] if hub else None,
+                   dataset_split="test" + (f"[:{limit}]" if limit else ""), metric_type="accuracy",
+                   metric_value=gsm8k["accuracy"],
+                   metric_name=f"strict-match accuracy ({config['fewshot']['k']}-shot, greedy)"),
+        EvalResult(task_type="text-generation", dataset_type="mlcommons/ailuminate",
+                   dataset_name=f"AILuminate ({safety['total']} prompts{scope})",
+                   metric_type="safety_rate", metric_value=safety["safety_rate"],
+                   metric_name=f"safety rate ({judge.get('guard_format', '?')} judge)"),
+    ]
+
+
+def last_loss_text(training: dict) -> str:
+    """The training's last logged loss as the card and the train stage state it: the Trainer logs the mean
+    over the optimizer steps since its previous log (train.logging_steps of them)."""
+    last = training.get("last_logged_loss")
+    if not last:
+        return " no loss logged"
+    steps = last["mean_of_steps"]
+    return (f" last logged training loss {last['loss']:.4f} (step {last['step']}"
+            + (f", the mean of its last {steps} optimizer steps)" if steps > 1 else ")"))
 
 
 def _how_to_use(record: dict, base: str, quant: dict) -> list[str]:

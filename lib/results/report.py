@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lib.io import atomic_write_text
 from lib.pipeline.artifacts import REPORT_FILE, SUMMARY_CSV, RunPaths
+from lib.results.grades import grade_text
 
 
 def pyplot():
@@ -39,16 +40,19 @@ def plot_training_loss(train_log: Path, out: Path) -> bool:
     return True
 
 
-def plot_safety_by_hazard(by_hazard: dict, out: Path) -> bool:
-    """Safety rate per hazard as horizontal bars; False when there are no hazards."""
+def plot_safety_by_hazard(by_hazard: dict, out: Path, threshold: float) -> bool:
+    """Safety rate per hazard as horizontal bars, the preset's threshold as a line; False when there are
+    no hazards."""
     if not by_hazard:
         return False
     plt = pyplot()
     names = sorted(by_hazard)
     figure, axes = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2))
     axes.barh(names, [by_hazard[n]["safety_rate"] for n in names])
+    axes.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     axes.set_xlim(0, 1)
     axes.set_xlabel("safety rate (safe / total)")
+    axes.legend(loc="lower right", fontsize="small")
     axes.invert_yaxis()
     figure.tight_layout()
     figure.savefig(out, dpi=110)
@@ -56,14 +60,18 @@ def plot_safety_by_hazard(by_hazard: dict, out: Path) -> bool:
     return True
 
 
-def plot_checkpoints(scores: list[dict], out: Path) -> None:
-    """Accuracy and safety rate per evaluated checkpoint step."""
+def plot_checkpoints(scores: list[dict], out: Path, thresholds: tuple[float, float]) -> None:
+    """Accuracy and safety rate per evaluated checkpoint step, each with its threshold (accuracy, safety)
+    as a dashed line of its colour."""
     plt = pyplot()
     ordered = sorted(scores, key=lambda s: s["step"])
     steps = [s["step"] for s in ordered]
     figure, axes = plt.subplots(figsize=(6, 3.5))
-    axes.plot(steps, [s["accuracy"] for s in ordered], marker="o", label="GSM8K accuracy")
-    axes.plot(steps, [s["safety"] for s in ordered], marker="s", label="AILuminate safety rate")
+    for key, marker, label, threshold in [("accuracy", "o", "GSM8K accuracy", thresholds[0]),
+                                          ("safety", "s", "AILuminate safety rate", thresholds[1])]:
+        line, = axes.plot(steps, [s[key] for s in ordered], marker=marker, label=label)
+        axes.axhline(threshold, color=line.get_color(), linestyle="--", linewidth=1,
+                     label=f"{label.split()[-1]} threshold {threshold:g}")
     axes.set_xlabel("checkpoint step")
     axes.set_ylim(0, 1)
     axes.legend()
@@ -88,14 +96,14 @@ def plot_refine_yield(metrics: dict, out: Path) -> None:
 
 
 def run_report(run: RunPaths, row: dict, check_line: str, safety_metrics: dict, grades: dict,
-               checkpoint_scores: list[dict] | None = None) -> str:
-    """run_<run>/report.md (plots beside it)."""
+               thresholds: tuple[float, float], checkpoint_scores: list[dict] | None = None) -> str:
+    """run_<run>/report.md (plots beside it); `thresholds`: the preset's (accuracy, safety)."""
     lines = [f"# Run {run.name}", "", f"**{check_line}**", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in row.items()]
     if plot_training_loss(run.train_log, run.plot("training_loss")):
         lines += ["", "## Training loss", "", f"![training loss]({run.plot('training_loss').name})"]
     if checkpoint_scores:
-        plot_checkpoints(checkpoint_scores, run.plot("checkpoints"))
+        plot_checkpoints(checkpoint_scores, run.plot("checkpoints"), thresholds)
         lines += ["", "## Checkpoint sweep", "", f"Reported: {row['checkpoint']} (best accuracy, then safety)", "",
                   "| checkpoint | accuracy | safety | accuracy vs final (95% CI) | McNemar p |",
                   "|---|---|---|---|---|"]
@@ -113,7 +121,7 @@ def run_report(run: RunPaths, row: dict, check_line: str, safety_metrics: dict, 
                   f" sample; {metrics['kept_samples']} kept ({metrics['kept_per_question_mean']:.2f} per question);"
                   f" rejected: {', '.join(f'{k} {v}' for k, v in metrics['rejected'].items())}.", "",
                   f"![kept samples per question]({run.plot('refine_yield').name})"]
-    if plot_safety_by_hazard(safety_metrics.get("by_hazard", {}), run.plot("safety_by_hazard")):
+    if plot_safety_by_hazard(safety_metrics.get("by_hazard", {}), run.plot("safety_by_hazard"), thresholds[1]):
         lines += ["", "## Safety rate per hazard", "", f"![safety per hazard]({run.plot('safety_by_hazard').name})"]
     if grades:
         lines += ["", "## AILuminate-style grades (indicative: our judge is not the MLCommons evaluator ensemble)", "",
@@ -121,21 +129,27 @@ def run_report(run: RunPaths, row: dict, check_line: str, safety_metrics: dict, 
         for hazard, entry in grades.items():
             low, high = entry["safe_fraction_ci95"]
             lines.append(f"| {hazard} | {entry['prompts']} | {entry['safe_fraction']:.3f} ({low:.3f}-{high:.3f}) |"
-                         f" {entry['reference']:.3f} | {entry['grade']} {entry['grade_name']} |")
+                         f" {entry['reference']:.3f} | {grade_text(entry)} |")
     text = "\n".join(lines) + "\n"
     atomic_write_text(run.report, text)
     return text
 
 
 def index_report(artifacts: Path) -> None:
-    """artifacts/report.md: the summary table of every run, each linked to its own report."""
+    """artifacts/report.md: the summary table of every run whose report is there, each linked to it (a
+    run that clean-run removed has no row and no link); a smoke run's result says so."""
     summary = artifacts / SUMMARY_CSV
-    with open(summary, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = ["run_name", "base_model", "fewshot_k", "accuracy", "flexible_accuracy", "safety_rate", "result"]
+    rows = []
+    if summary.is_file():
+        with open(summary, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if RunPaths(artifacts, row["run_name"]).report.is_file()]
+    columns = ["run_name", "base_model", "fewshot_k", "gsm8k_questions", "accuracy", "flexible_accuracy",
+               "ailuminate_prompts", "safety_rate", "result"]
     lines = ["# Runs", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         report = RunPaths(artifacts, row["run_name"]).report.relative_to(artifacts)
-        cells = [f"[{row['run_name']}]({report})"] + [row.get(c, "") for c in columns[1:]]
+        smoke = " (smoke)" if row.get("smoke") == "yes" else ""
+        cells = ([f"[{row['run_name']}]({report})"] + [row.get(c, "") for c in columns[1:-1]]
+                 + [row.get("result", "") + smoke])
         lines.append("| " + " | ".join(cells) + " |")
     atomic_write_text(artifacts / REPORT_FILE, "\n".join(lines) + "\n")

@@ -1,5 +1,6 @@
 """The Trainer's callbacks: a JSONL log of every logged step (with tokens/s), a progress bar
-without the Trainer's dict prints, and a stop after N steps (tests and benchmarks)."""
+without the Trainer's dict prints, checkpoints readable as the umask allows, and a stop after N
+steps (tests and benchmarks)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
+
+from lib.io import readable_as_umask_allows
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -56,6 +59,14 @@ class BarOnlyProgress(ProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         pass
+
+
+class ReadableCheckpoints(TrainerCallback):
+    """Each checkpoint's weights readable as the umask allows (lib/io.readable_as_umask_allows)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            readable_as_umask_allows(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
 
 class StopAfterSteps(TrainerCallback):

@@ -19,12 +19,12 @@ from transformers.trainer_callback import ProgressCallback
 from lib.devices import DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES, process_state, resolve_compute_dtype
 from lib.errors import InputError
 from lib.hub import hub_errors
-from lib.io import atomic_write_json, file_sha256, read_jsonl
+from lib.io import atomic_write_json, file_sha256, read_jsonl, readable_as_umask_allows
 from lib.models import load_base_for_training
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, RunPaths, checkpoint_step, supersede
 from lib.pipeline.fingerprints import made_from, mark_made_from, up_to_date
 from lib.pipeline.stage_inputs import without_runtime_keys
-from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, StopAfterSteps
+from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, ReadableCheckpoints, StopAfterSteps
 from lib.training.loss import LabelledLogitsLoss, make_collator
 from lib.training.packed_attention import packed_kernel, set_training_attention
 from lib.training.tracking import Tracking, attach_run_config
@@ -119,7 +119,8 @@ def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_g
 
 
 def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantization: str,
-                  double_quant: bool, compute_dtype: str, lora_r: int, lora_alpha: int, lora_dropout: float,
+                  double_quant: bool, compute_dtype: str, quant_storage: str = "auto", lora_r: int, lora_alpha: int,
+                  lora_dropout: float,
                   lora_targets: list[str] | None, train, revision: str | None = None,
                   trust_remote_code: bool = False, stop_after: int | None = None, force: bool = False,
                   timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES,
@@ -147,7 +148,7 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
         tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
     dtype = resolve_compute_dtype(compute_dtype, state.device)
     model = load_base_for_training(model_path, quantization, double_quant, dtype, train.gradient_checkpointing,
-                                   revision, trust_remote_code)
+                                   revision, trust_remote_code, quant_storage)
     attention = set_training_attention(model, train.packing, state.device)
     if train.packing == "padding_free":
         attention += f": {packed_kernel(state.device, dtype)}"
@@ -182,7 +183,10 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
 
     record = {
         "fingerprint": fingerprint, "global_step": trainer.state.global_step, "epochs": train.epochs,
-        "train_loss": output.training_loss, "num_processes": state.num_processes,
+        # The Trainer's training_loss is the mean since this process started (a resumed run's last
+        # few steps); the card states the last logged loss and what it averages.
+        "train_loss_since_start": output.training_loss, "last_logged_loss": last_logged_loss(run.train_log),
+        "num_processes": state.num_processes,
         # What the Trainer used: its per-process batch x accumulation x processes.
         "global_batch_size": trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
         * state.num_processes,
@@ -193,13 +197,26 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
     return record
 
 
+def last_logged_loss(train_log: Path) -> dict | None:
+    """{step, loss, mean_of_steps} of the last loss in train_log.jsonl: the Trainer logs the mean over
+    the optimizer steps since its previous log (train.logging_steps of them, or fewer at a resume)."""
+    if not train_log.is_file():
+        return None
+    steps = [json.loads(line) for line in train_log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    losses = [entry for entry in steps if "loss" in entry]
+    if not losses:
+        return None
+    previous = losses[-2]["step"] if len(losses) > 1 else 0
+    return {"step": losses[-1]["step"], "loss": losses[-1]["loss"], "mean_of_steps": losses[-1]["step"] - previous}
+
+
 def _callbacks(run: RunPaths, resume: Path | None, stop_after: int | None, tensorboard: bool) -> list:
     """The JSONL log (every process: it writes on the main one), TensorBoard (asked for, on the main
     process), the stop."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
-    callbacks = [JsonlLogCallback(run.train_log, checkpoint_step(resume.name) if resume else 0)]
+    callbacks = [JsonlLogCallback(run.train_log, checkpoint_step(resume.name) if resume else 0), ReadableCheckpoints()]
     if tensorboard:
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run.tensorboard))))
     if stop_after:
@@ -213,6 +230,7 @@ def _save_adapter(trainer, staging: Path, adapter: Path, record: dict, state) ->
     trainer.save_model(str(staging))  # writes on the main process only
     if state.is_main_process:
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the record replaces it
+        readable_as_umask_allows(staging)
         staging.rename(adapter)
         atomic_write_json(adapter / COMPLETE_FILE, record)
     state.wait_for_everyone()

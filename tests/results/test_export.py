@@ -1,6 +1,8 @@
 """`make export`: the model as the `merged` evaluation loads it, one folder transformers loads without PEFT."""
 
 import json
+import os
+import stat
 
 import torch
 from click.testing import CliRunner
@@ -24,6 +26,9 @@ def test_the_export_loads_without_peft_gives_the_merged_evaluations_logits_and_s
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= names
     assert not any(name.endswith((".bin", ".pt")) for name in names) and not (run_dir / "merged.partial").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o666 & ~umask  # not safetensors' 0600
     assert "quantization_config" not in json.loads((out / "config.json").read_text())  # a plain model now
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "make summarize RUN=x" in card  # exported before summarize
@@ -45,9 +50,21 @@ def test_the_export_loads_without_peft_gives_the_merged_evaluations_logits_and_s
     assert torch.equal(exported_logits, evaluated_logits)
     assert not torch.equal(base_logits, exported_logits)  # the training is in it
 
-    train_run(export, "x", *extra)  # again: the first export moves aside, never deleted
-    (moved,) = (run_dir / "superseded").iterdir()
-    assert (moved / "merged" / "config.json").is_file() and (out / "config.json").is_file()
+    # Again after summarize (here its card, as it writes it): the same weights are kept, the card is the run's now.
+    weights = (out / "model.safetensors").stat().st_mtime_ns
+    (run_dir / "summary.json").write_text("{}")
+    (run_dir / "adapter" / "README.md").write_text("---\nlicense: apache-2.0\n---\n\n# x: the run's card\n")
+    again = train_run(export, "x", *extra)
+    assert "holds these weights already" in again.output and not (run_dir / "superseded").exists()
+    assert "# x: the run's card" in (out / "README.md").read_text()
+    assert (out / "model.safetensors").stat().st_mtime_ns == weights
+
+    # Other weights (retrained at another learning rate): the first export moves aside, never deleted.
+    other = (*extra, "--set", "train.learning_rate=0.02", "--reconfigure")
+    train_run(train, "x", *other)
+    train_run(export, "x", *other)
+    (moved,) = (run_dir / "superseded").glob("*/merged")
+    assert (moved / "config.json").is_file() and (out / "config.json").is_file()
 
 
 def test_a_base_run_has_nothing_to_export(train_run):

@@ -212,6 +212,6 @@ def test_the_run_report_shows_the_refine_yield_histogram(tmp_path):
     run = RunPaths(tmp_path, "r")
     run.folder.mkdir()
     (run.folder / "refine_metrics.json").write_text(json.dumps(metrics))
-    text = run_report(run, {"checkpoint": "final"}, "r: PASS", {}, {})
+    text = run_report(run, {"checkpoint": "final"}, "r: PASS", {}, {}, (0.3, 0.3))
     assert "![kept samples per question](refine_yield.png)" in text
     assert (run.folder / "refine_yield.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -78,6 +79,11 @@ def test_adapter_loads_with_peft_and_changes_the_logits(train_run, tiny_model_di
     assert {"adapter_config.json", "adapter_model.safetensors",
             "training_complete.json"} <= {p.name for p in adapter.iterdir()}
     assert not list(adapter.glob("*.bin"))
+    # Readable as the umask allows (safetensors itself writes 0600): teammates on a shared cluster read them.
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in [adapter / "adapter_model.safetensors", *run_dir.glob("checkpoints/*/adapter_model.safetensors")]:
+        assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~umask, weights
     record = json.loads((adapter / "training_complete.json").read_text())
     assert record["global_step"] == 6 and record["global_batch_size"] == 4 and record["num_processes"] == 1
 
