@@ -100,6 +100,10 @@ class QuantConfig:
     double_quant: bool = key(True, "quantize the quantization constants too (~0.4 bit/param saved)")
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = key(
         "auto", "the dtype training computes in; auto: bf16 where supported, else fp32")
+    quant_storage: Literal["auto", "uint8", "bfloat16", "float16", "float32"] = key(
+        "auto", "the dtype packed 4-bit weights are stored as (the same codes in any); auto: the compute dtype"
+        " under FSDP, which shards only parameters of one dtype (presets/accelerate/fsdp_qlora.yaml), else uint8",
+        runtime=True)
 
 
 @dataclass
@@ -116,7 +120,7 @@ class TrainConfig:
     epochs: float = key(1.0, "passes over the training data (fractions allowed)", POSITIVE)
     learning_rate: float = key(2e-4, "peak learning rate", POSITIVE)
     lr_scheduler: str = key("cosine", "any transformers scheduler name")
-    warmup_ratio: float = key(0.03, "share of the steps spent warming up (transformers reads >= 1 as steps)",
+    warmup_ratio: float = key(0.03, "share of the optimizer steps spent warming up (0.03 of 1,000 steps: 30)",
                               BELOW_1)
     per_device_batch_size: int = key(8, "examples per micro-batch per process", AT_LEAST_1)
     gradient_accumulation_steps: int = key(4, "micro-batches per optimizer step (global batch = this x batch x"
