@@ -66,13 +66,21 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> None:
 
 
 def count_shifts(monkeypatch) -> list[int]:
-    """The columns at which the static engine shifts its slots left, filled as it runs."""
-    from lib.engine.static import StaticSlotsEngine
+    """The columns at which the static step shifts its slots left, filled as it runs."""
+    from lib.engine.static import StaticStep
 
-    shifts, shift = [], StaticSlotsEngine._shift
-    monkeypatch.setattr(StaticSlotsEngine, "_shift",
-                        lambda self, rows, *by: shifts.append(rows.col) or shift(self, rows, *by))
+    shifts, shift = [], StaticStep._shift
+    monkeypatch.setattr(StaticStep, "_shift",
+                        lambda self, slots, *by: shifts.append(slots.col) or shift(self, slots, *by))
     return shifts
+
+
+def static_engine(model, tokenizer, *args, capture=None, fallback: bool = False, **options):
+    """The engine with the static decode step (eager without `capture`), as tests build it."""
+    from lib.engine.prefix_sharing import PrefixSharingEngine
+    from lib.engine.static import StaticStep
+
+    return PrefixSharingEngine(model, tokenizer, *args, step=StaticStep(capture, fallback=fallback), **options)
 
 
 def tiny_random_qwen3(tokenizer, hidden_size: int = 64, head_dim: int = 16, max_positions: int = 1024):

@@ -13,14 +13,20 @@ import pytest
 import torch
 
 from lib.engine.attention import PROBE_HEADS, probe_fused
+from lib.engine.decode_choice import DecodeChooser
 from lib.engine.near_ties import near_tie
 from lib.engine.prefix_sharing import PrefixSharingEngine
-from lib.engine.static import StaticSlotsEngine, resolve_decode
+from lib.engine.static import StaticStep
 from lib.tasks.gsm8k import strict_answer
 from lib.tasks.prompts import gsm8k_messages
 from tests.helpers import make_problems, tiny_random_qwen3
 
-ENGINES = {"dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
+
+def _engine(decode: str, *args, **options) -> PrefixSharingEngine:
+    """The engine with the decode step `decode` names: the static one replayed as CUDA graphs."""
+    step = StaticStep.on(torch.device("cuda")) if decode == "static" else None
+    return PrefixSharingEngine(*args, step=step, **options)
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
@@ -33,7 +39,7 @@ def _prompts(tokenizer, count: int) -> list[list[int]]:
 
 def _engine_against_generate(model, tokenizer, prompts, max_new_tokens: int = 48, attention: str = "auto",
                              decode: str = "dynamic"):
-    engine = ENGINES[decode](model, tokenizer, max_new_tokens, batch_size=8, attention=attention)
+    engine = _engine(decode, model, tokenizer, max_new_tokens, batch_size=8, attention=attention)
     results, _ = engine.generate(prompts)
     assert engine.decode_mode == {"dynamic": "dynamic", "static": "static-cuda-graph"}[decode]
     agree, unexplained = 0, []
@@ -81,15 +87,15 @@ def test_engine_matches_generate_in_bf16_on_the_embedded_model(smollm2_bf16, smo
 
 
 def test_auto_replays_the_static_step_on_cuda_after_its_probe(smollm2_bf16, smollm2_tokenizer, capsys):
-    choice = resolve_decode("auto", smollm2_bf16, smollm2_tokenizer, _prompts(smollm2_tokenizer, 3), label="t")
+    choice = DecodeChooser(smollm2_bf16, smollm2_tokenizer, "t").choose("auto", _prompts(smollm2_tokenizer, 3))
     assert choice.step == "static", choice
     assert "t: hardware.decode auto -> static (replayed as a CUDA graph" in capsys.readouterr().out
 
 
 def _host_waits(model, tokenizer, prompts, steps_per_sync: int, new_tokens: int, decode: str = "dynamic") -> int:
     """Synchronizing CUDA calls of one engine run in which every row decodes all new_tokens (no EOS)."""
-    engine = ENGINES[decode](model, tokenizer, new_tokens, len(prompts), eos_token_ids=(-1,),
-                             steps_per_sync=steps_per_sync)
+    engine = _engine(decode, model, tokenizer, new_tokens, len(prompts), eos_token_ids=(-1,),
+                     steps_per_sync=steps_per_sync)
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -129,7 +135,7 @@ def test_static_refills_make_the_host_wait_only_for_the_blocks_tokens(tiny_qwen3
     prompts = _prompts(smollm2_tokenizer, 24)
 
     def waits(slots: int) -> tuple[int, object]:
-        engine = StaticSlotsEngine(tiny_qwen3_bf16, smollm2_tokenizer, 40, slots, eos_token_ids=(-1,))
+        engine = _engine("static", tiny_qwen3_bf16, smollm2_tokenizer, 40, slots, eos_token_ids=(-1,))
 
         def stopped(tokens):  # random weights: a row ends after 10-40 tokens, as its first token says
             return engine.stops.result(tokens, "max_new_tokens") if len(tokens) >= 10 + tokens[0] % 31 else None
@@ -152,7 +158,7 @@ def test_static_refills_make_the_host_wait_only_for_the_blocks_tokens(tiny_qwen3
 
 def test_engine_matches_generate_in_bf16_on_a_tiny_random_qwen3(tiny_qwen3_bf16, smollm2_tokenizer):
     prompts = _prompts(smollm2_tokenizer, 32)
-    for decode in ENGINES:
+    for decode in ("dynamic", "static"):
         agree, unexplained = _engine_against_generate(tiny_qwen3_bf16, smollm2_tokenizer, prompts, max_new_tokens=24,
                                                       decode=decode)
         assert agree >= 0.97 * len(prompts) and not unexplained, (decode, agree, unexplained)
@@ -183,6 +189,7 @@ def test_qlora_packed_rows_train_through_pytorchs_variable_length_kernel_as_thro
     lengths = (70, 40, 90, 55)
     ids = torch.randint(5, 1000, (1, sum(lengths)), generator=torch.Generator().manual_seed(0)).cuda()
     positions = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
+    starts = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32).cuda()  # as collated
     varlen_calls = []
     varlen = packed._varlen
     monkeypatch.setattr(packed, "_varlen", lambda *args: varlen_calls.append(args[0].dtype) or varlen(*args))
@@ -190,7 +197,8 @@ def test_qlora_packed_rows_train_through_pytorchs_variable_length_kernel_as_thro
     def loss_and_grads():
         model.zero_grad()
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(input_ids=ids, position_ids=positions, labels=ids, use_cache=False).loss
+            loss = model(input_ids=ids, position_ids=positions, cu_seq_lens_q=starts, cu_seq_lens_k=starts,
+                         max_length_q=max(lengths), max_length_k=max(lengths), labels=ids, use_cache=False).loss
         loss.backward()
         return loss.detach().float(), [p.grad.float().clone() for p in model.parameters() if p.grad is not None]
 

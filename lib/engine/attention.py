@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -35,31 +36,36 @@ EFFICIENT_OP_DEVICES = ("cuda", "meta")
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def shared_prefix(model, prefix_kv, kernel: str = "auto"):
-    """Run `model` with attention to `prefix_kv` (per-layer keys/values of batch 1) in front of
-    every row's own cache; restores the model's attention implementation afterwards.
+@dataclass
+class SharedPrefix:
+    """What one layer's attention reads during a call: the prefix's keys and values (batch 1; None
+    without a common prefix), the kernel, and the call's bias cache (shared by its layers)."""
 
-    kernel: "eager", "fused", or "auto" (fused when its probe passes on this device, else eager)."""
-    _register_attention()
+    keys_values: tuple[torch.Tensor, torch.Tensor] | None
+    kernel: str
+    biases: OwnBias
+
+
+@contextmanager
+def shared_prefix(model, prefix_kv, kernel: str):
+    """Run `model` with attention to `prefix_kv` (per-layer keys/values of batch 1) in front of
+    every row's own cache, with `kernel` ("eager" or "fused", see resolve_kernel); restores the
+    model's attention implementation afterwards. The call's state lives in one SharedPrefix per layer."""
+    biases = OwnBias()
+    _register_attention(biases)
     modules = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "k_proj")]
-    chosen = model_kernel(model, kernel)
     previous = model.config._attn_implementation
     model.set_attn_implementation(ATTENTION_NAME)
     for module in modules:
-        module.shared_prefix_kv = prefix_kv[module.layer_idx] if prefix_kv else None
-        module.shared_prefix_kernel = chosen
+        module.shared_prefix = SharedPrefix(prefix_kv[module.layer_idx] if prefix_kv else None, kernel, biases)
     try:
         yield
     finally:
         for module in modules:
-            module.shared_prefix_kv = None
-            module.shared_prefix_kernel = None
-        _BIAS_MADE[:] = [None, None]  # let the last step's mask and bias go
+            del module.shared_prefix
         model.set_attn_implementation(previous)
 
 
-_PROBED: dict[tuple, str | None] = {}  # (device type, dtype, heads) -> why fused failed, None if it works
 PROBE_HEADS = (4, 2, 64)
 
 
@@ -79,18 +85,17 @@ def model_kernel(model, kernel: str) -> str:
 def resolve_kernel(kernel: str, device: torch.device, dtype: torch.dtype,
                    heads: tuple[int, int, int] = PROBE_HEADS) -> str:
     """The kernel to run: an explicit choice as given; "auto" = fused if its probe passes on this
-    device (at the model's head counts and head dim, which decide which kernels the op can use)."""
+    device (at the model's head counts and head dim, which decide which kernels the op can use). The
+    probe is milliseconds; an engine resolves its kernel once."""
     if kernel not in KERNELS:
         raise ValueError(f"attention kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
     if kernel != "auto":
         return kernel
-    key = (device.type, dtype, heads)
-    if key not in _PROBED:
-        _PROBED[key] = probe_fused(device, dtype, heads)
-        if _PROBED[key] is not None:
-            log.warning("shared-prefix attention: fused kernel unavailable on %s %s (%s); using the eager one",
-                        device.type, dtype, _PROBED[key])
-    return "eager" if _PROBED[key] else "fused"
+    failure = probe_fused(device, dtype, heads)
+    if failure is not None:
+        log.warning("shared-prefix attention: fused kernel unavailable on %s %s (%s); using the eager one",
+                    device.type, dtype, failure)
+    return "eager" if failure else "fused"
 
 
 def probe_fused(device: torch.device, dtype: torch.dtype, heads: tuple[int, int, int] = PROBE_HEADS) -> str | None:
@@ -118,7 +123,7 @@ def probe_fused(device: torch.device, dtype: torch.dtype, heads: tuple[int, int,
     return None if worst <= tolerance else f"differs from the eager kernel by {worst:.3g}"
 
 
-def _register_attention() -> None:
+def _register_attention(biases: OwnBias) -> None:
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
@@ -126,7 +131,7 @@ def _register_attention() -> None:
         # Always a boolean mask (True = attend); never "None, use is_causal".
         kwargs["allow_is_causal_skip"] = False
         # A new forward pass: the last one's bias goes (and a traced step depends on none of it).
-        _BIAS_MADE[:] = [None, None]
+        biases.clear()
         return sdpa_mask(*args, **kwargs)
 
     AttentionInterface.register(ATTENTION_NAME, prefix_shared_attention)
@@ -141,13 +146,15 @@ def prefix_shared_attention(module, query, key, value, attention_mask, scaling=N
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    prefix = getattr(module, "shared_prefix_kv", None)
-    if prefix is None:
+    shared = getattr(module, "shared_prefix", None)
+    if shared is None or shared.keys_values is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    kernel = _fused_attention if getattr(module, "shared_prefix_kernel", None) == "fused" else _eager_attention
-    output = kernel(query, key, value, attention_mask, prefix, scale)
+    if shared.kernel == "fused":
+        output = _fused_attention(query, key, value, attention_mask, shared.keys_values, scale, shared.biases)
+    else:
+        output = _eager_attention(query, key, value, attention_mask, shared.keys_values, scale)
     return output.transpose(1, 2).contiguous(), None
 
 
@@ -198,7 +205,7 @@ def _eager_attention(query, key, value, attention_mask, prefix, scale) -> torch.
     return output.reshape(batch, query_heads, length, dim)
 
 
-def _fused_attention(query, key, value, attention_mask, prefix, scale) -> torch.Tensor:
+def _fused_attention(query, key, value, attention_mask, prefix, scale, biases: OwnBias | None = None) -> torch.Tensor:
     """[B, Hq, q, D] from two fused attention calls merged by their log-sum-exps, in fp32."""
     prefix_keys, prefix_values = prefix
     batch, query_heads, length, dim = query.shape
@@ -208,7 +215,7 @@ def _fused_attention(query, key, value, attention_mask, prefix, scale) -> torch.
     from_prefix, prefix_lse = _unstacked(from_prefix[0], batch), _unstacked(prefix_lse[0], batch)
     bias, has_keys = None, None
     if attention_mask is not None:
-        bias, has_keys = _own_bias(attention_mask, query_heads // kv_heads, kv_heads, query.dtype)
+        bias, has_keys = (biases or OwnBias()).of(attention_mask, query_heads // kv_heads, kv_heads, query.dtype)
     from_own, own_lse = _attention_with_lse(grouped, key, value, bias, scale)
     if has_keys is not None:  # the kernels report such a row with lse 0: it must weigh nothing
         own_lse = own_lse.masked_fill(~has_keys, float("-inf"))
@@ -219,25 +226,31 @@ def _fused_attention(query, key, value, attention_mask, prefix, scale) -> torch.
     return merged.to(query.dtype).reshape(batch, query_heads, length, dim)
 
 
-# Every layer of a forward pass gets the same mask object: its bias is made once, for the first layer.
-_BIAS_MADE: list = [None, None]  # [the mask it was made from, (shape key, bias, has_keys)]
+class OwnBias:
+    """The additive bias the fused kernel takes for the rows' own keys, made once per forward pass:
+    every layer gets the same mask object, so the first layer makes it and the others reuse it. One
+    per call (SharedPrefix.biases); cleared at each new mask, so a traced step depends on none of it."""
 
+    def __init__(self):
+        self._made_from, self._made = None, None  # the mask it was made from, (shape key, bias, has_keys)
 
-def _own_bias(attention_mask: torch.Tensor, groups: int, kv_heads: int, dtype: torch.dtype):
-    """(additive bias [B, Hkv, groups*q, S] as the device's op takes it, has_keys [B, 1, groups*q])
-    from a boolean [B, 1, q, S] mask; has_keys is False where a padded query sees no own key."""
-    made_from, made = _BIAS_MADE
-    key = (groups, kv_heads, dtype)
-    if made_from is attention_mask and made[0] == key:
-        return made[1], made[2]
-    allowed = _grouped_mask(attention_mask, groups)
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))
-    bias = bias.expand(bias.shape[0], kv_heads, *bias.shape[2:])
-    if bias.device.type in EFFICIENT_OP_DEVICES:
-        bias = _aligned_bias(bias)
-    has_keys = allowed.any(-1)
-    _BIAS_MADE[:] = [attention_mask, (key, bias, has_keys)]
-    return bias, has_keys
+    def clear(self) -> None:
+        self._made_from, self._made = None, None
+
+    def of(self, attention_mask: torch.Tensor, groups: int, kv_heads: int, dtype: torch.dtype):
+        """(additive bias [B, Hkv, groups*q, S] as the device's op takes it, has_keys [B, 1, groups*q])
+        from a boolean [B, 1, q, S] mask; has_keys is False where a padded query sees no own key."""
+        key = (groups, kv_heads, dtype)
+        if self._made_from is attention_mask and self._made[0] == key:
+            return self._made[1], self._made[2]
+        allowed = _grouped_mask(attention_mask, groups)
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))
+        bias = bias.expand(bias.shape[0], kv_heads, *bias.shape[2:])
+        if bias.device.type in EFFICIENT_OP_DEVICES:
+            bias = _aligned_bias(bias)
+        has_keys = allowed.any(-1)
+        self._made_from, self._made = attention_mask, (key, bias, has_keys)
+        return bias, has_keys
 
 
 def _attention_with_lse(query, key, value, bias, scale) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,19 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.devices import process_state, resolve_eval_dtype
+from lib.engine.decode_choice import DecodeChooser
+from lib.engine.dynamic import DynamicStep
+from lib.engine.outputs import Generator
 from lib.engine.plain_generate import BatchedGenerate, engine_unsupported
 from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.resumable import generate_resumable
 from lib.engine.sampling import Sampling
-from lib.engine.static import StaticSlotsEngine, resolve_decode
+from lib.engine.static import StaticStep
 from lib.errors import InputError
 from lib.models import TrainedBase
 from lib.pipeline.config import EvalConfig, ModelConfig, QuantConfig
 
 
 @dataclass(frozen=True)
-class Weights:
-    """What an evaluation loads: the base as the preset names it, an adapter and how it is applied."""
+class ModelSpec:
+    """What an evaluation loads, not the weights themselves: the base as the preset names it, an adapter
+    and how it is applied (lib/models.load_for_inference loads it)."""
 
     base: str  # model.base: hub id, local folder or embedded:<name>
     revision: str | None
@@ -48,31 +52,33 @@ class Decoding:
     decode: str = "auto"  # hardware.decode
 
 
-def evaluated_weights(model: ModelConfig, evaluation: EvalConfig, quant: QuantConfig, adapter: Path | None) -> Weights:
-    """The weights an evaluation stage loads: the run's base, `adapter` applied as eval.model_format
-    says on the base as training quantized it (quant)."""
-    return Weights(model.base, model.revision, model.trust_remote_code, adapter, evaluation.model_format,
-                   evaluation.dtype, TrainedBase.from_quant(quant))
+def evaluated_model(model: ModelConfig, eval_section: EvalConfig, quant: QuantConfig,
+                    adapter: Path | None) -> ModelSpec:
+    """What an evaluation stage loads: the run's base, `adapter` applied as eval.model_format says on the
+    base as training quantized it (quant)."""
+    return ModelSpec(model.base, model.revision, model.trust_remote_code, adapter, eval_section.model_format,
+                     eval_section.dtype, TrainedBase.from_quant(quant))
 
 
-def greedy_decoding(evaluation: EvalConfig, attention: str, decode: str = "auto") -> Decoding:
+def greedy_decoding(eval_section: EvalConfig, attention: str, decode: str = "auto") -> Decoding:
     """How an evaluation stage decodes: greedy, with the eval section's lengths and stops."""
-    return Decoding(evaluation.max_new_tokens, evaluation.batch_size, evaluation.chunk_size,
-                    tuple(evaluation.stop_strings), None, attention, decode)
+    return Decoding(eval_section.max_new_tokens, eval_section.batch_size, eval_section.chunk_size,
+                    tuple(eval_section.stop_strings), None, attention, decode)
 
 
-def generate_answers(weights: Weights, decoding: Decoding, models_dir: Path, partial_dir: Path,
+def generate_answers(spec: ModelSpec, decoding: Decoding, models_dir: Path, partial_dir: Path,
                      conversations: list[list[dict]], ids: list[str], fingerprint: str, task: str,
                      seeds: list[int] | None = None):
     """Load the model, render the chat prompts, generate resumably into `partial_dir`:
     (outputs | None on other processes, engine stats, the settings the metrics record). Sampling
     draws one answer per conversation from its own seed (`seeds`)."""
-    from lib.models import load_for_inference, resolve_model_path
+    from lib.embedded import resolve_model_path
+    from lib.models import load_for_inference
 
-    dtype = resolve_eval_dtype(weights.dtype)
-    path = resolve_model_path(weights.base, models_dir)
-    model, tokenizer, precision = load_for_inference(path, weights.adapter, weights.model_format, dtype,
-                                                     weights.trained, weights.revision, weights.trust_remote_code)
+    dtype = resolve_eval_dtype(spec.dtype)
+    path = resolve_model_path(spec.base, models_dir)
+    model, tokenizer, precision = load_for_inference(path, spec.adapter, spec.model_format, dtype,
+                                                     spec.trained, spec.revision, spec.trust_remote_code)
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"]
                for c in conversations]
     engine = choose_generator(model, tokenizer, prompts, decoding.max_new_tokens, decoding.batch_size,
@@ -81,8 +87,8 @@ def generate_answers(weights: Weights, decoding: Decoding, models_dir: Path, par
     outputs, stats = generate_resumable(prompts, ids, engine, partial_dir, fingerprint, decoding.chunk_size, task,
                                         seeds)
     settings = {
-        "base_model": weights.base, "adapter": str(weights.adapter) if weights.adapter else None,
-        "model_format": weights.model_format if weights.adapter else "base", "base_precision": precision,
+        "base_model": spec.base, "adapter": str(spec.adapter) if spec.adapter else None,
+        "model_format": spec.model_format if spec.adapter else "base", "base_precision": precision,
         "dtype": str(dtype).removeprefix("torch."), "greedy": decoding.sampling is None,
         **({"sampling": vars(decoding.sampling)} if decoding.sampling else {}), "generator": type(engine).__name__,
         "attention": engine.attention_kernel(), "decode": engine.decode_mode,
@@ -96,20 +102,21 @@ def generate_answers(weights: Weights, decoding: Decoding, models_dir: Path, par
 
 def choose_generator(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
                      stop_strings: tuple[str, ...] = (), score_token_ids: tuple[int, ...] = (), label: str = "",
-                     sampling: Sampling | None = None, attention: str = "auto", decode: str = "auto"):
-    """The prefix-sharing engine (with the `attention` kernel and the `decode` step), or plain
-    batched generate when the model's attention needs it (printed)."""
+                     sampling: Sampling | None = None, attention: str = "auto", decode: str = "auto",
+                     chooser: DecodeChooser | None = None) -> Generator:
+    """The prefix-sharing engine (with the `attention` kernel and the `decode` step; auto's choices
+    kept by `chooser`, the caller's for this model, else a new one), or plain batched generate when
+    the model's attention needs it (printed)."""
     reason = engine_unsupported(model, max(map(len, prompts), default=0) + max_new_tokens)
     if reason is None:
-        choice = resolve_decode(decode, model, tokenizer, prompts, attention, label, batch_size, max_new_tokens)
-        options = dict(score_token_ids=score_token_ids, sampling=sampling, attention=attention)
-        if choice.step == "static":  # under auto a step that cannot be captured runs eagerly rather than stopping
-            engine = StaticSlotsEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings, **options,
-                                       fallback=decode == "auto")
-        else:
-            engine = PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings, **options)
-        engine.decode_choice = choice
-        return engine
+        chooser = chooser or DecodeChooser(model, tokenizer, label)
+        choice = chooser.choose(decode, prompts, attention, batch_size, max_new_tokens)
+        # Under auto a static step that cannot be captured runs eagerly rather than stopping.
+        step = StaticStep.on(next(model.parameters()).device, fallback=decode == "auto") \
+            if choice.step == "static" else DynamicStep()
+        return PrefixSharingEngine(model, tokenizer, max_new_tokens, batch_size, stop_strings,
+                                   score_token_ids=score_token_ids, sampling=sampling, attention=attention, step=step,
+                                   decode_choice=choice)
     if sampling is not None:
         raise InputError(f"{label}: the model uses {reason}; sampling with one seed per prompt needs the"
                          " prefix-sharing engine, which does not reproduce it (use another model)")

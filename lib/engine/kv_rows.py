@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from lib.errors import InputError
 
@@ -28,56 +30,43 @@ class Rows:
 
 
 def new_cache():
-    """A DynamicCache whose layers grow in place (see _GrowableLayer)."""
-    from transformers import DynamicCache
-
+    """A DynamicCache whose layers grow in place (GrowableLayer)."""
     cache = DynamicCache()
-    cache.layer_class_to_replicate = _growable_layer_class()
+    cache.layer_class_to_replicate = GrowableLayer
     return cache
 
 
-_GROWABLE = None
+class GrowableLayer(DynamicLayer):
+    """DynamicLayer appends with torch.cat, copying the whole cache at every decode step; this layer
+    writes into a buffer with spare room (doubling when full) and returns views of it."""
 
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.length = 0
+            self.buffers = None
+        needed = self.length + key_states.shape[-2]
+        if self.buffers is None or needed > self.buffers[0].shape[-2]:
+            capacity = max(needed + 64, 2 * (self.buffers[0].shape[-2] if self.buffers else 0))
+            shape = (*key_states.shape[:2], capacity, key_states.shape[-1])
+            grown = (key_states.new_zeros(shape), value_states.new_zeros(shape))
+            if self.buffers is not None:
+                grown[0][:, :, : self.length] = self.keys
+                grown[1][:, :, : self.length] = self.values
+            self.buffers = grown
+        self.buffers[0][:, :, self.length:needed] = key_states
+        self.buffers[1][:, :, self.length:needed] = value_states
+        self.length = needed
+        self.keys, self.values = self.buffers[0][:, :, :needed], self.buffers[1][:, :, :needed]
+        return self.keys, self.values
 
-def _growable_layer_class():
-    """DynamicLayer appends with torch.cat, copying the whole cache at every decode step; this
-    layer writes into a buffer with spare room (doubling when full) and returns views of it."""
-    global _GROWABLE
-    if _GROWABLE is not None:
-        return _GROWABLE
-    from transformers.cache_utils import DynamicLayer
-
-    class GrowableLayer(DynamicLayer):
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                self.length = 0
-                self.buffers = None
-            needed = self.length + key_states.shape[-2]
-            if self.buffers is None or needed > self.buffers[0].shape[-2]:
-                capacity = max(needed + 64, 2 * (self.buffers[0].shape[-2] if self.buffers else 0))
-                shape = (*key_states.shape[:2], capacity, key_states.shape[-1])
-                grown = (key_states.new_zeros(shape), value_states.new_zeros(shape))
-                if self.buffers is not None:
-                    grown[0][:, :, : self.length] = self.keys
-                    grown[1][:, :, : self.length] = self.values
-                self.buffers = grown
-            self.buffers[0][:, :, self.length:needed] = key_states
-            self.buffers[1][:, :, self.length:needed] = value_states
-            self.length = needed
-            self.keys, self.values = self.buffers[0][:, :, :needed], self.buffers[1][:, :, :needed]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return getattr(self, "length", 0)
-
-    _GROWABLE = GrowableLayer
-    return _GROWABLE
+    def get_seq_length(self) -> int:
+        return getattr(self, "length", 0)
 
 
 def cache_layers(cache):
     for layer in cache.layers:
-        if not isinstance(layer, _growable_layer_class()):
+        if not isinstance(layer, GrowableLayer):
             raise InputError(f"generation: cache layer {type(layer).__name__} is not supported (plain attention only)")
     return cache.layers
 

@@ -3,8 +3,9 @@ plain batched `generate` (lib/engine/plain_generate.py), which return the same r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -16,6 +17,23 @@ class Generated:
     text: str
     stop_reason: str  # "eos", "stop_string" or "max_new_tokens"
     first_token_probs: list[float] | None = None  # P(each of `score_token_ids`) at the first step
+
+
+class Generator(Protocol):
+    """What any generator offers (the prefix-sharing engine, plain batched `generate`; lm-eval's
+    `LM.generate_until` is the anchor): continuations of token-id prompts with their statistics, and
+    what the records say of it."""
+
+    eos: set[int]  # the ids that end a sequence
+    decode_mode: str  # the decode step that runs: dynamic, static, static-cuda-graph or generate
+
+    def attention_kernel(self) -> str:
+        """The attention that runs, for the records."""
+
+    def generate(self, prompts: list[list[int]], progress=None, seeds: list[int] | None = None,
+                 in_order: bool = False, on_result: Callable[[int, Generated], None] | None = None,
+                 ) -> tuple[list[Generated], EngineStats]:
+        """Continuations in input order (greedy, or sampled with one seed per prompt), and the call's statistics."""
 
 
 @dataclass

@@ -32,7 +32,8 @@ import torch
 
 from lib.devices import to_device
 from lib.engine.attention import model_kernel, shared_prefix
-from lib.engine.kv_rows import Rows, cache_layers, compact, concat, drop, new_cache, place
+from lib.engine.dynamic import DynamicStep
+from lib.engine.kv_rows import Rows, cache_layers, concat, new_cache
 from lib.engine.outputs import EngineStats, Generated, StopRules, eos_ids, read_back
 from lib.engine.sampling import Sampling
 from lib.errors import InputError
@@ -43,16 +44,15 @@ CUDA_STEPS_PER_SYNC = 8
 
 
 class PrefixSharingEngine:
-    decode_mode = "dynamic"  # the decode step (hardware.decode); lib/engine/static.py has the static one
-    decode_choice = None  # why this step (lib/engine/static.DecodeChoice), where choose_generator chose it
-    # A prefill reads its first tokens back at once (this engine decides refills and drops by them);
-    # the static engine leaves them on the device, read with the next block's tokens.
-    reads_first_tokens = True
+    """The generation engine: the shared prefix computed once, slots refilled as rows finish, and a
+    pluggable decode step (`step`): DynamicStep (lib/engine/dynamic.py, the default) or StaticStep
+    (lib/engine/static.py, replayed as a CUDA graph on CUDA). The loop, prefills, stops, sampling
+    and results are the engine's; how the batch is held and stepped is the step's."""
 
     def __init__(self, model, tokenizer, max_new_tokens: int, batch_size: int,
                  stop_strings: tuple[str, ...] = (), eos_token_ids: tuple[int, ...] | None = None,
                  score_token_ids: tuple[int, ...] = (), sampling: Sampling | None = None, attention: str = "auto",
-                 steps_per_sync: int | None = None):
+                 steps_per_sync: int | None = None, step=None, decode_choice=None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -63,16 +63,24 @@ class PrefixSharingEngine:
         self.device = next(model.parameters()).device
         self.stops = StopRules(tokenizer, self.eos, self.stop_strings, max_new_tokens)
         self.score_token_ids = list(score_token_ids)  # e.g. a guard's "safe"/"unsafe" first tokens
-        self._first_probs: dict[int, list[float]] = {}
         self.sampling = sampling
-        self._generators: dict[int, torch.Generator] = {}  # prompt index -> its own generator (sampling)
-        self.attention = attention  # shared-prefix attention kernel (lib/engine/attention.py)
+        self.kernel = model_kernel(model, attention)  # shared-prefix attention (lib/engine/attention.py)
         self.steps_per_sync = steps_per_sync or (CUDA_STEPS_PER_SYNC if self.device.type == "cuda" else 1)
+        self.step = step or DynamicStep()
+        self.decode_choice = decode_choice  # why this step (lib/engine/decode_choice.py), where it was chosen
+        # One call's state, reset by `generate`:
+        self.generators: dict[int, torch.Generator] = {}  # prompt index -> its own generator (sampling)
+        self._first_probs: dict[int, list[float]] = {}
         self._stopped_rows: dict[int, Generated] = {}  # prompt index -> its result, found but not yet retired
+
+    @property
+    def decode_mode(self) -> str:
+        """The decode step that runs, for the records: dynamic, static or static-cuda-graph."""
+        return self.step.mode
 
     def attention_kernel(self) -> str:
         """The shared-prefix attention kernel this engine runs ("auto" resolved), for the records."""
-        return model_kernel(self.model, self.attention)
+        return self.kernel
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], progress=None, seeds: list[int] | None = None,
@@ -86,12 +94,12 @@ class PrefixSharingEngine:
             return [], stats
         if (self.sampling is None) != (seeds is None) or (seeds is not None and len(seeds) != len(prompts)):
             raise ValueError("sampling needs one seed per prompt, and greedy decoding none")
-        self._generators = {} if seeds is None else {
+        self.generators = {} if seeds is None else {
             item: torch.Generator(device=self.device).manual_seed(seed) for item, seed in enumerate(seeds)}
-        self._stopped_rows = {}
+        self._stopped_rows, self._first_probs = {}, {}
         start = time.perf_counter()
         prefix_len = common_prefix_length(prompts)
-        with shared_prefix(self.model, self._forward_prefix(prompts[0][:prefix_len]), self.attention):
+        with shared_prefix(self.model, self._forward_prefix(prompts[0][:prefix_len]), self.kernel):
             results = self._generate_after_prefix(prompts, prefix_len, stats, progress, in_order, on_result)
         stats.prefix_tokens = prefix_len
         stats.seconds = time.perf_counter() - start
@@ -101,21 +109,25 @@ class PrefixSharingEngine:
                                on_result) -> list[Generated]:
         pending = self._queue(prompts, in_order)
         results: list[Generated | None] = [None] * len(prompts)
-        newcomers = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
-        rows = self._prefill(prefix_len, prompts, newcomers, stats)
+        slot_count = min(self.batch_size, len(prompts))
+        first = self._prefill(prefix_len, prompts, [pending.popleft() for _ in range(slot_count)], stats)
+        batch = self.step.start(self, first, [len(p) - prefix_len for p in prompts], stats)
         while True:
-            free = self._retire_finished(rows, results, stats, progress, on_result)
+            free = self._retire_finished(batch, results, stats, progress, on_result)
+            self.step.release(batch, free)
+            free = self.step.refillable(batch, free, len(pending))
             while free and pending:
                 newcomers = [pending.popleft() for _ in range(min(len(free), len(pending)))]
-                rows = place(rows, self._prefill(prefix_len, prompts, newcomers, stats), free[: len(newcomers)])
-                # A newcomer whose first token already ends it frees its slot again at once.
-                free = free[len(newcomers):] + self._retire_finished(rows, results, stats, progress, on_result)
-            if free:  # nothing left to start: drop the finished rows rather than decode them
-                drop(rows, free)
-            if not rows.items:
+                batch = self.step.place(self, batch, self._prefill(prefix_len, prompts, newcomers, stats),
+                                        free[:len(newcomers)], stats)
+                # A newcomer whose first token (read at once) already ends it frees its slot again.
+                finished = self._retire_finished(batch, results, stats, progress, on_result)
+                self.step.release(batch, finished)
+                free = free[len(newcomers):] + finished
+            batch = self.step.settle(batch, free)
+            if batch is None:
                 return results
-            rows = compact(rows)
-            self._decode_block(rows, stats)
+            self.step.decode_block(self, batch, stats)
 
     @staticmethod
     def _queue(prompts: list[list[int]], in_order: bool) -> deque:
@@ -161,41 +173,19 @@ class PrefixSharingEngine:
                          logits_to_keep=1)
         stats.suffix_tokens += sum(len(s) for s in suffixes)
         stats.prefill_padding += width * len(suffixes) - sum(len(s) for s in suffixes)
-        first = self._next_tokens(out.logits[:, -1], items)
+        first = self.next_tokens(out.logits[:, -1], items)
         if self.score_token_ids:
             probs = out.logits[:, -1].float().softmax(-1)[:, self.score_token_ids]
             self._first_probs.update(zip(items, read_back(probs, stats)))
         generated = [[] for _ in items]
-        if self.reads_first_tokens:
+        if self.step.reads_first_tokens:  # else the step reads them with its next block
             for item, tokens, token in zip(items, generated, read_back(first, stats)):
-                self._extend(item, tokens, [token])
+                self.extend_row(item, tokens, [token])
         positions = to_device(torch.tensor([prefix_len + len(s) for s in suffixes]), self.device)
         return Rows(cache=out.past_key_values, mask=suffix_mask, positions=positions, last=first,
                     items=list(items), generated=generated)
 
-    def _decode_block(self, rows: Rows, stats: EngineStats) -> None:
-        """Up to steps_per_sync decode steps with no host read in between, then one copy of their tokens.
-
-        The block never takes a row past max_new_tokens."""
-        steps = min(self.steps_per_sync, self.max_new_tokens - max(map(len, rows.generated)))
-        block = []
-        for _ in range(max(steps, 1)):
-            self._decode_step(rows)
-            block.append(rows.last)
-        for item, tokens, new in zip(rows.items, rows.generated, read_back(torch.stack(block, dim=1), stats)):
-            stats.decode_wasted += len(new) - self._extend(item, tokens, new)
-        stats.decode_positions += len(block) * len(rows.items)
-
-    def _decode_step(self, rows: Rows) -> None:
-        """One token for every row, all on the device."""
-        mask = torch.cat([rows.mask, rows.mask.new_ones((len(rows.items), 1))], dim=1)
-        out = self.model(input_ids=rows.last[:, None], attention_mask=mask, position_ids=rows.positions[:, None],
-                         past_key_values=rows.cache, use_cache=True)
-        rows.cache, rows.mask = out.past_key_values, mask
-        rows.positions += 1
-        rows.last = self._next_tokens(out.logits[:, -1], rows.items)
-
-    def _extend(self, item: int, tokens: list[int], new: list[int]) -> int:
+    def extend_row(self, item: int, tokens: list[int], new: list[int]) -> int:
         """Append a row's new tokens up to its stop (recorded for retirement); how many were taken."""
         for taken, token in enumerate(new, 1):
             tokens.append(token)
@@ -205,17 +195,17 @@ class PrefixSharingEngine:
                 return taken
         return len(new)
 
-    def _next_tokens(self, logits: torch.Tensor, items: list[int]) -> torch.Tensor:
+    def next_tokens(self, logits: torch.Tensor, items: list[int]) -> torch.Tensor:
         """Each row's next token (left on the device): the argmax, or a draw from the row's own generator."""
         if self.sampling is None:
             return logits.argmax(-1)
-        return self.sampling.draw(logits, [self._generators[item] for item in items])
+        return self.sampling.draw(logits, [self.generators[item] for item in items])
 
-    def _retire_finished(self, rows: Rows, results, stats: EngineStats, progress, on_result) -> list[int]:
+    def _retire_finished(self, rows, results, stats: EngineStats, progress, on_result) -> list[int]:
         """Record the rows that stopped; their slots are returned to be refilled or dropped."""
         free = []
         for row, item in enumerate(rows.items):
-            if item not in self._stopped_rows:
+            if item is None or item not in self._stopped_rows:
                 continue
             outcome = self._stopped_rows.pop(item)
             outcome.first_token_probs = self._first_probs.pop(item, None)

@@ -70,22 +70,24 @@ def replay_without_ops(body):
     return lambda: logits
 
 
-def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, attention: str, engine_class,
-                        **options) -> float:
-    """ATen ops that would launch a kernel, inside the engine's decode steps: the median step's."""
+def ops_per_decode_step(model, tokenizer, prompts: list[list[int]], batch: int, attention: str, step=None) -> float:
+    """ATen ops that would launch a kernel, inside the engine's decode steps (with `step`, the
+    dynamic one without): the median step's."""
     import statistics
 
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    engine = engine_class(model, tokenizer, max_new_tokens=16, batch_size=batch, attention=attention, **options)
-    steady = getattr(options.get("capture"), "steps_before_replays", 1)  # a window's steps before its replays
-    step = engine._decode_step
+    from lib.engine.prefix_sharing import PrefixSharingEngine
 
-    def labelled_step(rows):
+    engine = PrefixSharingEngine(model, tokenizer, max_new_tokens=16, batch_size=batch, attention=attention, step=step)
+    steady = getattr(getattr(step, "capture", None), "steps_before_replays", 1)  # a window's steps before replays
+    decode_step = engine.step._decode_step
+
+    def labelled_step(engine, rows):
         with record_function("engine_decode_step"):
-            step(rows)
+            decode_step(engine, rows)
 
-    engine._decode_step = labelled_step
+    engine.step._decode_step = labelled_step
     engine.generate(prompts)  # warm-up: lazy initialisation is not a step's work
     with profile(activities=[ProfilerActivity.CPU]) as trace:
         engine.generate(prompts)
@@ -123,25 +125,24 @@ def main() -> None:
                                              add_generation_prompt=True, return_dict=True)["input_ids"]
                for question in ("What is 2 + 2?", "Name a colour.", "Why is the sky blue?", "Count to three.",
                                 "Say hi.", "Spell cat.", "What is 7 x 8?", "Hm?")]
-    from lib.engine.prefix_sharing import PrefixSharingEngine
-    from lib.engine.static import StaticSlotsEngine
+    from lib.engine.static import StaticStep
 
     shallow, deep = options.layers
     models = {layers: tiny_qwen3(tokenizer, layers) for layers in (shallow, deep)}
-    for engine_class in (PrefixSharingEngine, StaticSlotsEngine):
-        counts = {layers: ops_per_decode_step(model, tokenizer, prompts, options.batch, options.attention, engine_class)
+    for make_step in (lambda: None, StaticStep):  # the dynamic step, then the static one (eager here)
+        counts = {layers: ops_per_decode_step(model, tokenizer, prompts, options.batch, options.attention, make_step())
                   for layers, model in models.items()}
         per_layer = (counts[deep] - counts[shallow]) / (deep - shallow)
         fixed = counts[shallow] - shallow * per_layer
         projected = fixed + QWEN3_4B_LAYERS * per_layer
         low, high = (projected * us / 1000 for us in LAUNCH_US)
-        mode = "dynamic" if engine_class is PrefixSharingEngine else "static, eager"
+        mode = "dynamic" if make_step() is None else "static, eager"
         print(f"decode ops: {mode}, {options.attention} attention, batch {options.batch}: ATen ops per decode step"
               f" {counts[shallow]:.0f} at {shallow} layers, {counts[deep]:.0f} at {deep} ->"
               f" {per_layer:.1f} per layer + {fixed:.0f} fixed; Qwen3-4B ({QWEN3_4B_LAYERS} layers) -> {projected:.0f}"
               f" launches per step, {low:.0f}-{high:.0f} ms of host time at {LAUNCH_US[0]}-{LAUNCH_US[1]} us each")
     outside = ops_per_decode_step(models[shallow], tokenizer, prompts, options.batch, options.attention,
-                                  StaticSlotsEngine, capture=replay_without_ops)
+                                  StaticStep(replay_without_ops))
     eager_static = counts
     print(f"decode ops: static, replayed as a CUDA graph, batch {options.batch}: {outside:.0f} ATen ops per step"
           f" outside the graph + 1 replay, at any depth; Qwen3-4B -> {outside + 1:.0f} launches per step,"
@@ -151,7 +152,7 @@ def main() -> None:
 
     torch._inductor.config.cpp.enable_kernel_profile = True  # each fused kernel an event of the profile
     fused = {layers: ops_per_decode_step(model, tokenizer, prompts, options.batch, options.attention,
-                                         StaticSlotsEngine, capture=CompiledStep(torch.device("cpu")))
+                                         StaticStep(CompiledStep(torch.device("cpu"))))
              for layers, model in models.items()}
     per_layer = (fused[deep] - fused[shallow]) / (deep - shallow)
     projected = fused[shallow] - shallow * per_layer + QWEN3_4B_LAYERS * per_layer

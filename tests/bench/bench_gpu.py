@@ -179,8 +179,9 @@ class StepClock:
     def __init__(self, engine, device, steps_before_replays: int = 2):
         self.device, self.spans, self.left_out, self.windows = device, [], 0, 0
         self.steps_before_replays = steps_before_replays
-        self._step, self._fresh = engine._decode_step, 0
-        engine._decode_step = self._timed
+        self.capacity = None  # the static step's cache columns (its slots'), None for the dynamic step
+        self._step, self._fresh = engine.step._decode_step, 0
+        engine.step._decode_step = self._timed
 
     def _clock(self):
         import torch
@@ -191,10 +192,11 @@ class StepClock:
         event.record()
         return event
 
-    def _timed(self, rows) -> None:
+    def _timed(self, engine, rows) -> None:
         recorded = len(getattr(rows, "steps", ()))
+        self.capacity = getattr(rows, "capacity", None)
         start = self._clock()
-        self._step(rows)
+        self._step(engine, rows)
         end = self._clock()
         if len(getattr(rows, "steps", ())) != recorded:
             self.windows, self._fresh = self.windows + 1, self.steps_before_replays
@@ -220,7 +222,7 @@ def bench_preset_decoding(folder: Path, shape: dict, preset: str, batch: int, qu
 
     from lib.devices import process_state
     from lib.engine.prefix_sharing import PrefixSharingEngine
-    from lib.engine.static import StaticSlotsEngine
+    from lib.engine.static import StaticStep
 
     class Tokens:  # the engine decodes text only for stop strings; none here
         pad_token_id, eos_token_id = 0, shape["eos_token_id"]
@@ -235,13 +237,12 @@ def bench_preset_decoding(folder: Path, shape: dict, preset: str, batch: int, qu
     results = {}
     for decode, attention, steps_per_sync in variants:
         for sample in (prompts[: max(batch // 4, 2)], prompts):
-            options = dict(eos_token_ids=(-1,), attention=attention, steps_per_sync=steps_per_sync)
-            if decode == "static-compiled":
-                options["capture"] = CompiledStep(device)
-            engine = (PrefixSharingEngine if decode == "dynamic" else StaticSlotsEngine)(
-                model, Tokens(), max_new_tokens // scale, batch, **options)
+            step = {"dynamic": None, "static": StaticStep.on(device),
+                    "static-compiled": StaticStep(CompiledStep(device))}[decode]
+            engine = PrefixSharingEngine(model, Tokens(), max_new_tokens // scale, batch, eos_token_ids=(-1,),
+                                         attention=attention, steps_per_sync=steps_per_sync, step=step)
             engine.stops = LengthStops(engine.stops, lengths)
-            clock = StepClock(engine, device, getattr(options.get("capture"), "steps_before_replays", 2))
+            clock = StepClock(engine, device, getattr(getattr(step, "capture", None), "steps_before_replays", 2))
             synchronize(device)
             start = time.perf_counter()
             _, stats = engine.generate(sample)
@@ -252,7 +253,7 @@ def bench_preset_decoding(folder: Path, shape: dict, preset: str, batch: int, qu
         results[name] = {"step_ms": clock.median_ms(), "steps": steps, "windows": clock.windows, "seconds": seconds,
                          "columns_read": stats.kv_columns_read / steps,
                          "columns_in_use": stats.kv_columns_in_use / steps,
-                         "capacity": engine._capacity() if decode != "dynamic" else None,
+                         "capacity": clock.capacity,
                          "shifts": stats.shifts, "refills": stats.refills, "host_reads": stats.host_reads,
                          "tokens": stats.generated_tokens}
     return results

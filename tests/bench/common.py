@@ -26,13 +26,13 @@ def gsm8k_file(split: str) -> tuple[Path, bool]:
 
 def embedded_model_path() -> str:
     """The embedded SmolLM2-135M-Instruct as an HF folder (converted on first use)."""
-    from lib.models import resolve_model_path
+    from lib.embedded import resolve_model_path
 
     return resolve_model_path("embedded:smollm2-135m-instruct", MODELS_DIR)
 
 
 class CompiledStep:
-    """A capture for the static engine (StaticSlotsEngine(capture=...)) that compiles its decode step
+    """A capture for the static decode step (StaticStep(capture=...)) that compiles its decode step
     with inductor, without inductor's own CUDA graphs: norms, rotary, the attention merge and the
     other elementwise ops fuse into a few kernels, and on CUDA the compiled step is then recorded in
     the engine's own graph (lib/engine/graphs.py) and replayed. Elsewhere the compiled code runs each

@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from lib.engine import attention as prefix_attention
-from lib.engine.attention import attention_heads, prefix_shared_attention, probe_fused, resolve_kernel
+from lib.engine.attention import (
+    OwnBias,
+    SharedPrefix,
+    attention_heads,
+    prefix_shared_attention,
+    probe_fused,
+    resolve_kernel,
+)
 
 
 def _reference(query, prefix_keys, prefix_values, keys, values, own_mask, scale):
@@ -43,7 +50,7 @@ def test_prefix_shared_attention_equals_sdpa_over_the_concatenated_keys(query_le
     query_at = own_len - query_length + torch.arange(query_length)
     own_mask = (columns[None, None, :] >= starts[:, None, None]) & (columns[None, None, :] <= query_at[None, :, None])
     own_mask = own_mask[:, None]  # [batch, 1, q, own]
-    module = SimpleNamespace(shared_prefix_kv=(prefix_keys, prefix_values), shared_prefix_kernel=kernel)
+    module = SimpleNamespace(shared_prefix=SharedPrefix((prefix_keys, prefix_values), kernel, OwnBias()))
 
     output, _ = prefix_shared_attention(module, query, keys, values, own_mask, scaling=0.3)
 
@@ -58,7 +65,8 @@ def test_prefix_shared_attention_without_a_prefix_is_plain_sdpa():
     keys, values = torch.randn(2, 2, 5, 8, generator=generator), torch.randn(2, 2, 5, 8, generator=generator)
     mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
     mask[1, ..., :2] = False
-    module = SimpleNamespace(shared_prefix_kv=None, num_key_value_groups=2, is_causal=False, training=False)
+    module = SimpleNamespace(shared_prefix=SharedPrefix(None, "fused", OwnBias()), num_key_value_groups=2,
+                             is_causal=False, training=False)
 
     output, _ = prefix_shared_attention(module, query, keys, values, mask, scaling=None)
 
@@ -97,8 +105,7 @@ def test_probe_reports_why_the_fused_kernel_cannot_run(monkeypatch):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where CUDA cannot run the probe")
-def test_auto_on_a_device_the_probe_cannot_use_falls_back_to_eager_and_says_why(monkeypatch, caplog):
-    monkeypatch.setattr(prefix_attention, "_PROBED", {})
+def test_auto_on_a_device_the_probe_cannot_use_falls_back_to_eager_and_says_why(caplog):
     with caplog.at_level("WARNING"):
         assert resolve_kernel("auto", torch.device("cuda"), torch.bfloat16) == "eager"
     assert "fused kernel unavailable on cuda torch.bfloat16" in caplog.text
@@ -124,7 +131,7 @@ def test_the_bias_made_for_one_mask_is_not_served_for_another():
     first = torch.ones(2, 1, 1, 6, dtype=torch.bool)
     second = first.clone()
     second[0, ..., :4] = False
-    module = SimpleNamespace(shared_prefix_kv=prefix, shared_prefix_kernel="fused")
+    module = SimpleNamespace(shared_prefix=SharedPrefix(prefix, "fused", OwnBias()))
     prefix_shared_attention(module, query, keys, values, first, scaling=0.3)
     with_second, _ = prefix_shared_attention(module, query, keys, values, second, scaling=0.3)
     expected = _reference(query, *prefix, keys, values, second, 0.3)

@@ -9,18 +9,19 @@ replays every step, and every tensor the step touches must keep its address acro
 graph replays the addresses it recorded). Models in fp32 on the CPU."""
 
 import math
-import weakref
 
 import pytest
 import torch
 
 import lib.engine.static as static
+from lib.engine.decode_choice import DecodeChooser, probe_static
+from lib.engine.dynamic import DynamicStep
 from lib.engine.generate import choose_generator
 from lib.engine.near_ties import NEAR_TIE_ULPS, near_tie
 from lib.engine.prefix_sharing import PrefixSharingEngine
-from lib.engine.static import StaticSlotsEngine, probe_static, resolve_decode
+from lib.engine.static import StaticStep
 from lib.errors import InputError
-from tests.helpers import count_shifts, engine_prompts, tiny_random_qwen3
+from tests.helpers import count_shifts, engine_prompts, static_engine, tiny_random_qwen3
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def traced_run(model, tokenizer, prompts, monkeypatch, max_new_tokens: int = 6):
     tracer = Tracer()
     options = dict(max_new_tokens=max_new_tokens, batch_size=2, eos_token_ids=(-1,))
     dynamic, _ = PrefixSharingEngine(model, tokenizer, **options).generate(prompts, in_order=True)
-    traced, _ = StaticSlotsEngine(model, tokenizer, capture=tracer, **options).generate(prompts, in_order=True)
+    traced, _ = static_engine(model, tokenizer, capture=tracer, **options).generate(prompts, in_order=True)
     return [r.token_ids for r in dynamic], [r.token_ids for r in traced], tracer, len(shifts)
 
 
@@ -111,13 +112,13 @@ def test_a_step_that_reads_the_host_column_is_traced_again(tiny, smollm2_tokeniz
 def test_a_shift_that_reallocates_the_mask_is_seen(tiny, smollm2_tokenizer, monkeypatch):
     """The address check has teeth: a shift that builds a new mask (as the dynamic engine grows its
     own) leaves a graph writing the old one."""
-    shift = StaticSlotsEngine._shift
+    shift = StaticStep._shift
 
     def reallocating_shift(self, rows, by):
         shift(self, rows, by)
         rows.mask = rows.mask.clone()
 
-    monkeypatch.setattr(StaticSlotsEngine, "_shift", reallocating_shift)
+    monkeypatch.setattr(StaticStep, "_shift", reallocating_shift)
     _, _, tracer, shifts = traced_run(tiny, smollm2_tokenizer, engine_prompts(smollm2_tokenizer, 15), monkeypatch)
     assert shifts >= 1 and tracer.moved >= 1
 
@@ -145,7 +146,7 @@ def test_static_asked_for_says_in_one_line_that_its_step_could_not_be_captured(t
     def refused(body):
         raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
 
-    engine = StaticSlotsEngine(tiny, smollm2_tokenizer, 4, 2, capture=refused)
+    engine = static_engine(tiny, smollm2_tokenizer, 4, 2, capture=refused)
     with pytest.raises(InputError) as caught:
         engine.generate(engine_prompts(smollm2_tokenizer, 1))
     assert str(caught.value) == ("hardware.decode=static: the decode step could not be captured (RuntimeError:"
@@ -157,7 +158,7 @@ def test_under_auto_a_step_that_cannot_be_captured_runs_eagerly_and_says_so_once
         raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
 
     prompts = engine_prompts(smollm2_tokenizer, 3)
-    engine = StaticSlotsEngine(tiny, smollm2_tokenizer, 4, 2, capture=refused, fallback=True)
+    engine = static_engine(tiny, smollm2_tokenizer, 4, 2, capture=refused, fallback=True)
     results, _ = engine.generate(prompts)
     expected, _ = PrefixSharingEngine(tiny, smollm2_tokenizer, 4, 2).generate(prompts)
     assert [r.token_ids for r in results] == [r.token_ids for r in expected] and engine.decode_mode == "static"
@@ -167,13 +168,13 @@ def test_under_auto_a_step_that_cannot_be_captured_runs_eagerly_and_says_so_once
 
 
 def test_the_probe_runs_at_the_calls_slot_count_and_cache_capacity(tiny, smollm2_tokenizer, monkeypatch):
-    shapes, empty = [], StaticSlotsEngine._empty_slots
+    shapes, empty = [], static.empty_slots
 
-    def spied(self, like, slot_count, capacity):
+    def spied(like, slot_count, capacity, *others):
         shapes.append((slot_count, capacity))
-        return empty(self, like, slot_count, capacity)
+        return empty(like, slot_count, capacity, *others)
 
-    monkeypatch.setattr(StaticSlotsEngine, "_empty_slots", spied)
+    monkeypatch.setattr(static, "empty_slots", spied)
     prompts = engine_prompts(smollm2_tokenizer, 7)
     assert probe_static(tiny, smollm2_tokenizer, prompts, slots=5, max_new_tokens=300)[0] is None
     ((slots, capacity),) = shapes
@@ -190,13 +191,15 @@ def test_a_difference_at_a_rounding_tie_of_the_two_likeliest_tokens_is_not_a_fai
     assert near_tie(logits.float(), 1, 2, torch.bfloat16)[0]  # fp32 logits of a bf16 model: the model's ulps
 
 
-def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, capsys, monkeypatch):
-    monkeypatch.setattr(static, "_AUTO_CHOICE", weakref.WeakKeyDictionary())  # no choice left by another test
+def test_auto_is_dynamic_off_cuda_and_says_so_once(tiny, smollm2_tokenizer, capsys):
     prompts = engine_prompts(smollm2_tokenizer, 1)
-    kinds = {decode: type(choose_generator(tiny, smollm2_tokenizer, prompts, 4, 2, label="t", decode=decode))
-             for decode in ("auto", "dynamic", "static", "auto")}
-    assert kinds == {"auto": PrefixSharingEngine, "dynamic": PrefixSharingEngine, "static": StaticSlotsEngine}
+    chooser = DecodeChooser(tiny, smollm2_tokenizer, "t")  # the caller's, for this model: asked twice for auto
+    steps = {decode: type(choose_generator(tiny, smollm2_tokenizer, prompts, 4, 2, label="t", decode=decode,
+                                           chooser=chooser).step) for decode in ("auto", "dynamic", "static", "auto")}
+    assert steps == {"auto": DynamicStep, "dynamic": DynamicStep, "static": StaticStep}
     assert capsys.readouterr().out.count("t: hardware.decode auto -> dynamic (no CUDA graphs off CUDA") == 1
-    assert resolve_decode("static", tiny).step == "static"
+    assert chooser.choose("static").step == "static"
     engine = choose_generator(tiny, smollm2_tokenizer, prompts, 4, 2, decode="static")
-    assert engine.decode_mode == "static" and engine.capture is None  # eager on the CPU
+    assert engine.decode_mode == "static" and engine.step.capture is None  # eager on the CPU
+    assert engine.decode_choice.record() == {"asked": "static", "step": "static", "why": "as hardware.decode says",
+                                             "probe_gap_ulps": None}

@@ -6,10 +6,11 @@ stream. Same tokens, texts, stop reasons and scores, and the same useful decode 
 import pytest
 import torch
 
+from lib.engine.dynamic import DynamicStep
 from lib.engine.prefix_sharing import PrefixSharingEngine
 from lib.engine.sampling import Sampling
-from lib.engine.static import StaticSlotsEngine
-from tests.helpers import count_shifts, engine_prompts, tiny_random_qwen3
+from lib.engine.static import StaticStep
+from tests.helpers import count_shifts, engine_prompts, static_engine, tiny_random_qwen3
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def smollm2(smollm2_dir):
 def both(model, tokenizer, prompts, *args, seeds=None, in_order=False, **options):
     """(dynamic, static) results and stats of the same call."""
     return [engine(model, tokenizer, *args, **options).generate(prompts, seeds=seeds, in_order=in_order)
-            for engine in (PrefixSharingEngine, StaticSlotsEngine)]
+            for engine in (PrefixSharingEngine, static_engine)]
 
 
 def assert_same(dynamic, static):
@@ -84,17 +85,17 @@ def test_a_sampled_static_step_reads_nothing_from_the_host_through_refills_retir
     from torch.profiler import ProfilerActivity, profile
 
     shifts = count_shifts(monkeypatch)
-    step, seen = StaticSlotsEngine._decode_step, []
+    step, seen = StaticStep._decode_step, []
 
-    def traced(self, rows):
+    def traced(self, engine, slots):
         with profile(activities=[ProfilerActivity.CPU]) as trace:
-            step(self, rows)
+            step(self, engine, slots)
         seen.append({event.name for event in trace.events()})
 
-    monkeypatch.setattr(StaticSlotsEngine, "_decode_step", traced)
+    monkeypatch.setattr(StaticStep, "_decode_step", traced)
     prompts = engine_prompts(smollm2_tokenizer, 7)  # 8 prompts through 2 slots: refills, retires, shifts
-    engine = StaticSlotsEngine(tiny_random_qwen3(smollm2_tokenizer), smollm2_tokenizer, 6, 2,
-                               sampling=Sampling(0.8, 0.95))
+    engine = static_engine(tiny_random_qwen3(smollm2_tokenizer), smollm2_tokenizer, 6, 2,
+                           sampling=Sampling(0.8, 0.95))
     results, _ = engine.generate(prompts, seeds=list(range(len(prompts))), in_order=True)
     assert len(results) == len(prompts) and len(shifts) >= 1 and len(seen) > 10
     assert [sorted(ops & HOST_OPS) for ops in seen if ops & HOST_OPS] == []
@@ -108,7 +109,7 @@ def test_the_static_engine_streams_chunks_like_the_dynamic_one(smollm2, smollm2_
     prompts = engine_prompts(smollm2_tokenizer, 5)
     ids = [f"q{i}" for i in range(len(prompts))]
     outputs = [generate_resumable(prompts, ids, engine(smollm2, smollm2_tokenizer, 12, 4), tmp_path / name, "f", 2,
-                                  "test")[0] for name, engine in (("d", PrefixSharingEngine), ("s", StaticSlotsEngine))]
+                                  "test")[0] for name, engine in (("d", PrefixSharingEngine), ("s", static_engine))]
     assert outputs[0] == outputs[1]
 
 
@@ -124,8 +125,7 @@ def test_refills_wait_for_a_share_of_free_slots_and_change_no_answer(smollm2_tok
     refills = {}
     for share in (1000, 2):  # a refill as soon as one slot is free; only when half of them are
         monkeypatch.setattr(static, "REFILL_SHARE", share)
-        results, stats = StaticSlotsEngine(model, smollm2_tokenizer, 24, 16, **options).generate(prompts,
-                                                                                                   seeds=seeds)
+        results, stats = static_engine(model, smollm2_tokenizer, 24, 16, **options).generate(prompts, seeds=seeds)
         assert [r.token_ids for r in results] == [r.token_ids for r in expected]
         refills[share] = stats.refills
     assert refills[2] == 1 < refills[1000], refills  # the 8 newcomers in one prefill
@@ -140,28 +140,28 @@ def test_a_step_reads_at_most_a_quarter_more_key_value_columns_than_its_rows_use
     lengths up to 40 tokens."""
     from torch.profiler import ProfilerActivity, profile
 
-    from lib.engine.static import READ_BOUND, window_for
+    from lib.engine.slots import READ_BOUND, window_for
 
-    step, steps = StaticSlotsEngine._decode_step, []
+    step, steps = StaticStep._decode_step, []
 
-    def measured(self, rows):
+    def measured(self, engine, rows):
         live = [slot for slot, item in enumerate(rows.items) if item is not None]
         in_use = rows.col + 1 - min(int(rows.mask[slot].nonzero()[0]) for slot in live)
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as trace:
-            step(self, rows)
+            step(self, engine, rows)
         own_keys = [event.input_shapes[1] for event in trace.events() if "dot_product" in event.name
                     and event.input_shapes and event.input_shapes[1] and event.input_shapes[1][0] == len(rows.items)]
         assert len({tuple(shape) for shape in own_keys}) == 1  # every layer reads the same window
         steps.append((own_keys[0][2], in_use, rows.capacity))
 
-    monkeypatch.setattr(StaticSlotsEngine, "_decode_step", measured)
+    monkeypatch.setattr(StaticStep, "_decode_step", measured)
     model = tiny_random_qwen3(smollm2_tokenizer)
     prompts = engine_prompts(smollm2_tokenizer, 23)  # 24 prompts through 4 slots
     options = dict(max_new_tokens=40, batch_size=4, eos_token_ids=tuple(range(0, len(smollm2_tokenizer), 10)),
                    sampling=Sampling(1.0, 1.0))
     seeds = list(range(len(prompts)))
     expected, _ = PrefixSharingEngine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
-    results, stats = StaticSlotsEngine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
+    results, stats = static_engine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
     assert [r.token_ids for r in results] == [r.token_ids for r in expected]
     assert len({len(r.token_ids) for r in results}) >= 5  # rows of many lengths
     smallest = window_for(1, steps[0][2])
@@ -176,9 +176,9 @@ def test_refills_read_nothing_back_the_host_reads_once_per_block(smollm2_tokeniz
     static engine reads a prefill's first tokens with the next block's, so a call reads once per
     block; the dynamic engine also reads at every prefill (its refills and drops depend on them)."""
     blocks = []
-    for engine in (StaticSlotsEngine, PrefixSharingEngine):
-        block = engine._decode_block
-        monkeypatch.setattr(engine, "_decode_block", lambda self, *args, block=block: blocks.append(1) or block(
+    for step in (StaticStep, DynamicStep):
+        block = step.decode_block
+        monkeypatch.setattr(step, "decode_block", lambda self, *args, block=block: blocks.append(1) or block(
             self, *args))
     model = tiny_random_qwen3(smollm2_tokenizer)  # sampled, ending at any of a tenth of the vocabulary
     prompts = engine_prompts(smollm2_tokenizer, 11)  # 12 prompts through 3 slots: refills
@@ -187,7 +187,7 @@ def test_refills_read_nothing_back_the_host_reads_once_per_block(smollm2_tokeniz
     seeds = list(range(len(prompts)))
     dynamic, dynamic_stats = PrefixSharingEngine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
     dynamic_blocks, blocks[:] = len(blocks), []
-    static, stats = StaticSlotsEngine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
+    static, stats = static_engine(model, smollm2_tokenizer, **options).generate(prompts, seeds=seeds)
     assert [r.token_ids for r in static] == [r.token_ids for r in dynamic]
     assert stats.refills >= 2 and stats.host_reads == len(blocks)
     assert dynamic_stats.host_reads > dynamic_blocks  # the contrast: a read per prefill too
