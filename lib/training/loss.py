@@ -12,15 +12,17 @@ def make_collator(tokenizer, packing: str, logits: str):
     """The batch builder for `train.packing` and `train.logits`.
 
     padding_free: transformers' DataCollatorWithFlattening puts a batch's examples back to back in
-    one row with position ids restarting at 0 per example (attention stays within each example:
-    transformers derives the mask from the position ids) and -100 at each example's first label.
+    one row with position ids restarting at 0 per example, -100 at each example's first label, and the
+    examples' cumulative starts (`cu_seq_lens_q`, `max_length_q`), which the packed attention
+    (lib/training/packed_attention.py) reads to keep attention within each example (SDPA instead
+    derives a block mask from the position ids).
     padded: a row per example, input_ids padded with the pad id and labels with -100 (a real
     <|im_end|> label that is also the pad token keeps its id).
     """
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     if packing == "padding_free":
-        collator = DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
+        collator = DataCollatorWithFlattening(separator_id=IGNORE_INDEX, return_flash_attn_kwargs=True)
     else:
         collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX)
     return collator if logits == "all" else LabelledLogitsCollator(collator)

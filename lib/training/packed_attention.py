@@ -1,12 +1,14 @@
 """Attention for padding-free batches without a tokens x tokens mask (`train.packing: padding_free`).
 
 transformers' DataCollatorWithFlattening puts a batch's examples back to back in one row, position
-ids restarting at 0 per example. With SDPA, transformers finds the examples from the position ids
-and materialises a block-diagonal causal mask over the whole row ([tokens, tokens]: ~1,900 x 1,900
-at the simple preset's 8 x ~240 tokens), and the kernel computes every block of it, ~8x the
-attention of the examples alone. Here each example attends to itself only:
+ids restarting at 0 per example, and (with `return_flash_attn_kwargs`, lib/training/loss.py) the
+examples' cumulative starts `cu_seq_lens_q` and the longest `max_length_q`, which the model hands
+to its attention function. With SDPA, transformers instead materialises a block-diagonal causal
+mask over the whole row ([tokens, tokens]: ~1,900 x 1,900 at the simple preset's 8 x ~240 tokens),
+and the kernel computes every block of it, ~8x the attention of the examples alone. Here each
+example attends to itself only:
 - "flash_attention_2" where the flash-attn package is installed on CUDA (transformers' own
-  integration reads the examples from the position ids);
+  integration reads the same starts);
 - everywhere else `packed_varlen` (this module, registered with transformers' AttentionInterface
   and with no mask function, so transformers builds no mask): PyTorch's variable-length flash
   kernel (`torch.nn.attention.varlen.varlen_attn`) on CUDA where the version has it (2.10 and
@@ -22,8 +24,6 @@ import inspect
 import torch
 
 PACKED_ATTENTION = "packed_varlen"
-
-_SEGMENTS: list = [None, None]  # [the position ids they were found in, (cumulative starts, longest, spans)]
 
 
 def packed_attention_for(device: torch.device) -> str:
@@ -62,43 +62,26 @@ def register_packed_attention() -> None:
     AttentionInterface.register(PACKED_ATTENTION, packed_attention)
 
 
-def example_spans(position_ids: torch.Tensor) -> tuple[torch.Tensor, int, list[tuple[int, int]]]:
-    """(cumulative starts [examples + 1] int32 on the ids' device, the longest example, each
-    example's [start, end) in the row) of a packed row whose position ids restart at 0 per example.
-    Found once per forward pass (every layer and the checkpointed recompute get the same ids): it
-    reads the starts back to the host, as the flash-attn path does."""
-    made_from, made = _SEGMENTS
-    if made_from is position_ids:
-        return made
-    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[0] != 1:
-        raise ValueError(f"{PACKED_ATTENTION} attention needs one packed row of position ids (train.packing:"
-                         f" padding_free), got {None if position_ids is None else tuple(position_ids.shape)}")
-    length = position_ids.shape[1]
-    starts = (position_ids[0] == 0).nonzero().flatten().tolist()
-    if not starts or starts[0] != 0:
-        starts = [0, *starts]
-    spans = list(zip(starts, [*starts[1:], length]))
-    cumulative = torch.tensor([*starts, length], dtype=torch.int32, device=position_ids.device)
-    made = (cumulative, max(end - start for start, end in spans), spans)
-    _SEGMENTS[:] = [position_ids, made]
-    return made
-
-
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
-                     position_ids=None, **kwargs):
+                     cu_seq_lens_q=None, max_length_q=None, **kwargs):
     """Causal attention within each example of one packed row. query [1, Hq, T, D], key/value
-    [1, Hkv, T, D]; returns [1, T, Hq, D] as transformers' attention functions do."""
+    [1, Hkv, T, D]; `cu_seq_lens_q` the examples' cumulative starts [examples + 1] (int32) and
+    `max_length_q` the longest, from the padding-free collator; returns [1, T, Hq, D] as
+    transformers' attention functions do."""
     if sliding_window is not None:
         raise ValueError(f"{PACKED_ATTENTION} attention: sliding-window layers are not supported")
-    cumulative, longest, spans = example_spans(position_ids)
+    if cu_seq_lens_q is None or query.shape[0] != 1:
+        raise ValueError(f"{PACKED_ATTENTION} attention needs one packed row and its examples' starts"
+                         " (train.packing: padding_free, whose collator gives cu_seq_lens_q)")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     query, key, value = in_autocast_dtype(query, key, value)
     if _varlen_kernel(query, dropout) is not None:
-        return _varlen(query, key, value, cumulative, longest, scale)[None], None
+        return _varlen(query, key, value, cu_seq_lens_q.to(query.device), max_length_q, scale)[None], None
+    starts = cu_seq_lens_q.tolist()  # the fallback slices on the host (the CPU's path: no wait to hide)
     groups = query.shape[1] // key.shape[1]
     outputs = [torch.nn.functional.scaled_dot_product_attention(
         query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=True, scale=scale,
-        dropout_p=dropout, enable_gqa=groups > 1) for start, end in spans]
+        dropout_p=dropout, enable_gqa=groups > 1) for start, end in zip(starts, starts[1:])]
     return torch.cat(outputs, dim=2).transpose(1, 2), None
 
 

@@ -6,7 +6,7 @@ tests/test_gpu.py."""
 import pytest
 import torch
 
-from lib.training.packed_attention import PACKED_ATTENTION, example_spans, register_packed_attention
+from lib.training.packed_attention import PACKED_ATTENTION, packed_attention, register_packed_attention
 from tests.helpers import tiny_random_qwen3
 
 
@@ -27,13 +27,19 @@ def test_transformers_builds_a_row_wide_mask_for_sdpa_and_none_for_packed_rows(s
     assert sdpa.shape[-2:] == (12, 12) and not bool(sdpa[0, 0, 5, 4]) and bool(sdpa[0, 0, 6, 5])  # the block mask
 
 
-def test_examples_are_found_where_the_position_ids_restart():
-    positions = torch.cat([torch.arange(n) for n in (5, 3, 4)])[None]
-    cumulative, longest, spans = example_spans(positions)
-    assert cumulative.tolist() == [0, 5, 8, 12] and cumulative.dtype == torch.int32
-    assert longest == 5 and spans == [(0, 5), (5, 8), (8, 12)]
-    with pytest.raises(ValueError, match="one packed row of position ids"):
-        example_spans(torch.arange(6).view(2, 3))
+def test_the_padding_free_collator_hands_the_attention_each_examples_start(smollm2_tokenizer):
+    from lib.training.loss import make_collator
+
+    features = [{"input_ids": list(range(5, 5 + n)), "labels": list(range(5, 5 + n))} for n in (5, 3, 4)]
+    batch = make_collator(smollm2_tokenizer, "padding_free", "labelled")(features)
+    assert batch["cu_seq_lens_q"].tolist() == [0, 5, 8, 12] and batch["cu_seq_lens_q"].dtype == torch.int32
+    assert batch["max_length_q"] == 5 and batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3]]
+
+
+def test_packed_attention_without_the_examples_starts_says_what_it_needs():
+    query = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(ValueError, match="needs one packed row and its examples' starts"):
+        packed_attention(None, query, query, query, None)
 
 
 def test_packed_logits_equal_each_example_run_alone(smollm2_tokenizer):
@@ -49,7 +55,8 @@ def test_packed_logits_equal_each_example_run_alone(smollm2_tokenizer):
                            for s, n in zip(starts, lengths)], dim=1)
         model.set_attn_implementation(PACKED_ATTENTION)
         packed = model(input_ids=ids, position_ids=torch.cat([torch.arange(n) for n in lengths])[None],
-                       use_cache=False).logits
+                       cu_seq_lens_q=torch.tensor([*starts, sum(lengths)], dtype=torch.int32),
+                       max_length_q=max(lengths), use_cache=False).logits
     # The same sums in another order: each logit within a few dozen fp32 roundings of the largest one.
     scale = float(alone.abs().max())
     torch.testing.assert_close(packed, alone, rtol=0, atol=64 * torch.finfo(torch.float32).eps * scale)
