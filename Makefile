@@ -51,8 +51,13 @@ endif
 RUN_DIR := $(ARTIFACTS)/run_$(RUN)
 # A dry run (make -n, also in sub-makes) plans from what recording would write, kept apart: it
 # records nothing of the run (RECONFIGURE=1 with -n changes nothing).
+# Its folder is this call's (Make keeps its process when it restarts after remaking a makefile, so a
+# second pass finds what the first wrote), handed to the sweep's sub-makes.
 DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
-PARAMS := $(if $(DRY_RUN),.make/dry-run/$(subst /,_,$(abspath $(RUN_DIR)))/params,$(RUN_DIR)/params)
+ifneq ($(DRY_RUN),)
+export DRY_RUN_FOLDER ?= .make/dry-run/$(shell echo $$PPID)
+endif
+PARAMS := $(if $(DRY_RUN),$(DRY_RUN_FOLDER)/$(subst /,_,$(abspath $(RUN_DIR)))/params,$(RUN_DIR)/params)
 
 # A run remembers its preset, overrides and smoke flag (run_<run>/run.json): `make score_safety RUN=medium`
 # names no preset and uses the recorded one. The preset is passed only when named, or when neither it
@@ -64,14 +69,18 @@ RUN_ARGS := --run $(RUN) $(if $(PRESET_NAMED),--preset presets/$(PRESET).yaml) \
 # shell quoting rules): neither Make nor a recipe's shell reads any part of it. EXTRA_SET: `make base`'s own.
 export MAKE_SET := $(call typed,SET)$(if $(call typed,EXTRA_SET), $(call typed,EXTRA_SET))
 
-# LIB_<STAGE>: the lib/ modules each stage imports, directly or through other lib/ modules (its
-# prerequisites besides its script), derived from the imports by lib/pipeline/stage_inputs.py (system Python,
-# standard library only) and regenerated whenever code changes.
-STAGE_INPUTS_MK := .make/stage_inputs.mk
+# The stages, generated from the stage graph (lib/pipeline/stage_graph.py, the one declaration of every
+# stage: its target, what it reads of other stages, its command, `make help`'s line) by
+# lib/pipeline/stage_inputs.py (system Python, standard library only), regenerated whenever code
+# changes: STAGE_GOALS and LIB_<STAGE> (the lib/ modules each stage imports, its prerequisites besides
+# its script) here; the rules below, once the run's make.mk has said what they depend on.
+STAGE_VARS_MK := .make/stage_vars.mk
+STAGE_INPUTS_MK := .make/stage_rules.mk
+CODE := lib $(wildcard lib/*/) stages $(wildcard lib/*.py lib/*/*.py stages/*.py)  # the folders: a deleted module counts
 ifneq ($(wildcard lib/pipeline/stage_inputs.py),)
-$(STAGE_INPUTS_MK): lib $(wildcard lib/*/) stages $(wildcard lib/*.py lib/*/*.py stages/*.py)  # the folders: a deleted module counts too
-	@mkdir -p $(@D) && $(PYTHON) -m lib.pipeline.stage_inputs make-vars > $@.tmp && mv $@.tmp $@
--include $(STAGE_INPUTS_MK)
+$(STAGE_VARS_MK) $(STAGE_INPUTS_MK): .make/stage_%.mk: $(CODE)
+	@mkdir -p $(@D) && $(PYTHON) -m lib.pipeline.stage_inputs make-$* > $@.$$$$.tmp && mv $@.$$$$.tmp $@
+-include $(STAGE_VARS_MK)
 endif
 
 # The GPUs this machine lets a process see: CUDA_VISIBLE_DEVICES' entries where it is set, else
@@ -87,11 +96,11 @@ GPUS_OR_1 = $(or $(filter-out 0,$(VISIBLE_GPUS)),1)
 ACCELERATE = $(VENV)/bin/accelerate launch --num_processes $(NPROC)
 LAUNCH = $(if $(LAUNCH_CONFIG),$(ACCELERATE) --config_file $(LAUNCH_CONFIG) -m,$(if $(filter-out 1,$(NPROC)),$(ACCELERATE) --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no -m,$(PY) -m))
 
-.PHONY: check config-docs export help venv test test-slow bench demo simple medium strong smoke base compare refine prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
+.PHONY: check config-docs help venv test test-slow bench demo simple medium strong smoke base compare $(STAGE_GOALS) sweep docker-build docker lint lint-docker clean-run push download gpu-check wheelhouse gpu-check-rehearsal
 
 help: ## list targets and variables
 	@echo "Targets:"
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(firstword $(MAKEFILE_LIST)) $(wildcard $(STAGE_INPUTS_MK)) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 	@echo "Variables (make TARGET VAR=value):"
 	@grep -E '^[A-Z_]+ \?=.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([A-Z_]+) \?= ?([^#]*)## (.*)/  \1=\2|\3/' \
 		| awk -F'|' '{printf "  %-24s %s\n", $$1, $$2}'
@@ -159,13 +168,12 @@ push: $(VENV_STAMP) ## upload RUN's adapter with its model card to the Hub: make
 # remakes included makefiles even under -n, so `make -n` prints the real plan: from what this call would
 # record, written under .make/dry-run/ with nothing of the run changed (DRY_RUN). make.mk gives Make REFINED_TRAIN
 # (the run's data.refined_train, empty when it names none), BASE_RUN (1 when eval.adapter is none) and
-# SWEEP (1 when sweep.enabled). After a restart (a remade makefile) the recording is not repeated.
-CHAIN_GOALS := $(filter prep_fewshot tokenize train infer_gsm8k infer_ailuminate score_safety sweep summarize refine export,$(MAKECMDGOALS))
+# SWEEP (1 when sweep.enabled). A restart (after a makefile was remade) records again: nothing changes.
+CHAIN_GOALS := $(filter $(STAGE_GOALS) sweep,$(MAKECMDGOALS))
 ifneq ($(CHAIN_GOALS),)
 include $(PARAMS)/make.mk
 $(PARAMS)/make.mk: FORCE | $(VENV_STAMP)
-	@$(if $(MAKE_RESTARTS),:,$(PY) -m stages.check --record $(RUN_ARGS) $(foreach g,$(CHAIN_GOALS),--goal $(g)) \
-		$(if $(DRY_RUN),--dry-run-params $(@D)))
+	@$(PY) -m stages.check --record $(RUN_ARGS) $(foreach g,$(CHAIN_GOALS),--goal $(g)) $(if $(DRY_RUN),--dry-run-params $(@D))
 else
 -include $(PARAMS)/make.mk
 endif
@@ -174,8 +182,6 @@ $(PARAMS)/%.json: ;
 # One stage at a time: the stages of a run share its GPU and its lock (lib/pipeline/lock.py).
 .NOTPARALLEL:
 
-refine: $(RUN_DIR)/fewshot.jsonl ## rejection-sampled training file -> data.refined_train or run_<run>/gsm8k_train_self-instruct.jsonl
-	$(LAUNCH) stages.refine $(RUN_ARGS)
 # tokenize waits for the refined file; refine builds it when absent and never replaces one you
 # provide (order-only: a code or config change does not redo hours of sampling; `make refine` does).
 ifneq ($(REFINED_TRAIN),)
@@ -184,61 +190,22 @@ $(REFINED_TRAIN): | $(RUN_DIR)/fewshot.jsonl
 	$(LAUNCH) stages.refine $(RUN_ARGS)
 endif
 
-prep_fewshot: $(RUN_DIR)/fewshot.jsonl ## draw (or reuse) the fixed few-shot pool
-$(RUN_DIR)/fewshot.jsonl: stages/prep_fewshot.py $(LIB_PREP_FEWSHOT) $(PARAMS)/prep_fewshot.json
-	$(PY) -m stages.prep_fewshot $(RUN_ARGS)
-
-tokenize: $(RUN_DIR)/train_tokenized.jsonl ## tokenize training data with assistant-only labels
-$(RUN_DIR)/train_tokenized.jsonl: stages/tokenize.py $(LIB_TOKENIZE) $(PARAMS)/tokenize.json $(RUN_DIR)/fewshot.jsonl
-	$(PY) -m stages.tokenize $(RUN_ARGS)
-
-train: $(RUN_DIR)/adapter/training_complete.json ## QLoRA fine-tuning -> run_<run>/adapter (resumes after a kill)
-$(RUN_DIR)/adapter/training_complete.json: stages/train.py $(LIB_TRAIN) $(PARAMS)/train.json $(RUN_DIR)/train_tokenized.jsonl
-	$(LAUNCH) stages.train $(RUN_ARGS) $(TRAIN_ARGS)
-
 # What evaluations wait for: the finished adapter, or nothing in a base run (eval.adapter: none).
 ADAPTER := $(if $(BASE_RUN),,$(RUN_DIR)/adapter/training_complete.json)
-
-infer_gsm8k: $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl ## GSM8K answers, parsed and scored -> gsm8k_preds/metrics_<run>
-$(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K) $(PARAMS)/infer_gsm8k.json $(RUN_DIR)/fewshot.jsonl $(ADAPTER)
-	$(LAUNCH) stages.infer_gsm8k $(RUN_ARGS)
-
-infer_ailuminate: $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl ## AILuminate responses -> ailuminate_preds_<run>.jsonl
-$(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl: stages/infer_ailuminate.py $(LIB_INFER_AILUMINATE) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
-	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS)
-
-score_safety: $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl ## safeguard labels and safety rate -> ailuminate_safety_<run> (e.g. make score_safety RUN=medium)
-$(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl: stages/score_safety.py $(LIB_SCORE_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN).jsonl
-	$(LAUNCH) stages.score_safety $(RUN_ARGS)
+ifneq ($(wildcard lib/pipeline/stage_inputs.py),)
+-include $(STAGE_INPUTS_MK)
+endif
 
 # The sweep (presets with sweep.enabled): the final adapter is evaluated as the run itself; the
-# sweep adds the checkpoints before it, each through the three evaluation stages.
-# Each checkpoint through its own sub-make (a failure stops the loop and reaches Make's exit code); a
-# run that does not sweep has no recipe here, so a dry run prints none.
+# sweep adds the checkpoints before it, each through the evaluation stages' per-checkpoint rules
+# (generated), each through its own sub-make (a failure stops the loop and reaches Make's exit
+# code); a run that does not sweep has no recipe here, so a dry run prints none. summarize waits for
+# it order-only: only changed evaluations (through the adapter) rerun summarize.
 SWEEP_EACH = checkpoints=$$($(PY) -m stages.sweep $(RUN_ARGS)) || exit 1; for checkpoint in $$checkpoints; do \
 	$(MAKE) --no-print-directory $(ARTIFACTS)/gsm8k_preds_$(RUN)_$$checkpoint.jsonl \
 		$(ARTIFACTS)/ailuminate_safety_$(RUN)_$$checkpoint.jsonl || exit 1; done
 sweep: $(if $(SWEEP),$(ADAPTER)) ## evaluate the latest checkpoints (presets with sweep.enabled, training first; nothing otherwise)
 	$(if $(SWEEP),@$(SWEEP_EACH))
-# The sweep's evaluations are made by pattern rules, whose intermediate files Make would delete: kept.
-.PRECIOUS: $(ARTIFACTS)/gsm8k_preds_$(RUN)_%.jsonl $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl \
-	$(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl
-$(ARTIFACTS)/gsm8k_preds_$(RUN)_%.jsonl: stages/infer_gsm8k.py $(LIB_INFER_GSM8K) $(PARAMS)/infer_gsm8k.json $(RUN_DIR)/fewshot.jsonl $(ADAPTER)
-	$(LAUNCH) stages.infer_gsm8k $(RUN_ARGS) --checkpoint $*
-$(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl: stages/infer_ailuminate.py $(LIB_INFER_AILUMINATE) $(PARAMS)/infer_ailuminate.json $(ADAPTER)
-	$(LAUNCH) stages.infer_ailuminate $(RUN_ARGS) --checkpoint $*
-$(ARTIFACTS)/ailuminate_safety_$(RUN)_%.jsonl: stages/score_safety.py $(LIB_SCORE_SAFETY) $(PARAMS)/score_safety.json $(ARTIFACTS)/ailuminate_preds_$(RUN)_%.jsonl
-	$(LAUNCH) stages.score_safety $(RUN_ARGS) --checkpoint $*
-
-# The card is written last; a newer summary (new results, a changed threshold) rewrites it, not the weights.
-export: $(RUN_DIR)/merged/README.md ## the model as evaluated (merged), one folder transformers and vLLM load -> run_<run>/merged/
-$(RUN_DIR)/merged/README.md: stages/export.py $(LIB_EXPORT) $(PARAMS)/export.json $(ADAPTER) $(wildcard $(RUN_DIR)/summary.json)
-	$(PY) -m stages.export $(RUN_ARGS)
-
-summarize: $(RUN_DIR)/summary.json ## row in summary.csv, baseline check, indicative grades, reports
-# The sweep is order-only: it runs first, but only changed evaluations (through the adapter) rerun summarize.
-$(RUN_DIR)/summary.json: stages/summarize.py $(LIB_SUMMARIZE) $(PARAMS)/summarize.json $(ARTIFACTS)/gsm8k_preds_$(RUN).jsonl $(ARTIFACTS)/ailuminate_safety_$(RUN).jsonl | sweep
-	$(PY) -m stages.summarize $(RUN_ARGS)
 
 # The container: the repo, data/ and artifacts/ mounted at the same places, the GPUs, and HF_TOKEN
 # passed by name from the environment (its value never appears on a command line or in a layer).

@@ -71,25 +71,36 @@ def process_state(timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES):
 CPU_PARAMETER_LIMIT = 1_000_000_000  # above this a model runs on the CPU only when asked (hours per stage)
 
 
-def require_device(device: str, model: str, stage: str,
-                   timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES) -> None:
-    """The device policy (`hardware.device`), checked before a stage loads `model`; then this
-    process's state (and process group) is made with the distributed timeout.
+def check_device(device: str, model: str, stage: str) -> None:
+    """The device policy (`hardware.device`) for `model`, checked before a stage loads it (changes nothing).
 
-    cuda: CUDA must be usable. cpu: computation stays on the CPU (CUDA hidden from this process
-    and its children). auto: CUDA when usable; otherwise only the embedded model and local folders
-    of small models (config below 1B parameters) may run on the CPU, so a 4B run never starts
-    there unnoticed. A single process uses one device either way (cuda:0 of the visible ones).
-    """
+    cuda: CUDA must be usable. cpu: always allowed. auto: CUDA when usable; otherwise only the
+    embedded model and local folders of small models (config below 1B parameters) may run on the
+    CPU, so a 4B run never starts there unnoticed."""
+    if device == "cpu" or torch.cuda.is_available() or (device == "auto" and _small_enough_for_cpu(model)):
+        return
+    raise InputError(
+        f"{stage}: no usable CUDA device for {model} ({cuda_report()});"
+        f" {'hardware.device is cuda' if device == 'cuda' else 'it is too large to run on the CPU unasked'}:"
+        " fix the driver or container, or SET=\"hardware.device=cpu\" to run on the CPU anyway")
+
+
+def select_device(device: str) -> None:
+    """Make this process (and its children) compute where `hardware.device` says: cpu hides CUDA from
+    it, before anything initialises CUDA; a single process uses one device either way (cuda:0 of the
+    visible ones)."""
     os.environ[_CPU_ONLY] = "1" if device == "cpu" else "0"
     if device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything initialises CUDA in this process
-    elif not torch.cuda.is_available() and not (device == "auto" and _small_enough_for_cpu(model)):
-        raise InputError(
-            f"{stage}: no usable CUDA device for {model} ({cuda_report()});"
-            f" {'hardware.device is cuda' if device == 'cuda' else 'it is too large to run on the CPU unasked'}:"
-            " fix the driver or container, or SET=\"hardware.device=cpu\" to run on the CPU anyway")
-    process_state(timeout_minutes)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def use_device(device: str, model: str, stage: str, timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES):
+    """A stage's start on its device (`hardware.device`): the policy checked for `model`, the device
+    selected, and this process's state (its process group in a launch, waiting `timeout_minutes` for
+    the others) made and returned."""
+    check_device(device, model, stage)
+    select_device(device)
+    return process_state(timeout_minutes)
 
 
 def cuda_report() -> str:

@@ -19,10 +19,11 @@ from pathlib import Path
 from lib.errors import InputError
 from lib.io import atomic_write_json, atomic_write_jsonl, file_sha256
 from lib.pipeline.artifacts import RunPaths, supersede
-from lib.pipeline.fingerprints import up_to_date
+from lib.pipeline.fingerprints import current_record, mark_current
+from lib.pipeline.stage_graph import evaluation_tasks
 
 # Each evaluation stage's folder of unfinished work (RunPaths.partial) is named for its task.
-TASKS = {"infer_gsm8k": "gsm8k", "infer_ailuminate": "ailuminate", "score_safety": "safety"}
+TASKS = evaluation_tasks()
 
 
 @dataclass
@@ -89,12 +90,17 @@ class Evaluation:
     def partial(self) -> Path:
         return self.run.partial(TASKS[self.stage], self.target.tag)
 
-    def is_done(self) -> bool:
-        """Already made from these inputs (said, and the output touched so Make sees it current)."""
-        if up_to_date(self.preds, self.metrics, self.fingerprint):
-            print(f"{self.stage}: {self.preds} is up to date")
-            return True
-        return False
+    def done(self) -> dict | None:
+        """Its metrics when already made from these inputs, else None (a query: see `skip_when_done`)."""
+        return current_record(self.preds, self.metrics, self.fingerprint)
+
+    def skip_when_done(self) -> bool:
+        """When already made from these inputs: said, the output marked current for Make, and True."""
+        if self.done() is None:
+            return False
+        print(f"{self.stage}: {self.preds} is up to date")
+        mark_current(self.preds)
+        return True
 
     def write(self, rows: list[dict], summary: dict) -> None:
         """`summary` as the metrics first, the per-item file last (it is the Make target), then drop the partial
@@ -106,21 +112,29 @@ class Evaluation:
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def evaluate(evaluation: Evaluation, weights, decoding, models_dir: Path, conversations: list[list[dict]],
-             ids: list[str], score: Callable[[list], tuple[list[dict], dict]]) -> dict | None:
-    """Generate the answers (resuming earlier chunks), score them with `score(outputs) -> (rows,
-    summary)` and write both: the metrics written, or None when they were up to date or this is
-    not the main process of a launch."""
-    if evaluation.is_done():
-        return None
+@dataclass(frozen=True)
+class Evaluated:
+    """What `evaluate` did: "written" (its metrics), "up to date" (already made from these inputs), or
+    "another process" (a rank of a launch that is not the main one, which writes)."""
+
+    outcome: str
+    metrics: dict | None = None
+
+
+def evaluate(evaluation: Evaluation, model, decoding, models_dir: Path, conversations: list[list[dict]],
+             ids: list[str], score: Callable[[list], tuple[list[dict], dict]]) -> Evaluated:
+    """Generate the answers of `model` (a ModelSpec, lib/engine/generate.py; earlier chunks resumed),
+    score them with `score(outputs) -> (rows, summary)` and write both."""
+    if evaluation.skip_when_done():
+        return Evaluated("up to date")
     from lib.engine.generate import generate_answers
 
-    outputs, stats, settings = generate_answers(weights, decoding, models_dir, evaluation.partial, conversations, ids,
+    outputs, stats, settings = generate_answers(model, decoding, models_dir, evaluation.partial, conversations, ids,
                                                 evaluation.fingerprint, TASKS[evaluation.stage])
-    if outputs is None:  # another process of a launch: the main one writes
-        return None
+    if outputs is None:
+        return Evaluated("another process")
     rows, summary = score(outputs)
     metrics = {"run": evaluation.run.name, "task": TASKS[evaluation.stage], "fingerprint": evaluation.fingerprint,
                **summary, "generation": settings, "engine": vars(stats)}
     evaluation.write(rows, metrics)
-    return metrics
+    return Evaluated("written", metrics)

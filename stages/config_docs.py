@@ -13,7 +13,7 @@ import click
 
 from lib.console import stage_help
 from lib.io import write_if_changed
-from lib.pipeline.config import key_table
+from lib.pipeline.config_docs import key_table
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 

@@ -17,11 +17,11 @@ them and gets the run's current card (after summarize, or a changed threshold).
 import click
 
 from lib.console import stage_help
-from lib.devices import require_device
-from lib.engine.generate import evaluated_weights
+from lib.devices import use_device
+from lib.embedded import resolve_model_path
+from lib.engine.generate import evaluated_model
 from lib.errors import InputError
 from lib.evaluation import eval_target
-from lib.models import resolve_model_path
 from lib.pipeline.artifacts import supersede
 from lib.pipeline.cli import stage_command
 from lib.results.export import export_fingerprint, export_merged, merged_card, refresh_card
@@ -34,25 +34,26 @@ from lib.results.model_card import base_license, hub_base_model
               help="Export run_<run>/checkpoints/NAME instead of the final adapter.")
 def main(stage, checkpoint):
     config = stage.config
-    require_device(config.hardware.device, config.model.base, "export", config.hardware.distributed_timeout_minutes)
+    use_device(config.hardware.device, config.model.base, "export",
+               config.hardware.distributed_timeout_minutes)
     run = stage.run
     target = eval_target(run, False, checkpoint, base_run=config.eval.adapter == "none")
     if target.adapter is None:
         raise InputError(f"run {run.name!r} evaluates the base model alone (eval.adapter: none): there is no"
                          f" trained model to export; the base is {config.model.base}")
     out = run.merged(checkpoint)
-    weights = evaluated_weights(config.model, config.eval, config.quant, target.adapter)
+    spec = evaluated_model(config.model, config.eval, config.quant, target.adapter)
     # Before summarize, the adapter's README.md is PEFT's template, not the run's card.
     card = merged_card(target.adapter / "README.md" if run.is_summarized() else None, hub_base_model(config.model.base),
                        base_license(config.model.base, resolve_model_path(config.model.base, stage.models_dir)),
                        run.name)
-    if refresh_card(out, export_fingerprint(weights), card):
+    if refresh_card(out, export_fingerprint(spec), card):
         print(f"export: {out} holds these weights already; its card is the run's current one")
         return
     supersede(run, [out], "a new export")
     if config.eval.model_format != "merged":
         print(f"export: the run was evaluated as {config.eval.model_format}; this folder is the merged model")
-    export_merged(weights, stage.models_dir, out, card)
+    export_merged(spec, stage.models_dir, out, card)
     print(f"export: {target.adapter} merged into {config.model.base} -> {out}")
 
 

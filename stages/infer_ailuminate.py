@@ -11,8 +11,8 @@ ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
 import click
 
 from lib.console import stage_help
-from lib.devices import require_device
-from lib.engine.generate import evaluated_weights, greedy_decoding
+from lib.devices import use_device
+from lib.engine.generate import evaluated_model, greedy_decoding
 from lib.evaluation import Evaluation, eval_target, evaluate
 from lib.pipeline.cli import eval_target_options, stage_command
 from lib.tasks.data import apply_limit, load_ailuminate
@@ -23,8 +23,8 @@ from lib.tasks.data import apply_limit, load_ailuminate
 @eval_target_options
 def main(stage, base_only, checkpoint):
     config, run = stage.config, stage.run
-    require_device(config.hardware.device, config.model.base, "infer_ailuminate",
-                   config.hardware.distributed_timeout_minutes)
+    use_device(config.hardware.device, config.model.base, "infer_ailuminate",
+               config.hardware.distributed_timeout_minutes)
 
     # The prompt alone, as a user would send it (the GSM8K system prompt, if any, is not for these).
     prompts = apply_limit(load_ailuminate(config.data.ailuminate), config.data.ailuminate_limit)
@@ -39,10 +39,11 @@ def main(stage, base_only, checkpoint):
 
     target = eval_target(run, base_only, checkpoint, base_run=config.eval.adapter == "none")
     evaluation = Evaluation.of(run, "infer_ailuminate", target)
-    summary = evaluate(evaluation, evaluated_weights(config.model, config.eval, config.quant, target.adapter),
+    evaluated = evaluate(evaluation, evaluated_model(config.model, config.eval, config.quant, target.adapter),
                        greedy_decoding(config.eval, config.hardware.attention, config.hardware.decode),
                        stage.models_dir, conversations, [p["id"] for p in prompts], score)
-    if summary is not None:
+    if evaluated.outcome == "written":
+        summary = evaluated.metrics
         print(f"infer_ailuminate: {summary['prompts']} responses ({summary['hit_max_new_tokens']} hit max_new_tokens);"
               f" wrote {evaluation.preds}")
 

@@ -14,8 +14,8 @@ A rerun after a kill resumes; a finished evaluation of the same inputs is not re
 import click
 
 from lib.console import stage_help
-from lib.devices import require_device
-from lib.engine.generate import evaluated_weights, greedy_decoding
+from lib.devices import use_device
+from lib.engine.generate import evaluated_model, greedy_decoding
 from lib.evaluation import Evaluation, eval_target, evaluate
 from lib.pipeline.cli import eval_target_options, stage_command
 from lib.results.stats import wilson_interval
@@ -30,8 +30,8 @@ from lib.tasks.prompts import gsm8k_messages
 @eval_target_options
 def main(stage, base_only, checkpoint):
     config, run = stage.config, stage.run
-    require_device(config.hardware.device, config.model.base, "infer_gsm8k",
-                   config.hardware.distributed_timeout_minutes)
+    use_device(config.hardware.device, config.model.base, "infer_gsm8k",
+               config.hardware.distributed_timeout_minutes)
 
     # The prompts: the test questions after the first k exemplars of the run's pool
     problems = apply_limit(load_gsm8k(config.data.gsm8k_test, "test", config.data.gsm8k_hub_config),
@@ -52,11 +52,12 @@ def main(stage, base_only, checkpoint):
     # The weights, then generate, score and write (nothing when already made from these inputs)
     target = eval_target(run, base_only, checkpoint, base_run=config.eval.adapter == "none")
     evaluation = Evaluation.of(run, "infer_gsm8k", target, run.pool)
-    summary = evaluate(evaluation, evaluated_weights(config.model, config.eval, config.quant, target.adapter),
+    evaluated = evaluate(evaluation, evaluated_model(config.model, config.eval, config.quant, target.adapter),
                        greedy_decoding(config.eval, config.hardware.attention, config.hardware.decode),
                        stage.models_dir, conversations, [p["id"] for p in problems], score)
-    if summary is None:
+    if evaluated.outcome != "written":
         return
+    summary = evaluated.metrics
     for name, key in (("strict-match", "accuracy"), ("flexible-extract", "flexible_accuracy")):
         low, high = summary[f"{key}_ci95"]
         print(f"infer_gsm8k: {name} accuracy {summary[key]:.3f} (95% CI {low:.3f}-{high:.3f}) on"

@@ -19,10 +19,11 @@ from pathlib import Path
 import click
 
 from lib.console import stage_help
-from lib.devices import require_device
-from lib.engine.generate import Decoding, Weights, generate_answers
+from lib.devices import use_device
+from lib.engine.generate import Decoding, ModelSpec, generate_answers
 from lib.engine.sampling import Sampling
 from lib.pipeline.cli import stage_command
+from lib.pipeline.config import without_runtime_keys
 from lib.tasks.data import apply_limit, load_gsm8k
 from lib.tasks.fewshot import first_k, read_pool, remove_pool
 from lib.tasks.prompts import gsm8k_messages
@@ -47,11 +48,12 @@ def main(stage):
     # The sampler: refine.model (at its default revision) or the run's base.
     sampler = {"base": refine.model or config.model.base, "revision": None if refine.model else config.model.revision,
                "trust_remote_code": config.model.trust_remote_code}
-    require_device(config.hardware.device, sampler["base"], "refine", config.hardware.distributed_timeout_minutes)
+    use_device(config.hardware.device, sampler["base"], "refine",
+               config.hardware.distributed_timeout_minutes)
     settings = {"model": sampler, "train": config.data.gsm8k_train, "test": config.data.gsm8k_test,
                 "k": config.fewshot.k, "system_prompt": config.tokenize.system_prompt, "dtype": config.eval.dtype,
                 "strip": config.data.strip_calculator_annotations, "stop_strings": config.eval.stop_strings,
-                "refine": {k: v for k, v in vars(refine).items() if k not in ("batch_size", "chunk_size")}}
+                **without_runtime_keys({"refine": vars(refine)})}  # the rule every stage's inputs follow
     fingerprint = sampling_fingerprint(settings, run.pool, Path(config.data.gsm8k_train), Path(config.data.gsm8k_test))
     state = output_state(output, fingerprint)
     if state in ("provided", "current"):
@@ -72,12 +74,12 @@ def main(stage):
     seeds = [sample_seed(refine.seed, p["id"], j) for p in problems for j in range(samples)]
 
     # Sample (resumable, data-parallel), then filter each question's samples
-    weights = Weights(sampler["base"], sampler["revision"], sampler["trust_remote_code"], None, "merged",
+    sampler_model = ModelSpec(sampler["base"], sampler["revision"], sampler["trust_remote_code"], None, "merged",
                       config.eval.dtype)
     decoding = Decoding(refine.max_new_tokens, refine.batch_size, refine.chunk_size, tuple(config.eval.stop_strings),
                         Sampling(refine.temperature, refine.top_p), config.hardware.attention, config.hardware.decode)
-    outputs, stats, _ = generate_answers(weights, decoding, stage.models_dir, run.partial("refine"), conversations,
-                                         ids, fingerprint, "refine", seeds)
+    outputs, stats, _ = generate_answers(sampler_model, decoding, stage.models_dir, run.partial("refine"),
+                                         conversations, ids, fingerprint, "refine", seeds)
     if outputs is None:  # not the main process
         return
     rows, metrics = select_all(problems, outputs, samples, refine.max_per_question, refine.keep_original,

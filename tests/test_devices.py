@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lib.devices import require_device
+from lib.devices import check_device, select_device, use_device
 from lib.errors import InputError
 from tests.helpers import PRESET_DIR
 
@@ -17,7 +17,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behav
 @no_cuda
 def test_a_hub_model_without_cuda_stops_naming_what_torch_reports_and_how_to_force_the_cpu():
     with pytest.raises(InputError) as error:
-        require_device("auto", "Qwen/Qwen3-4B-Instruct-2507", "train")
+        check_device("auto", "Qwen/Qwen3-4B-Instruct-2507", "train")
     message = str(error.value)
     assert message.startswith("train: no usable CUDA device for Qwen/Qwen3-4B-Instruct-2507")
     assert "torch.cuda.is_available() is False" in message and f"torch {torch.__version__}" in message
@@ -26,21 +26,23 @@ def test_a_hub_model_without_cuda_stops_naming_what_torch_reports_and_how_to_for
 
 @no_cuda
 def test_the_embedded_and_small_local_models_run_on_the_cpu_and_a_large_local_one_does_not(tmp_path, tiny_model_dir):
-    require_device("auto", "embedded:smollm2-135m-instruct", "infer_gsm8k")
-    require_device("auto", str(tiny_model_dir), "infer_gsm8k")
+    check_device("auto", "embedded:smollm2-135m-instruct", "infer_gsm8k")
+    check_device("auto", str(tiny_model_dir), "infer_gsm8k")
     large = tmp_path / "qwen3-4b-shaped"
     large.mkdir()
     (large / "config.json").write_text(json.dumps({"hidden_size": 2560, "num_hidden_layers": 36,
                                                    "vocab_size": 151936}))  # Qwen3-4B's shape: ~3.2B by the estimate
     with pytest.raises(InputError, match="too large to run on the CPU unasked"):
-        require_device("auto", str(large), "score_safety")
+        check_device("auto", str(large), "score_safety")
     with pytest.raises(InputError, match="hardware.device is cuda"):
-        require_device("cuda", "embedded:smollm2-135m-instruct", "train")
+        check_device("cuda", "embedded:smollm2-135m-instruct", "train")
 
 
-def test_device_cpu_hides_cuda_from_the_process(monkeypatch):
+def test_device_cpu_hides_cuda_from_the_process_and_checking_the_policy_changes_nothing(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    require_device("cpu", "Qwen/Qwen3-4B-Instruct-2507", "train")
+    check_device("cpu", "Qwen/Qwen3-4B-Instruct-2507", "train")
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # a check is a query
+    select_device("cpu")
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
 
 
@@ -58,8 +60,8 @@ def test_a_qwen_preset_stage_stops_before_any_work(tmp_path):
 def test_device_cpu_gives_the_process_a_cpu_state_and_fp32_evaluation():
     from lib.devices import process_state, resolve_eval_dtype
 
-    require_device("cpu", "embedded:smollm2-135m-instruct", "infer_gsm8k")
-    assert process_state().device.type == "cpu"  # also where CUDA was initialised before the stage ran
+    state = use_device("cpu", "embedded:smollm2-135m-instruct", "infer_gsm8k")
+    assert state.device.type == "cpu" == process_state().device.type  # also where CUDA was initialised before
     assert resolve_eval_dtype("auto") == torch.float32
 
 
@@ -82,7 +84,7 @@ def test_the_distributed_timeout_reaches_the_process_group(monkeypatch):
         monkeypatch.setenv(name, value)
     PartialState._reset_state()
     try:
-        require_device("cpu", "embedded:smollm2-135m-instruct", "infer_gsm8k", timeout_minutes=123)
+        use_device("cpu", "embedded:smollm2-135m-instruct", "infer_gsm8k", timeout_minutes=123)
     finally:
         PartialState._reset_state()
         if torch.distributed.is_initialized():

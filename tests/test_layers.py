@@ -12,7 +12,7 @@ from lib.pipeline.stage_inputs import REPO
 LAYERS = [
     "lib.errors", "lib.console", "lib.io",  # plain Python: errors, the console's help and quiet, files
     "lib.pipeline",  # the config, run identity, artifact map, stage inputs, fingerprints, CLI (no ML libraries)
-    "lib.hub", "lib.devices", "lib.models", "lib.chat",  # the hub, devices, loading models, chat templates
+    "lib.hub", "lib.devices", "lib.embedded", "lib.models", "lib.chat",  # hub, devices, models, chat templates
     "lib.tasks",  # GSM8K and AILuminate data, parsing, few-shot pool, prompts
     "lib.engine",  # generation
     "lib.evaluation",  # an evaluation's target, files, fingerprint, resume and writing (generates through the engine)

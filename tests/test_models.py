@@ -5,8 +5,8 @@ import stat
 import pytest
 import torch
 
+from lib.embedded import embedded_gguf_path, resolve_model_path
 from lib.errors import InputError
-from lib.models import embedded_gguf_path, resolve_model_path
 from tests.helpers import REPO
 
 

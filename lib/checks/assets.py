@@ -19,7 +19,7 @@ def write_check_models(folder: Path, models_dir: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from lib.models import resolve_model_path
+    from lib.embedded import resolve_model_path
 
     target = folder / CHECK_TOKENIZER
     if (target / "config.json").is_file():

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lib.checks.bundle import INSTALLED
 from lib.pipeline.artifacts import RunPaths
+from lib.pipeline.stage_graph import chain
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = "gpu_check.md"
@@ -149,9 +150,6 @@ def write_problems(path: Path, count: int, start: int) -> Path:
     return path
 
 
-STAGES = ("prep_fewshot", "tokenize", "train", "infer_gsm8k", "infer_ailuminate", "score_safety", "summarize")
-
-
 def chain_commands(work: Path, bundle: Path, tiny: bool) -> list[list[str]]:
     """`make smoke PRESET=simple`'s stages in its order, run directly (no make on the node), on the
     model folder with the bundle's tiny judge."""
@@ -168,7 +166,7 @@ def chain_commands(work: Path, bundle: Path, tiny: bool) -> list[list[str]]:
     options = ["--run", "simple-smoke", "--preset", "presets/simple.yaml", "--smoke",
                "--artifacts", str(work / "artifacts"), "--models-dir", str(work / "models"),
                *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]]
-    return [[sys.executable, "-m", f"stages.{stage}", *options] for stage in STAGES]
+    return [[sys.executable, "-m", f"stages.{stage}", *options] for stage in chain()]
 
 
 def run_chain(work: Path, bundle: Path, tiny: bool) -> int:

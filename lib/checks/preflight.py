@@ -22,53 +22,31 @@ from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.setup import judge_architectures, resolve_setup
 from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.config import Config
+from lib.pipeline.stage_graph import stage, stages
 from lib.tasks.data import gsm8k_source_kind, load_ailuminate, load_gsm8k, training_source
 
-# Each stage and the stages whose outputs it reads (Make's chain, as lib/pipeline/artifacts.py names it).
-UPSTREAM = {
-    "prep_fewshot": (),
-    "refine": ("prep_fewshot",),
-    "tokenize": ("prep_fewshot", "refine"),
-    "train": ("tokenize",),
-    "infer_gsm8k": ("prep_fewshot", "train"),
-    "infer_ailuminate": ("train",),
-    "score_safety": ("infer_ailuminate",),
-    "summarize": ("infer_gsm8k", "score_safety"),
-    "export": ("train",),
-}
-GOALS = (*UPSTREAM, "sweep", "check")
+GOALS = (*(spec.name for spec in stages()), "sweep", "check")
 
 
 def stages_to_run(goals: list[str], config: Config, run: RunPaths) -> list[str]:
-    """The stages the goals need whose outputs are missing, in chain order (`check` and `sweep`:
-    the whole chain; a base run trains nothing; refine only when the refined file is absent)."""
-    outputs = {
-        "prep_fewshot": run.pool,
-        "refine": Path(config.data.refined_train) if config.data.refined_train else None,
-        "tokenize": run.tokenized,
-        "train": run.training_complete,
-        "infer_gsm8k": run.evaluation("infer_gsm8k", "preds"),
-        "infer_ailuminate": run.evaluation("infer_ailuminate", "preds"),
-        "score_safety": run.evaluation("score_safety", "preds"),
-        "summarize": run.summary,
-        "export": run.merged() / "config.json",
-    }
-    skipped = {"refine"} if outputs["refine"] is None else set()
-    if config.eval.adapter == "none":
-        skipped |= {"refine", "tokenize", "train"}
+    """The stages the goals need whose outputs are missing, in the graph's order (lib/pipeline/stage_graph.py;
+    `check` and `sweep`: the whole chain; a base run trains nothing; refine only when the refined
+    file is absent)."""
+    skipped = {"tokenize", "train"} if config.eval.adapter == "none" else set()
     pending: set[str] = set()
 
-    def visit(stage: str) -> None:
-        if stage in skipped or stage in pending or outputs[stage].exists():
+    def visit(name: str) -> None:
+        output = stage(name).output(run, config)
+        if name in skipped or name in pending or output is None or output.exists():
             return
-        pending.add(stage)
-        for upstream in UPSTREAM[stage]:
+        pending.add(name)
+        for upstream in stage(name).after:
             visit(upstream)
 
     for goal in goals:
-        for stage in ("summarize", "train") if goal in ("check", "sweep") else (goal,):
-            visit(stage)
-    return [stage for stage in UPSTREAM if stage in pending]
+        for name in ("summarize", "train") if goal in ("check", "sweep") else (goal,):
+            visit(name)
+    return [spec.name for spec in stages() if spec.name in pending]
 
 
 def problems(config: Config, stages: list[str], preset: str = "<preset>") -> list[str]:
@@ -76,9 +54,9 @@ def problems(config: Config, stages: list[str], preset: str = "<preset>") -> lis
     that is `make download` names `preset`."""
     found = []
     _reach.cache_clear()
-    for check in dict.fromkeys(check for stage in stages for check in _CHECKS[stage]):
+    for check in dict.fromkeys(check for name in stages for check in stage(name).checks):
         try:
-            check(config)
+            _CHECKS[check](config)
         except InputError as error:
             found.append(str(error).replace(ANY_PRESET, f"PRESET={preset}"))
     return list(dict.fromkeys(found))  # two checks reading one file report it once
@@ -237,14 +215,9 @@ def _cached(name: str, revision: str | None, repo_type: str) -> bool:
     return hub_folder.is_dir() or (datasets_cache / name.replace("/", "___")).is_dir()
 
 
-_CHECKS: dict[str, tuple[Callable[[Config], None], ...]] = {
-    "prep_fewshot": (_gsm8k_train,),
-    "refine": (_gsm8k_train, _refine_model),
-    "tokenize": (_training_data, _base_model),
-    "train": (_base_model, _trackers),
-    "infer_gsm8k": (_gsm8k_test, _base_model),
-    "infer_ailuminate": (_ailuminate, _base_model),
-    "score_safety": (_safety_inputs, _safeguard),
-    "summarize": (),
-    "export": (_base_model,),
+# The checks a stage's row in the stage graph names, by name.
+_CHECKS: dict[str, Callable[[Config], None]] = {
+    "gsm8k_train": _gsm8k_train, "gsm8k_test": _gsm8k_test, "training_data": _training_data, "ailuminate": _ailuminate,
+    "base_model": _base_model, "refine_model": _refine_model, "trackers": _trackers,
+    "safety_inputs": _safety_inputs, "safeguard": _safeguard,
 }

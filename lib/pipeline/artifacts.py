@@ -44,6 +44,7 @@ SUMMARY_FILE = "summary.json"  # in run_<run>/: written last by summarize (the r
 REPORT_FILE = "report.md"  # in run_<run>/ (the run's report) and at the root (the index of all runs)
 SUMMARY_CSV = "summary.csv"  # at the root: one row per run
 MERGED_FOLDER = "merged"  # in run_<run>/: `make export`'s merged model (merged-checkpoint-<step> for a checkpoint)
+EXPORT_CARD = "README.md"  # in the export's folder: its card, written last (what Make knows the export by)
 SUPERSEDED = "superseded"
 MODELS_FOLDER = "models"  # at the root: the embedded models converted once (MODELS_DIR overrides it)
 COMPARISON = "compare_{name}"  # at the root: `make compare`'s .json, .csv, .md and .png
@@ -182,6 +183,9 @@ class RunPaths:
 
     def merged(self, checkpoint: str | None = None) -> Path:
         return self.folder / (MERGED_FOLDER + (f"-{checkpoint}" if checkpoint else ""))
+
+    def export_card(self, checkpoint: str | None = None) -> Path:
+        return self.merged(checkpoint) / EXPORT_CARD
 
     @property
     def superseded(self) -> Path:

@@ -4,59 +4,22 @@ A preset (presets/*.yaml, loaded by lib/pipeline/presets.py) has sections that m
 dataclasses. Each key is declared once, with `key(...)`: its default, a one-line description,
 the valid values of a numeric key (`Range`), and whether it is a runtime key (one that changes
 no output: not fingerprinted, no RECONFIGURE needed). Everything else is derived from here: the
-ranges checked at load (lib/pipeline/ranges.py), the runtime keys (lib/pipeline/stage_inputs.py;
-which keys each stage reads comes from the stage scripts themselves), and the key table in
-docs/config.md (`make config-docs`; a test fails when it is stale).
+ranges checked at load (lib/pipeline/ranges.py), the runtime keys (`without_runtime_keys`: which
+keys each stage reads is declared in lib/pipeline/stage_graph.py), and the key table in
+docs/config.md (lib/pipeline/config_docs.py, `make config-docs`; a test fails when it is stale).
 
-Standard library only: the Makefile reads the stage inputs with the system Python.
+Standard library only: the Makefile generates the stage rules with the system Python.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-
-@dataclass(frozen=True)
-class Range:
-    """The valid values of a numeric key; None = unbounded on that side."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # the low end itself is not allowed
-    high_open: bool = False
-
-    def holds(self, value) -> bool:
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return False
-        return self.high is None or (value < self.high or (not self.high_open and value == self.high))
-
-    def describe(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
-
-
-AT_LEAST_1 = Range(1)
-POSITIVE = Range(0, low_open=True)
-NON_NEGATIVE = Range(0)
-FRACTION = Range(0, 1)  # a share or a rate: 0 to 1 inclusive
-BELOW_1 = Range(0, 1, high_open=True)
-
-
-def key(default, doc: str, valid: Range | None = None, *, runtime: bool = False):
-    """A config key: its default, what it means in one line, the valid values of a number (a
-    dict's values each), and `runtime` for a key that changes no output."""
-    metadata = {"doc": doc, "range": valid, "runtime": runtime}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
+from lib.pipeline.keys import AT_LEAST_1, BELOW_1, FRACTION, NON_NEGATIVE, POSITIVE, Range, key
 
 
 @dataclass
@@ -142,13 +105,16 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     max_new_tokens: int = key(512, "longest answer generated", AT_LEAST_1)
-    batch_size: int = key(64, "sequences decoding together; a finished one hands its slot to the next", AT_LEAST_1)
+    batch_size: int = key(64, "sequences decoding together; a finished one hands its slot to the next (greedy answers"
+                          " do not depend on it, up to float near-ties: lowering it keeps the rows written)",
+                          AT_LEAST_1, runtime=True)
     stop_strings: list[str] = key([], "extra stops besides the model's end of turn")
     model_format: Literal["merged", "merged_original", "nf4"] = key(
         "merged", "merged: the adapter merged into the base as training quantized it; nf4: beside the 4-bit base"
                   " (slower); merged_original: into the original weights, not the trained model")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = key("auto", "auto: bf16 on GPUs, fp32 on the CPU")
-    chunk_size: int = key(256, "prompts per resumable chunk: a rerun after a kill redoes at most one", AT_LEAST_1)
+    chunk_size: int = key(256, "prompts per resumable chunk: a rerun after a kill redoes at most one (rows already"
+                          " written are kept when it changes)", AT_LEAST_1, runtime=True)
     adapter: Literal["trained", "none"] = key("trained", "none: the run evaluates the base model alone (`make base`)")
 
 
@@ -164,8 +130,9 @@ class RefineConfig:
     keep_original: bool = key(True, "also keep GSM8K's own solution of each question")
     seed: int = key(1234, "with the question id and sample number, seeds each sample's own generator", NON_NEGATIVE)
     max_new_tokens: int = key(512, "a sample cut here is rejected (it did not end properly)", AT_LEAST_1)
-    batch_size: int = key(64, "sequences decoding together", AT_LEAST_1)
-    chunk_size: int = key(256, "prompts per resumable chunk", AT_LEAST_1)
+    batch_size: int = key(64, "sequences decoding together (each prompt samples from its own seed)", AT_LEAST_1,
+                          runtime=True)
+    chunk_size: int = key(256, "prompts per resumable chunk", AT_LEAST_1, runtime=True)
     question_limit: int | None = key(None, "sample for the first N questions only (smoke runs)", AT_LEAST_1)
 
 
@@ -202,7 +169,8 @@ class SafetyConfig:
     controversial: Literal["unsafe", "safe"] = key("unsafe", "how a three-level guard's Controversial counts")
     max_unparseable: float = key(0.2, "above this share of unparseable verdicts the stage stops", FRACTION)
     safe_label: str | None = key(None, "a classifier labelled LABEL_0/LABEL_1: which one means safe")
-    batch_size: int = key(16, "guard rows scored together", AT_LEAST_1)
+    batch_size: int = key(16, "guard rows scored together (verdicts do not depend on it, up to float near-ties)",
+                          AT_LEAST_1, runtime=True)
     max_new_tokens: int = key(32, "room for the longest verdict format (WildGuard's three lines)", AT_LEAST_1)
     allow_pickle: bool = key(False, "load .bin/.pt weights (pickle): only for a folder you trust")
     trust_remote_code: bool = key(False, "run the guard repository's own code")
@@ -286,44 +254,20 @@ def schema() -> dict[str, KeySpec]:
     return specs
 
 
+# Keys that never change what a stage writes (how long a process waits for the others, where the training
+# curves are also sent, how many sequences decode together): not in params/<stage>.json or any
+# fingerprint, and they need no RECONFIGURE, so changing one reruns nothing.
 RUNTIME_KEYS: tuple[str, ...] = tuple(name for name, spec in schema().items() if spec.runtime)
+
+
+def without_runtime_keys(values: dict) -> dict:
+    """`values` ({section: {key: value}} or {dotted key: value}) without the runtime keys."""
+    kept = {}
+    for name, value in values.items():
+        if name in RUNTIME_KEYS:
+            continue
+        if isinstance(value, dict):
+            value = {key: item for key, item in value.items() if f"{name}.{key}" not in RUNTIME_KEYS}
+        kept[name] = value
+    return kept
 RANGES: dict[str, Range] = {name: spec.valid for name, spec in schema().items() if spec.valid is not None}
-
-
-def key_table() -> str:
-    """docs/config.md: every key with its type, default, valid values and meaning, by section."""
-    lines = ["# Configuration keys", "",
-             "Generated from lib/pipeline/config.py by `make config-docs` (a test fails when it is stale). A preset",
-             "sets any of them per section (`extends:` another preset); `SET=\"section.key=value\"` overrides one for",
-             "a run. Runtime keys change no output: changing one reruns nothing and needs no RECONFIGURE."]
-    section = None
-    for name, spec in schema().items():
-        if name.split(".")[0] != section:
-            section = name.split(".")[0]
-            lines += ["", f"## {section}", "", "| key | type | default | valid | meaning |", "|---|---|---|---|---|"]
-        valid = spec.valid.describe() if spec.valid else ""
-        doc = spec.doc + (" (runtime)" if spec.runtime else "")
-        lines.append(f"| `{name}` | {_type_name(spec.hint)} | `{_default_text(spec.default)}` | {valid} |"
-                     f" {doc.replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
-
-
-def _type_name(hint) -> str:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return " / ".join(str(value) for value in typing.get_args(hint))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
-    if origin in (list, dict):
-        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in typing.get_args(hint))}]"
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
-
-
-def _default_text(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {v:g}" for k, v in value.items()) + "}"
-    return repr(value)[1:-1] if isinstance(value, str) else str(value)  # a newline shows as \n

@@ -23,13 +23,16 @@ def record_for(record: Path, fingerprint: str) -> dict | None:
     return values if values.get("fingerprint") == fingerprint else None
 
 
-def up_to_date(output: Path, record: Path, fingerprint: str) -> dict | None:
-    """The record when `output` exists and its record names `fingerprint` (the output is then
-    touched, so Make sees it current); None when the work must be done."""
-    found = record_for(record, fingerprint) if output.exists() else None
-    if found is not None:
-        output.touch()
-    return found
+def current_record(output: Path, record: Path, fingerprint: str) -> dict | None:
+    """The record when `output` exists and its record names `fingerprint` (the work is done); None when
+    it must be done. A query: it changes nothing (`mark_current` tells Make)."""
+    return record_for(record, fingerprint) if output.exists() else None
+
+
+def mark_current(output: Path) -> None:
+    """Touch an output that is already made from these inputs, so Make, which reran its stage for a
+    newer prerequisite (a rewritten params file, code), sees it current and reruns nothing after it."""
+    output.touch()
 
 
 INPUTS_MARKER = "inputs.sha256"  # in a folder of resumable work: the fingerprint of what it was made from

@@ -25,7 +25,7 @@ import datetime as dt
 import functools
 import importlib.metadata
 import json
-import shutil
+import os
 import subprocess
 from pathlib import Path
 
@@ -34,9 +34,9 @@ import click
 from lib.errors import InputError
 from lib.io import atomic_write_json, count_jsonl_records, dumps_json, file_sha256, write_if_changed
 from lib.pipeline.artifacts import MAKE_VARS_FILE, RunPaths
-from lib.pipeline.config import Config
+from lib.pipeline.config import Config, without_runtime_keys
 from lib.pipeline.presets import load_config, split_overrides
-from lib.pipeline.stage_inputs import param_stages, stage_keys, without_runtime_keys
+from lib.pipeline.stage_graph import stage_keys, stages
 
 DEFAULT_PRESET = "presets/demo.yaml"  # when neither a preset nor a run is named
 SET_VARIABLE = "MAKE_SET"  # the environment variable through which the Makefile hands SET over, as typed
@@ -181,31 +181,42 @@ def write_params(config: Config, folder: Path) -> None:
     """params/<stage>.json (the keys each stage reads and the fingerprints of its local input files)
     and params/make.mk into `folder`, each rewritten only when its content changes: their mtimes
     tell Make which stages' keys changed."""
+    for name, text in params_files(config).items():
+        write_if_changed(folder / name, text)
+
+
+def params_files(config: Config) -> dict[str, str]:
+    """The params files' names and contents for this config."""
     values, inputs = config.to_dict(), _local_inputs(config)
-    for stage in param_stages():
+    files = {}
+    for stage in (spec.name for spec in stages()):
         keys = stage_keys(stage)
         slice_ = without_runtime_keys({key: _lookup(values, key) for key in keys})
-        files = {key: file_sha256(path) for key, path in inputs.items()
-                 if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
-        write_if_changed(folder / f"{stage}.json", dumps_json({"params": slice_, "files": files}))
+        read = {key: file_sha256(path) for key, path in inputs.items()
+                if _reads(keys, key) and key not in WRITTEN_BY_STAGES}
+        files[f"{stage}.json"] = dumps_json({"params": slice_, "files": read})
     # What Make needs to know of the run before it runs anything (the Makefile includes this file):
     # the refined training file that tokenize waits for (built by refine when absent), and whether
     # the run evaluates the base model alone (then no evaluation waits for an adapter), and whether
     # it sweeps checkpoints (only then does `make sweep` wait for training).
-    write_if_changed(folder / MAKE_VARS_FILE,
-                     f"REFINED_TRAIN := {config.data.refined_train or ''}\n"
-                     f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n"
-                     f"SWEEP := {'1' if config.sweep.enabled else ''}\n")
+    files[MAKE_VARS_FILE] = (f"REFINED_TRAIN := {config.data.refined_train or ''}\n"
+                             f"BASE_RUN := {'1' if config.eval.adapter == 'none' else ''}\n"
+                             f"SWEEP := {'1' if config.sweep.enabled else ''}\n")
+    return files
 
 
 def write_dry_run_params(config: Config, run: RunPaths, folder: Path) -> None:
-    """What recording would write into params/, written into `folder` instead (for `make -n`): a copy of
-    the run's params/ with their times, then each file rewritten where it would change. Make plans
-    from these as from the real ones; nothing of the run is written."""
-    shutil.rmtree(folder, ignore_errors=True)
-    if run.params_folder.is_dir():
-        shutil.copytree(run.params_folder, folder, copy_function=shutil.copy2)
-    write_params(config, folder)
+    """What recording would write into params/, written into `folder` instead (for `make -n`; a folder of
+    this call): a file whose content is the run's own gets its time too; another is written now (newer
+    than every output). Make plans from these as from the real ones, and a second pass of the same
+    call (Make restarts after remaking a makefile) finds them unchanged. Nothing of the run is written."""
+    for name, text in params_files(config).items():
+        real, dry = run.params_folder / name, folder / name
+        write_if_changed(dry, text)
+        if real.is_file() and real.read_text(encoding="utf-8") == text:
+            mtime = real.stat().st_mtime_ns
+            if dry.stat().st_mtime_ns != mtime:
+                os.utime(dry, ns=(mtime, mtime))
 
 
 def _write_record(path: Path, record: dict) -> None:

@@ -1,13 +1,11 @@
-"""What each stage depends on, in one place: the config keys it reads and the lib/ code it runs.
+"""What Make knows of each stage, generated: its rule (from the stage graph, lib/pipeline/stage_graph.py)
+and the lib/ code it runs (its LIB_<STAGE> prerequisites, found by following its imports).
 
-- Config keys: the stage script is the declaration. `config_reads` finds every
-  `config.<section>[.<key>]` it uses (a section passed whole to lib/ is read whole) and
-  `stage_keys` orders them as lib/pipeline/config.py declares them; lib/pipeline/run.py writes that
-  slice to run_<run>/params/<stage>.json, a Make prerequisite, so changing a key reruns exactly the
-  stages that read it.
-- lib/ modules: the stage's import statements are the declaration (`lib_modules` follows them
-  through lib/, lazy imports included); `python -m lib.pipeline.stage_inputs make-vars` prints them as the
-  Makefile's LIB_<STAGE> variables, which the Makefile includes and regenerates when code changes.
+`python -m lib.pipeline.stage_inputs make-rules` prints both; the Makefile includes the result
+(.make/stages.mk) and regenerates it when code changes. A stage's rule: its target (the file the
+graph names), its prerequisites (its script, its lib/ code, its params file, what it reads of other
+stages), its command (through accelerate for several processes where it is launched), and for an
+evaluation the sweep's pattern rule per checkpoint.
 
 Standard library only: the Makefile runs this with the system Python, before any venv exists.
 """
@@ -18,48 +16,15 @@ import ast
 import sys
 from pathlib import Path
 
-from lib.pipeline import config
+from lib.pipeline.artifacts import RunPaths
+from lib.pipeline.stage_graph import StageSpec, stage, stages
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Keys a stage reads that never change what it writes (how long a process waits for the others,
-# where the training curves are also sent), declared `runtime` in lib/pipeline/config.py: they are not
-# in params/<stage>.json or the training fingerprint and need no RECONFIGURE, so changing one reruns nothing.
-RUNTIME_KEYS = config.RUNTIME_KEYS
-
-
-def without_runtime_keys(values: dict) -> dict:
-    """`values` ({section: {key: value}} or {dotted key: value}) without the runtime keys."""
-    kept = {}
-    for name, value in values.items():
-        if name in RUNTIME_KEYS:
-            continue
-        if isinstance(value, dict):
-            value = {key: item for key, item in value.items() if f"{name}.{key}" not in RUNTIME_KEYS}
-        kept[name] = value
-    return kept
-
 
 def stage_names() -> list[str]:
+    """Every command script in stages/ (the stages of the graph and the helpers a user types)."""
     return sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__")
-
-
-def param_stages() -> list[str]:
-    """The stages that resolve a run's config (`@stage_command`): each gets run_<run>/params/<stage>.json."""
-    return [name for name in stage_names() if "@stage_command" in (REPO / "stages" / f"{name}.py").read_text()]
-
-
-def stage_keys(stage: str) -> tuple[str, ...]:
-    """What `stage` reads, from its script (`config_reads`), runtime keys left out, in the order the
-    schema declares them (a section read whole at its place): the keys of its params file, so a
-    change elsewhere does not rerun it."""
-    order = list(config.schema())
-
-    def place(name: str) -> int:
-        return order.index(name) if "." in name else next(i for i, key in enumerate(order)
-                                                           if key.startswith(name + "."))
-
-    return tuple(sorted(config_reads(REPO / "stages" / f"{stage}.py") - set(RUNTIME_KEYS), key=place))
 
 
 def _imported_lib_modules(path: Path) -> set[str]:
@@ -93,61 +58,69 @@ def lib_modules(stage: str) -> list[str]:
     return sorted({"lib/__init__.py"} | {str(module_file(m).relative_to(REPO)) for m in seen})
 
 
-def _attribute_chain(node: ast.AST) -> list[str] | None:
-    """`a.b.c` as ["a", "b", "c"]; None when the chain does not start at a plain name."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return None
-    return [node.id, *reversed(parts)]
-
-
-def config_reads(script: Path) -> set[str]:
-    """The config keys a stage script reads, as dotted keys (a section used whole: its name).
-
-    The config is `stage.config`; names bound to it (`config = stage.config`) or to one of its
-    sections (`safety = stage.config.safety`, also in tuple assignments) are followed."""
-    tree = ast.parse(script.read_text(), str(script))
-    aliases: dict[str, list[str]] = {}  # name -> config path it holds ([] = the whole config)
-    alias_values = set()  # `stage.config...` on the right of an alias assignment: a name, not a read
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign):
-            pairs = [(node.targets[0], node.value)]
-            if isinstance(node.targets[0], ast.Tuple) and isinstance(node.value, ast.Tuple):
-                pairs = list(zip(node.targets[0].elts, node.value.elts))
-            for target, value in pairs:
-                chain = _attribute_chain(value)
-                if isinstance(target, ast.Name) and chain and chain[:2] == ["stage", "config"]:
-                    aliases[target.id] = chain[2:]
-                    alias_values.add(id(value))
-    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-    reads = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.Attribute, ast.Name)) or id(node) in inner | alias_values:
-            continue
-        chain = _attribute_chain(node)
-        if not chain:
-            continue
-        if chain[:2] == ["stage", "config"]:
-            path = chain[2:]
-        elif chain[0] in aliases and not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)):
-            path = aliases[chain[0]] + chain[1:]
-        else:
-            continue
-        if not path:
-            raise ValueError(f"{script} uses the whole config (line {node.lineno}); pass sections or keys")
-        reads.add(".".join(path[:2]))
-    return {key for key in reads if key.split(".")[0] not in reads or "." not in key}
-
-
 def make_vars() -> str:
-    """The Makefile's LIB_<STAGE> variables."""
-    return "".join(f"LIB_{stage.upper()} := {' '.join(lib_modules(stage))}\n" for stage in stage_names())
+    """The Makefile's STAGE_GOALS (the stages of the graph) and LIB_<STAGE> (for every script in stages/)."""
+    return f"STAGE_GOALS := {' '.join(spec.name for spec in stages())}\n" + "".join(
+        f"LIB_{name.upper()} := {' '.join(lib_modules(name))}\n" for name in stage_names())
+
+
+# Placeholders a run's paths are formed with, then replaced by Make's variables.
+_ROOT, _RUN = "ARTIFACTSROOT", "RUNNAME"
+
+
+def _target(path: Path) -> str:
+    return str(path).replace(f"{_ROOT}/run_{_RUN}", "$(RUN_DIR)").replace(_ROOT, "$(ARTIFACTS)").replace(
+        _RUN, "$(RUN)")
+
+
+def make_rules() -> str:
+    """The Makefile's stage rules from the graph: per stage `<name>: <target> ## help`,
+    the target's rule and command, and an evaluation's per-checkpoint pattern rule (tag _%, kept by
+    .PRECIOUS: Make would delete a pattern rule's intermediate files)."""
+    run = RunPaths(Path(_ROOT), _RUN)
+    lines, kept = [], []
+    for spec in stages():
+        if not spec.make_rule:  # a command the user asks for: it runs whenever named (the Makefile says when else)
+            after = " ".join(_target(stage(name).output(run, None)) for name in spec.after)
+            lines += [f"{spec.name}: {after} ## {spec.help}", "\t" + " ".join(_command(spec))]
+            continue
+        output = _target(spec.output(run, None))
+        lines += [f"{spec.name}: {output} ## {spec.help}", *_rule(spec, output, run, tag="")]
+        if spec.per_checkpoint:
+            tagged = _target(run.evaluation(spec.name, "preds", "_%"))
+            lines += _rule(spec, tagged, run, tag="_%")
+            kept.append(tagged)
+    if kept:
+        lines.append(f".PRECIOUS: {' '.join(kept)}")
+    return "\n".join(lines) + "\n"
+
+
+def _rule(spec: StageSpec, output: str, run: RunPaths, tag: str) -> list[str]:
+    """The rule making `output`: for a checkpoint (tag _%) its upstream evaluations tagged alike."""
+    prerequisites = [f"stages/{spec.name}.py", f"$(LIB_{spec.name.upper()})", f"$(PARAMS)/{spec.name}.json"]
+    for name in spec.after:
+        upstream = stage(name)
+        if name == "train":  # the finished adapter, $(ADAPTER): nothing in a base run
+            prerequisites.append("$(ADAPTER)")
+        elif tag and upstream.per_checkpoint:  # the same checkpoint's evaluation
+            prerequisites.append(_target(run.evaluation(name, "preds", tag)))
+        elif upstream.output(run, None) is not None:  # else the config names it: $(REFINED_TRAIN), the Makefile's
+            prerequisites.append(_target(upstream.output(run, None)))
+    prerequisites += [f"$(wildcard {_target(stage(name).output(run, None))})" for name in spec.after_if_present]
+    order_only = f" | {' '.join(spec.order_only)}" if spec.order_only else ""
+    command = _command(spec) + (["--checkpoint $*"] if tag else [])
+    return [f"{output}: {' '.join(prerequisites)}{order_only}", "\t" + " ".join(command)]
+
+
+def _command(spec: StageSpec) -> list[str]:
+    """The stage's command line: through accelerate for several processes where it is launched."""
+    command = ["$(LAUNCH)" if spec.launch else "$(PY) -m", f"stages.{spec.name}", "$(RUN_ARGS)"]
+    return command + ([spec.extra_args] if spec.extra_args else [])
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["make-vars"]:
-        sys.exit("usage: python -m lib.pipeline.stage_inputs make-vars")
-    sys.stdout.write(make_vars())
+    # Two files: the variables Make needs before it reads the run's make.mk (the goals that are stages,
+    # each stage's lib/ modules), and the rules, whose prerequisites it expands as it reads them (after).
+    if sys.argv[1:] not in (["make-vars"], ["make-rules"]):
+        sys.exit("usage: python -m lib.pipeline.stage_inputs make-vars | make-rules")
+    sys.stdout.write(make_vars() if sys.argv[1] == "make-vars" else make_rules())

@@ -19,23 +19,24 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from lib.engine.generate import Weights
+from lib.embedded import resolve_model_path
+from lib.engine.generate import ModelSpec
 from lib.io import atomic_write_json, atomic_write_text, file_sha256, readable_as_umask_allows, write_if_changed
-from lib.models import load_for_inference, resolve_model_path
+from lib.models import load_for_inference
+from lib.pipeline.artifacts import EXPORT_CARD
 from lib.pipeline.fingerprints import record_for
 
 MERGED_FORMAT = "merged"
 
 
 EXPORT_RECORD = "export.json"  # in the export folder: the fingerprint of the weights it holds
-CARD_FILE = "README.md"  # the export's card, written last (Make's target for `make export`)
 
 
-def export_fingerprint(weights: Weights) -> str:
+def export_fingerprint(spec: ModelSpec) -> str:
     """What the merged weights depend on: the base, how training quantized it, the evaluation dtype and
     the adapter's own weights (not the card: a changed card is rewritten, the weights kept)."""
-    settings = {key: str(value) for key, value in vars(weights).items() if key != "adapter"}
-    adapter_weights = sorted(Path(weights.adapter).glob("*.safetensors")) if weights.adapter else []
+    settings = {key: str(value) for key, value in vars(spec).items() if key != "adapter"}
+    adapter_weights = sorted(Path(spec.adapter).glob("*.safetensors")) if spec.adapter else []
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
                           + "".join(file_sha256(path) for path in adapter_weights).encode()).hexdigest()
 
@@ -45,20 +46,20 @@ def refresh_card(out: Path, fingerprint: str, card: ModelCard | None) -> bool:
     summary) and True; False when the weights must be exported again."""
     if record_for(out / EXPORT_RECORD, fingerprint) is None or card is None:
         return False
-    write_if_changed(out / CARD_FILE, str(card))
-    (out / CARD_FILE).touch()  # current for Make even when unchanged
+    write_if_changed(out / EXPORT_CARD, str(card))
+    (out / EXPORT_CARD).touch()  # current for Make even when unchanged
     return True
 
 
-def export_merged(weights: Weights, models_dir: Path, out: Path, card: ModelCard | None) -> Path:
-    """Save `weights` (a base and an adapter) merged as the evaluation loads them into `out`, with their
+def export_merged(spec: ModelSpec, models_dir: Path, out: Path, card: ModelCard | None) -> Path:
+    """Save the model `spec` names (a base and an adapter) merged as the evaluation loads it into `out`, with its
     fingerprint (export_fingerprint) and the card last."""
     from lib.devices import resolve_eval_dtype
 
-    dtype = resolve_eval_dtype(weights.dtype)
-    base = resolve_model_path(weights.base, models_dir)
-    model, tokenizer, _ = load_for_inference(base, weights.adapter, MERGED_FORMAT, dtype, weights.trained,
-                                             weights.revision, weights.trust_remote_code)
+    dtype = resolve_eval_dtype(spec.dtype)
+    base = resolve_model_path(spec.base, models_dir)
+    model, tokenizer, _ = load_for_inference(base, spec.adapter, MERGED_FORMAT, dtype, spec.trained,
+                                             spec.revision, spec.trust_remote_code)
     # The dequantized model no longer is a 4-bit one: a config that still said so would make loaders
     # quantize it again (or refuse it).
     model.config.quantization_config = None
@@ -68,9 +69,9 @@ def export_merged(weights: Weights, models_dir: Path, out: Path, card: ModelCard
     shutil.rmtree(partial, ignore_errors=True)  # an earlier export killed half-way: never a whole one
     model.save_pretrained(partial, safe_serialization=True, max_shard_size="5GB")
     tokenizer.save_pretrained(partial)
-    atomic_write_json(partial / EXPORT_RECORD, {"fingerprint": export_fingerprint(weights)})
+    atomic_write_json(partial / EXPORT_RECORD, {"fingerprint": export_fingerprint(spec)})
     if card is not None:
-        atomic_write_text(partial / CARD_FILE, str(card))
+        atomic_write_text(partial / EXPORT_CARD, str(card))
     readable_as_umask_allows(partial)
     partial.rename(out)
     return out

@@ -138,8 +138,9 @@ def summary_line(metrics: dict, output: str) -> str:
 
 
 def sampling_fingerprint(settings: dict, *input_files: Path) -> str:
-    """What the refined file is made from: the settings that change its content (not batch or chunk
-    sizes: every sample has its own seed) and the input files' bytes."""
+    """What the refined file is made from: the settings that change its content (runtime keys left
+    out, as for every stage: batch and chunk sizes change nothing, every sample has its own seed) and
+    the input files' bytes."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in input_files:
         digest.update(file_sha256(path).encode() if path.is_file() else str(path).encode())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,8 +23,8 @@ from lib.hub import hub_errors
 from lib.io import atomic_write_json, file_sha256, read_jsonl, readable_as_umask_allows
 from lib.models import load_base_for_training
 from lib.pipeline.artifacts import CHECKPOINT_PREFIX, COMPLETE_FILE, RunPaths, checkpoint_step, supersede
-from lib.pipeline.fingerprints import made_from, mark_made_from, up_to_date
-from lib.pipeline.stage_inputs import without_runtime_keys
+from lib.pipeline.config import LoraConfig, ModelConfig, QuantConfig, TrainConfig, without_runtime_keys
+from lib.pipeline.fingerprints import current_record, made_from, mark_made_from
 from lib.training.callbacks import BarOnlyProgress, JsonlLogCallback, ReadableCheckpoints, StopAfterSteps
 from lib.training.loss import LabelledLogitsLoss, make_collator
 from lib.training.packed_attention import packed_kernel, set_training_attention
@@ -83,30 +84,31 @@ class OneDevicePerProcess(TrainingArguments):
         return min(super().n_gpu, 1)
 
 
-def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_gpu: bool,
+# TrainingArguments from the train section: each argument and the train key it takes. The rest of the
+# arguments (below) follow from the compute dtype, the device and the launch, or are fixed.
+TRAINING_ARGUMENTS = {
+    "seed": "seed", "data_seed": "seed", "num_train_epochs": "epochs", "learning_rate": "learning_rate",
+    "lr_scheduler_type": "lr_scheduler",
+    "warmup_steps": "warmup_ratio",  # a float below 1 is a ratio of the total steps
+    "per_device_train_batch_size": "per_device_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps", "max_grad_norm": "max_grad_norm",
+    "logging_steps": "logging_steps", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
+}
+
+
+def training_arguments(output_dir: Path, train: TrainConfig, compute_dtype: torch.dtype, on_gpu: bool,
                        timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES, trackers: tuple[str, ...] = (),
                        run_name: str | None = None):
-    """TrainingArguments from the preset's train section. Examples per optimizer step =
-    per_device_batch_size x gradient_accumulation_steps x processes (e.g. 8 x 4 x 1 = 32)."""
+    """TrainingArguments from the preset's train section (TRAINING_ARGUMENTS). Examples per optimizer
+    step = per_device_batch_size x gradient_accumulation_steps x processes (e.g. 8 x 4 x 1 = 32)."""
     return OneDevicePerProcess(
         output_dir=str(output_dir),
-        seed=train.seed,
-        data_seed=train.seed,
-        num_train_epochs=train.epochs,
-        learning_rate=train.learning_rate,
-        lr_scheduler_type=train.lr_scheduler,
-        warmup_steps=train.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        per_device_train_batch_size=train.per_device_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
-        max_grad_norm=train.max_grad_norm,
+        **{argument: getattr(train, key) for argument, key in TRAINING_ARGUMENTS.items()},
         bf16=compute_dtype == torch.bfloat16,
         fp16=compute_dtype == torch.float16,
         use_cpu=not on_gpu,
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
-        logging_steps=train.logging_steps,
         save_strategy="steps",
-        save_steps=train.save_steps,
-        save_total_limit=train.save_total_limit,
         # A padding-free batch has no padding, and its pad id (SmolLM2's <|im_end|>) is also a real token.
         include_num_input_tokens_seen="all" if train.packing == "padding_free" else "non_padding",
         # The integrations besides TensorBoard, which is attached with our log folder (_callbacks).
@@ -118,63 +120,49 @@ def training_arguments(output_dir: Path, train, compute_dtype: torch.dtype, on_g
     )
 
 
-def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantization: str,
-                  double_quant: bool, compute_dtype: str, quant_storage: str = "auto", lora_r: int, lora_alpha: int,
-                  lora_dropout: float,
-                  lora_targets: list[str] | None, train, revision: str | None = None,
-                  trust_remote_code: bool = False, stop_after: int | None = None, force: bool = False,
-                  timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES,
-                  tracking: Tracking | None = None) -> dict | None:
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What a training run is made of, section by section, as the train stage hands them over."""
+
+    model: ModelConfig
+    model_path: str  # model.base resolved (an embedded model's converted folder)
+    quant: QuantConfig
+    lora: LoraConfig
+    train: TrainConfig
+    timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES  # hardware.distributed_timeout_minutes
+
+
+def train_adapter(setup: TrainingSetup, run: RunPaths, fingerprint: str, *, stop_after: int | None = None,
+                  force: bool = False, tracking: Tracking | None = None) -> dict | None:
     """Train (or resume) on the run's tokenized data and write its adapter with training_complete.json
-    last; the curves go
-    where `tracking` says (default: TensorBoard in the run folder).
+    last; the curves go where `tracking` says (default: TensorBoard in the run folder). Returns the
+    completion record, or None when stopped early by `stop_after`."""
+    from transformers import Trainer
 
-    Returns the completion record, or None when stopped early by `stop_after`. (Longer than most:
-    the steps share the process state, the model and the trainer, and each is a call or two.)
-    """
-    from transformers import AutoTokenizer, Trainer
-
-    state = process_state(timeout_minutes)
-    checkpoints, adapter, staging = run.checkpoints, run.adapter, run.adapter_staging
+    state = process_state(setup.timeout_minutes)
     if state.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)  # a half-saved copy of weights a checkpoint holds
+        shutil.rmtree(run.adapter_staging, ignore_errors=True)  # a half-saved copy of weights a checkpoint holds
         _set_aside_earlier_training(run, fingerprint, force)
     state.wait_for_everyone()
-    resume = last_checkpoint(checkpoints)
+    resume = last_checkpoint(run.checkpoints)
 
-    # Data and model
     dataset = load_tokenized(run.tokenized)
-    with hub_errors(model_path, "model.base", revision):
-        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
-    dtype = resolve_compute_dtype(compute_dtype, state.device)
-    model = load_base_for_training(model_path, quantization, double_quant, dtype, train.gradient_checkpointing,
-                                   revision, trust_remote_code, quant_storage)
-    attention = set_training_attention(model, train.packing, state.device)
-    if train.packing == "padding_free":
-        attention += f": {packed_kernel(state.device, dtype)}"
-    model, targets = attach_lora(model, lora_r, lora_alpha, lora_dropout, lora_targets)
+    tokenizer, model, dtype, attention = _setup_model(setup, state.device)
+    model, targets = attach_lora(model, setup.lora.r, setup.lora.alpha, setup.lora.dropout, setup.lora.target_modules)
     if state.is_main_process:
-        trainable, total = model.get_nb_trainable_parameters()
-        print(f"train: {quantization} base, compute {str(dtype).removeprefix('torch.')}, LoRA r={lora_r} on"
-              f" {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters;"
-              f" {len(dataset)} examples, {state.num_processes} process(es); {train.packing} batches ({attention}"
-              f" attention), logits for"
-              f" {'labelled positions only' if train.logits == 'labelled' else 'every position'}"
-              + (f"; resuming from {resume.name}" if resume else ""))
+        print(_setup_line(setup, model, targets, dtype, attention, len(dataset), state.num_processes, resume))
 
-    # Train
     tracking = tracking or Tracking(run.name, tensorboard=True, trackers=(), run_config={})
     if tracking.run_config:
         attach_run_config(model, tracking.run_name, tracking.run_config)
-    args = training_arguments(checkpoints, train, dtype, on_gpu=state.device.type == "cuda",
-                              timeout_minutes=timeout_minutes, trackers=tracking.trackers,
+    args = training_arguments(run.checkpoints, setup.train, dtype, on_gpu=state.device.type == "cuda",
+                              timeout_minutes=setup.timeout_minutes, trackers=tracking.trackers,
                               run_name=tracking.run_name)
+    labelled = setup.train.logits == "labelled"
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=make_collator(tokenizer, train.packing, train.logits),
+                      data_collator=make_collator(tokenizer, setup.train.packing, setup.train.logits),
                       callbacks=_callbacks(run, resume, stop_after, state.is_main_process and tracking.tensorboard),
-                      compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings(), dtype)
-                      if train.logits == "labelled"
-                      else None)
+                      compute_loss_func=LabelledLogitsLoss(model.get_output_embeddings(), dtype) if labelled else None)
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(BarOnlyProgress)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -182,7 +170,7 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
         return None
 
     record = {
-        "fingerprint": fingerprint, "global_step": trainer.state.global_step, "epochs": train.epochs,
+        "fingerprint": fingerprint, "global_step": trainer.state.global_step, "epochs": setup.train.epochs,
         # The Trainer's training_loss is the mean since this process started (a resumed run's last
         # few steps); the card states the last logged loss and what it averages.
         "train_loss_since_start": output.training_loss, "last_logged_loss": last_logged_loss(run.train_log),
@@ -190,11 +178,42 @@ def train_adapter(model_path: str, run: RunPaths, fingerprint: str, *, quantizat
         # What the Trainer used: its per-process batch x accumulation x processes.
         "global_batch_size": trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
         * state.num_processes,
-        "lora_targets": targets, "quantization": quantization, "compute_dtype": str(dtype).removeprefix("torch."),
-        "resumed_from": resume.name if resume else None, "base_model_path": model_path,
+        "lora_targets": targets, "quantization": setup.quant.quantization,
+        "compute_dtype": str(dtype).removeprefix("torch."), "resumed_from": resume.name if resume else None,
+        "base_model_path": setup.model_path,
     }
-    _save_adapter(trainer, staging, adapter, record, state)
+    _save_adapter(trainer, run.adapter_staging, run.adapter, record, state)
     return record
+
+
+def _setup_model(setup: TrainingSetup, device: torch.device):
+    """(tokenizer, the base as QLoRA trains it with the attention packed rows need, compute dtype,
+    the attention it runs with)."""
+    from transformers import AutoTokenizer
+
+    model, quant = setup.model, setup.quant
+    with hub_errors(setup.model_path, "model.base", model.revision):
+        tokenizer = AutoTokenizer.from_pretrained(setup.model_path, revision=model.revision,
+                                                  trust_remote_code=model.trust_remote_code)
+    dtype = resolve_compute_dtype(quant.compute_dtype, device)
+    base = load_base_for_training(setup.model_path, quant.quantization, quant.double_quant, dtype,
+                                  setup.train.gradient_checkpointing, model.revision, model.trust_remote_code,
+                                  quant.quant_storage)
+    attention = set_training_attention(base, setup.train.packing, device)
+    if setup.train.packing == "padding_free":
+        attention += f": {packed_kernel(device, dtype)}"
+    return tokenizer, base, dtype, attention
+
+
+def _setup_line(setup: TrainingSetup, model, targets: list[str], dtype: torch.dtype, attention: str, examples: int,
+                processes: int, resume: Path | None) -> str:
+    trainable, total = model.get_nb_trainable_parameters()
+    train = setup.train
+    return (f"train: {setup.quant.quantization} base, compute {str(dtype).removeprefix('torch.')}, LoRA"
+            f" r={setup.lora.r} on {', '.join(targets)}: {trainable:,} trainable of {total:,} parameters; {examples}"
+            f" examples, {processes} process(es); {train.packing} batches ({attention} attention), logits for"
+            f" {'labelled positions only' if train.logits == 'labelled' else 'every position'}"
+            + (f"; resuming from {resume.name}" if resume else ""))
 
 
 def last_logged_loss(train_log: Path) -> dict | None:
@@ -257,6 +276,5 @@ def training_fingerprint(sections: dict, data_path: Path) -> str:
 
 
 def finished_training(adapter: Path, fingerprint: str) -> dict | None:
-    """The completion record of a finished adapter trained on these inputs (marked current for
-    Make), else None."""
-    return up_to_date(adapter / COMPLETE_FILE, adapter / COMPLETE_FILE, fingerprint)
+    """The completion record of a finished adapter trained on these inputs, else None (a query)."""
+    return current_record(adapter / COMPLETE_FILE, adapter / COMPLETE_FILE, fingerprint)

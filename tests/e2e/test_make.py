@@ -162,6 +162,13 @@ def test_a_dry_run_prints_the_real_plan_and_records_nothing(smoke):
     assert {p: p.read_bytes() for p in recorded} == recorded
 
 
+def test_a_runtime_key_changes_nothing_and_reruns_nothing(smoke):
+    """Batch and chunk sizes change no greedy answer: a finished evaluation stays finished, no RECONFIGURE."""
+    for setting in ("eval.batch_size=4", "eval.chunk_size=3 safety.batch_size=2"):
+        done = smoke("summarize", "RUN=demo-smoke", f"SET={setting}")
+        assert "stages." not in done.stdout.replace("stages.sweep", ""), done.stdout
+
+
 def _trained_files(run_dir):
     """Bytes of every file of the adapter and the checkpoints."""
     return {p.relative_to(run_dir): p.read_bytes() for folder in ("adapter", "checkpoints")

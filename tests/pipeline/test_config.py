@@ -185,7 +185,8 @@ def test_data_readme_names_every_file_a_stage_writes_under_data():
 
 
 def test_the_docs_key_table_is_generated_from_the_schema_and_current():
-    from lib.pipeline.config import key_table, schema
+    from lib.pipeline.config import schema
+    from lib.pipeline.config_docs import key_table
 
     table = key_table()
     assert (PRESET_DIR.parent / "docs" / "config.md").read_text() == table, "run `make config-docs`"

@@ -44,7 +44,10 @@ def run_stage(stage: str, args, run, *extra):
 
 @pytest.mark.slow
 def test_infer_ailuminate_and_score_safety_survive_a_kill(base_args, tmp_path):
+    """The rerun after the kill lowers the batch and chunk sizes (runtime keys: they change no answer),
+    and still keeps the rows the killed call wrote."""
     artifacts = tmp_path / "artifacts"
+    smaller = ["--set", "eval.batch_size=1", "--set", "eval.chunk_size=1"]
     for run in ("whole", "cut"):
         run_dir = artifacts / f"run_{run}"
         partial = run_dir / "partial_ailuminate_base" / "outputs.rank0.jsonl"
@@ -52,7 +55,11 @@ def test_infer_ailuminate_and_score_safety_survive_a_kill(base_args, tmp_path):
             kill_when(stage_command("infer_ailuminate", base_args, run, "--base-only"),
                       lambda partial=partial: lines(partial) >= 2)
             assert not (artifacts / f"ailuminate_preds_{run}_base.jsonl").exists()
-        run_stage("infer_ailuminate", base_args, run, "--base-only")
+            run_stage("infer_ailuminate", base_args, run, "--base-only", *smaller)
+            metrics = json.loads((artifacts / f"ailuminate_metrics_{run}_base.json").read_text())
+            assert metrics["engine"]["prompts"] <= len(PROMPTS) - 2  # the killed call's rows were kept
+        else:
+            run_stage("infer_ailuminate", base_args, run, "--base-only")
 
         judge_partial = run_dir / "partial_safety_base" / "outputs.rank0.jsonl"
         if run == "cut":

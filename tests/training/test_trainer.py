@@ -229,3 +229,17 @@ def test_one_process_on_a_simulated_4_gpu_machine_trains_with_the_configured_glo
     record = json.loads((run_dir / "adapter" / "training_complete.json").read_text())
     assert record["global_step"] == 12 and record["global_batch_size"] == 2
     assert "global batch 2" in result.output
+
+
+def test_every_train_key_reaches_the_trainer_through_the_declared_mapping_or_by_name(tmp_path):
+    """TrainingArguments are built from the train section by one declared mapping: a new train key is
+    either mapped there or read by name (listed here), never silently ignored."""
+    from dataclasses import fields
+
+    from lib.training.trainer import TRAINING_ARGUMENTS
+
+    read_by_name = {"gradient_checkpointing", "group_by_length", "packing", "logits", "report_to"}
+    assert {f.name for f in fields(TrainConfig)} == set(TRAINING_ARGUMENTS.values()) | read_by_name
+    settings = TrainConfig(learning_rate=3e-4, save_steps=7, warmup_ratio=0.1, seed=5)
+    args = training_arguments(tmp_path, settings, torch.float32, on_gpu=False)
+    assert (args.learning_rate, args.save_steps, args.warmup_steps, args.seed, args.data_seed) == (3e-4, 7, 0.1, 5, 5)
