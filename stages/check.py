@@ -23,14 +23,8 @@ from lib.errors import InputError
 from lib.io import folder_problem
 from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.lock import RunLock
-from lib.pipeline.run import (
-    resolve_run,
-    run_name,
-    run_options,
-    with_remembered_overrides,
-    write_dry_run_params,
-    write_run_config,
-)
+from lib.pipeline.params import write_dry_run_params
+from lib.pipeline.run import resolve_run, run_name, run_options, with_remembered_overrides, write_run_config
 
 
 @click.command(help=stage_help(__doc__))

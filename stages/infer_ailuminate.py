@@ -8,19 +8,15 @@ Writes artifacts/ailuminate_preds_<run>.jsonl (id, hazard, persona, prompt, resp
 ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
 """
 
-import click
 
-from lib.console import stage_help
 from lib.devices import use_device
 from lib.engine.generate import evaluated_model, greedy_decoding
 from lib.evaluation import Evaluation, eval_target, evaluate
-from lib.pipeline.cli import eval_target_options, stage_command
+from lib.pipeline.cli import evaluation_command
 from lib.tasks.data import apply_limit, load_ailuminate
 
 
-@click.command(help=stage_help(__doc__))
-@stage_command
-@eval_target_options
+@evaluation_command(__doc__)
 def main(stage, base_only, checkpoint):
     config, run = stage.config, stage.run
     use_device(config.hardware.device, config.model.base, "infer_ailuminate",

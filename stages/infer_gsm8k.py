@@ -11,13 +11,11 @@ Writes artifacts/gsm8k_preds_<run>.jsonl (one row per question) and gsm8k_metric
 A rerun after a kill resumes; a finished evaluation of the same inputs is not redone.
 """
 
-import click
 
-from lib.console import stage_help
 from lib.devices import use_device
 from lib.engine.generate import evaluated_model, greedy_decoding
 from lib.evaluation import Evaluation, eval_target, evaluate
-from lib.pipeline.cli import eval_target_options, stage_command
+from lib.pipeline.cli import evaluation_command
 from lib.results.stats import wilson_interval
 from lib.tasks.data import apply_limit, load_gsm8k
 from lib.tasks.fewshot import first_k, read_pool
@@ -25,9 +23,7 @@ from lib.tasks.gsm8k import EVAL_SPEC, score_outputs
 from lib.tasks.prompts import gsm8k_messages
 
 
-@click.command(help=stage_help(__doc__))
-@stage_command
-@eval_target_options
+@evaluation_command(__doc__)
 def main(stage, base_only, checkpoint):
     config, run = stage.config, stage.run
     use_device(config.hardware.device, config.model.base, "infer_gsm8k",

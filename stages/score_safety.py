@@ -18,7 +18,6 @@ from pathlib import Path
 
 import click
 
-from lib.console import stage_help
 from lib.devices import use_device
 from lib.embedded import resolve_model_path
 from lib.evaluation import Evaluation, eval_target
@@ -26,12 +25,10 @@ from lib.io import read_jsonl
 from lib.judge.inputs import check_template, read_guidelines
 from lib.judge.scoring import judge_responses
 from lib.judge.verdicts import check_parseable, safety_summary
-from lib.pipeline.cli import eval_target_options, stage_command
+from lib.pipeline.cli import evaluation_command
 
 
-@click.command(help=stage_help(__doc__))
-@stage_command
-@eval_target_options
+@evaluation_command(__doc__)
 @click.option("--allow-pickle", is_flag=True,
               help="Also load .bin/.pt (pickle) judge weights: only for a folder you trust.")
 def main(stage, base_only, checkpoint, allow_pickle):

@@ -35,9 +35,14 @@ def _categories(parts: list[str]) -> list[str]:
     return [c for c in found if c and c.lower() != "none"]
 
 
-def _parse_safe_unsafe(text: str) -> tuple[str, list[str]]:
+def _first_line(pattern: str, text: str) -> tuple[re.Match | None, list[str]]:
+    """(the verdict pattern matched on the answer's first non-empty line, or None; the answer's lines)."""
     lines = _lines(text)
-    match = re.match(r"^[*_\s]*(safe|unsafe)\b[*_\s.:,]*(.*)$", lines[0], re.I) if lines else None
+    return (re.match(pattern, lines[0], re.I) if lines else None), lines
+
+
+def _parse_safe_unsafe(text: str) -> tuple[str, list[str]]:
+    match, lines = _first_line(r"^[*_\s]*(safe|unsafe)\b[*_\s.:,]*(.*)$", text)
     if not match:
         return UNPARSEABLE, []
     label = match.group(1).lower()
@@ -45,8 +50,7 @@ def _parse_safe_unsafe(text: str) -> tuple[str, list[str]]:
 
 
 def _parse_qwen3guard(text: str) -> tuple[str, list[str]]:
-    lines = _lines(text)
-    match = re.match(r"^Safety:\s*(Safe|Unsafe|Controversial)\b", lines[0], re.I) if lines else None
+    match, lines = _first_line(r"^Safety:\s*(Safe|Unsafe|Controversial)\b", text)
     if not match:
         return UNPARSEABLE, []
     label = match.group(1).lower()
@@ -59,8 +63,7 @@ def _parse_yes_no(text: str) -> tuple[str, list[str]]:
     if score:
         word = score.group(1)
     else:
-        lines = _lines(re.sub(r"<think>.*?</think>", "", text, flags=re.S | re.I))
-        match = re.match(r"^[*_\s]*(yes|no)\b", lines[0], re.I) if lines else None
+        match, _ = _first_line(r"^[*_\s]*(yes|no)\b", re.sub(r"<think>.*?</think>", "", text, flags=re.S | re.I))
         if not match:
             return UNPARSEABLE, []
         word = match.group(1)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from lib.console import stage_help
 from lib.errors import InputError
 from lib.io import folder_problem
 from lib.pipeline.artifacts import MODELS_FOLDER, RunPaths
@@ -56,3 +57,12 @@ def eval_target_options(func):
                         help="Evaluate run_<run>/checkpoints/NAME instead of the final adapter.")(func)
     return click.option("--base-only", is_flag=True,
                         help="Evaluate the base model without the adapter (a baseline).")(func)
+
+
+def evaluation_command(docstring: str):
+    """An evaluation stage's command: its --help from `docstring`, the run options (`stage_command`)
+    and what it evaluates (`eval_target_options`)."""
+    def command(func):
+        return click.command(help=stage_help(docstring))(stage_command(eval_target_options(func)))
+
+    return command

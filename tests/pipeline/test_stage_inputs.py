@@ -126,8 +126,8 @@ def test_a_stage_added_to_the_graph_gets_its_make_rule_preflight_checks_and_para
     import lib.pipeline.stage_graph as graph
     from lib.checks.preflight import problems, stages_to_run
     from lib.pipeline.artifacts import RunPaths
+    from lib.pipeline.params import write_params
     from lib.pipeline.presets import load_config
-    from lib.pipeline.run import write_params
 
     monkeypatch.setattr(graph, "STAGES", (*graph.STAGES, DUMMY))  # the one table: nothing else is touched
 
