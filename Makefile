@@ -17,7 +17,8 @@ LAUNCH_CONFIG ?=## accelerate config for several processes, e.g. presets/acceler
 TRAIN_ARGS ?=## extra options for stages.train, e.g. TRAIN_ARGS="--stop-after 100"
 
 VENV ?= .venv
-VENV_ARGS ?=
+VENV_ARGS ?=## options for `python -m venv` (given, make venv uses pip), e.g. VENV_ARGS=--system-site-packages
+INSTALLER ?= auto## what make venv installs with: auto (uv when on PATH or installable from the registry, else pip), uv or pip
 IMAGE ?= gsm8k-qlora-toolkit## docker image name for docker-build / docker
 T ?= help## the Make target `make docker` runs inside the image
 HF_CACHE ?= $(HOME)/.cache/huggingface## host folder mounted as the image's HF cache
@@ -43,6 +44,9 @@ boolean = $(strip $(if $(filter $(TRUE_WORDS),$(value $(1))),1,$(if $(filter $(F
 	$(if $(word 2,$(value $(1))),$(error $(1)=$(value $(1)): one word, e.g. $(1)=1)))
 SMOKE_ON := $(call boolean,SMOKE)
 RECONFIGURE_ON := $(call boolean,RECONFIGURE)
+ifneq ($(words $(filter auto uv pip,$(INSTALLER))) $(words $(INSTALLER)),1 1)
+$(error INSTALLER=$(INSTALLER): one of auto, uv or pip (e.g. INSTALLER=pip))
+endif
 ifneq ($(filter command line environment,$(origin NPROC)),)
 ifneq ($(shell printf '%s' $(call quote,$(value NPROC)) | grep -xqE '[1-9][0-9]*' && echo ok),ok)
 $(error NPROC=$(value NPROC): the number of processes, a whole number from 1 (e.g. NPROC=4))
@@ -112,11 +116,11 @@ venv: $(VENV_STAMP) ## create .venv with the pinned requirements (redone when th
 ifeq ($(VENV_READY),1)
 $(VENV_STAMP): ;
 else
+# The stamp says which requirements the venv holds: it is redone when they change, not when the way
+# of installing them does.
 $(VENV_STAMP): requirements.txt requirements-nodeps.txt
-	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PYTHON) -m stages.setup_venv --venv $(call quote,$(VENV)) --installer $(call quote,$(INSTALLER)) \
+		--venv-args $(call quote,$(call typed,VENV_ARGS))
 	touch $@
 endif
 

@@ -5,7 +5,10 @@ import os
 import re
 import shlex
 import subprocess
+import sys
+from pathlib import Path
 
+from lib.venv_setup import choose_installer, install_commands
 from tests.helpers import REPO
 
 FAKE_TOKEN = "hf_FAKEdockerTOKEN0123456789"
@@ -52,13 +55,34 @@ def test_image_installs_exactly_the_pinned_requirements():
     assert "RUN make venv VENV_ARGS=--system-site-packages\n" in dockerfile
     assert dockerfile.index("ENV VENV_READY=1") > dockerfile.index("RUN make venv")  # the build itself makes it
     assert re.search(r"^USER 1000", dockerfile, re.M) and "ARG BASE_IMAGE=pytorch/pytorch:2.13.0-" in dockerfile
-    venv_recipe = make_dry_run("-B", "venv", "VENV=/tmp/never-created-venv", "VENV_READY=0")  # the suite's is 1
-    assert "pip install --quiet -r requirements.txt" in venv_recipe
-    assert "pip install --quiet --no-deps -r requirements-nodeps.txt" in venv_recipe
+    venv_recipe = make_dry_run("-B", "venv", "VENV=/tmp/never-created-venv", "VENV_READY=0",  # the suite's is 1
+                               "VENV_ARGS=--system-site-packages")
+    assert "--installer 'auto'" in venv_recipe and "--venv-args '--system-site-packages'" in venv_recipe
+    # With venv options auto is pip (uv would not see the image's torch): the pinned files, the second --no-deps.
+    pip = choose_installer("auto", sys.executable, ["--system-site-packages"])
+    commands = [" ".join(command)
+                for command in install_commands(pip, "python", "/opt/venv", ["--system-site-packages"])]
+    assert commands[0] == "python -m venv --system-site-packages /opt/venv"
+    assert commands[-2:] == ["/opt/venv/bin/python -m pip install --quiet -r requirements.txt",
+                             "/opt/venv/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt"]
     pins = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][^ ]*", pin) for pin in pins)
     assert "torch==2.13.0" in pins
     assert not re.search(r"HF_TOKEN\s*=|ARG HF_TOKEN|ENV HF_TOKEN", dockerfile)  # no secret in any layer
+
+
+def test_the_image_copies_every_project_file_make_venv_runs_before_running_it():
+    loaded = subprocess.run([sys.executable, "-c", "import sys, stages.setup_venv; print('\\n'.join(m.__file__ for m in"
+                             " list(sys.modules.values()) if getattr(m, '__file__', None)))"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()
+    project_files = sorted(str(Path(file).relative_to(REPO)) for file in loaded  # the project's code, not .venv's
+                           if Path(file).is_relative_to(REPO) and Path(file).relative_to(REPO).parts[0] != ".venv")
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    copies = [line.split()[2:] for line in dockerfile[:dockerfile.index("RUN make venv")].splitlines()
+              if line.startswith("COPY")]  # COPY --chown=... source... destination
+    assert "stages/setup_venv.py" in project_files and "lib/venv_setup.py" in project_files
+    for file in project_files:  # copied into its own folder (COPY puts several sources side by side)
+        assert any(file in words[:-1] and words[-1] == os.path.dirname(file) + "/" for words in copies), file
 
 
 def test_build_context_leaves_out_outputs_environments_and_data():
@@ -89,8 +113,8 @@ def test_inside_the_image_no_make_or_sub_make_redoes_the_venv(tmp_path):
     target = line.rsplit("make ", 1)[1].strip()
     inside = dry(target, env)
     assert "make" in inside and "stages." in inside  # the sub-make planned the stages
-    assert "-m venv" not in inside and "pip install" not in inside
+    assert "stages.setup_venv" not in inside and "pip install" not in inside
     # What the check guards against: without VENV_READY the stale stamp is redone. (Asked of `make -n
     # venv`: a stage goal would remake the included params file for real, venv and all, even under -n.)
     without = dry("venv", {key: value for key, value in env.items() if key != "VENV_READY"})
-    assert "-m venv" in without
+    assert "stages.setup_venv" in without
