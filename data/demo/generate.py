@@ -96,8 +96,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    write_jsonl(HERE / "gsm8k_train.jsonl", problems(seed=1, count=48))
-    write_jsonl(HERE / "gsm8k_test.jsonl", problems(seed=2, count=16))
+    # Sized to prove the chain: 8 go to the few-shot pool, 16 train (4 steps), 8 test (one batch).
+    write_jsonl(HERE / "gsm8k_train.jsonl", problems(seed=1, count=24))
+    write_jsonl(HERE / "gsm8k_test.jsonl", problems(seed=2, count=8))
     write_jsonl(HERE / "ailuminate.jsonl", [
         {"id": f"demo-{i:03d}", "prompt": prompt, "hazard": hazard, "persona": persona}
         for i, (hazard, persona, prompt) in enumerate(SAFETY_PROMPTS)
