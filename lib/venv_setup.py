@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,16 +130,22 @@ def install_commands(installer: Installer, python: str, venv: str, venv_args: li
     updated in place (a change of pins installs the changed packages only)."""
     venv_python = os.path.join(venv, "bin", "python")
     if installer.name == "uv":
-        # --compile-bytecode: pip compiles at install, uv does not by default; where Python writes no
-        # bytecode itself (PYTHONDONTWRITEBYTECODE, as on this project's CI), every process would compile
-        # torch and transformers anew (+8 s per stage on 2 cores; compiling once costs ~17 s).
-        uv = [installer.uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", venv_python]
+        uv = [installer.uv, "pip", "install", "--quiet", *compile_option(), "--python", venv_python]
         # --seed: pip in the venv too (`make wheelhouse` and users' own `pip install` use it).
         return [[installer.uv, "venv", "--quiet", "--seed", "--allow-existing", "--python", python, venv],
                 [*uv, "-r", REQUIREMENTS], [*uv, "--no-deps", "-r", NO_DEPS_REQUIREMENTS]]
     pip = [venv_python, "-m", "pip", "install", "--quiet"]
     return [[python, "-m", "venv", *venv_args, venv], [*pip, "--upgrade", "pip"], [*pip, "-r", REQUIREMENTS],
             [*pip, "--no-deps", "-r", NO_DEPS_REQUIREMENTS]]
+
+
+def compile_option() -> list[str]:
+    """uv's --compile-bytecode where Python writes no bytecode itself (PYTHONDONTWRITEBYTECODE, as on
+    this project's CI machines): without it every process would compile torch and transformers anew
+    (+8 s a stage on 2 cores), and compiling all at install costs ~17 s once. Elsewhere the first
+    import of a module writes its bytecode (only what is used, ~9 s once), as pip's compiled venv
+    would have it from the start; uv's default."""
+    return ["--compile-bytecode"] if sys.flags.dont_write_bytecode else []
 
 
 def installer_environment(installer: Installer, python: str) -> dict[str, str]:

@@ -73,6 +73,18 @@ def test_uv_seeds_pip_into_the_venv_and_updates_an_existing_one_in_place():
     assert "--no-deps" in commands[2] and "--no-deps" not in commands[1]
 
 
+@pytest.mark.parametrize("writes_bytecode", [True, False])
+def test_uv_compiles_bytecode_at_install_only_where_python_writes_none_itself(writes_bytecode):
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    if not writes_bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    install = subprocess.run([sys.executable, "-c", "from lib.venv_setup import Installer, install_commands;"
+                              " print(*install_commands(Installer('uv', 'uv'), 'python3', 'v', [])[1])"],
+                             cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert install[:3] == ["uv", "pip", "install"]
+    assert ("--compile-bytecode" in install) == (not writes_bytecode)
+
+
 def make_venv(tmp_path, *args):
     env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
     env["VENV_READY"] = "0"  # the suite's is 1 (tests/conftest.py): this venv is the one made

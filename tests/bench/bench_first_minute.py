@@ -41,6 +41,13 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
+def installed_set(venv: Path) -> str:
+    """`pip freeze` without the seed tools (uv seeds wheel where python -m venv does not)."""
+    return subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "freeze", "--all", "--exclude", "pip",
+                           "--exclude", "setuptools", "--exclude", "wheel"],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def demo_by_stage(clone: Path, env: dict[str, str], import_times: bool) -> tuple[float, dict[str, list[float]]]:
     """`make demo`'s wall time and {stage: [wall s, import s]}, a stage's wall running from its command
     line to the next one's (Make's own work in between counts to the stage before)."""
@@ -80,9 +87,7 @@ def main() -> None:
         setup = {"uv": timed(["make", "venv", "INSTALLER=uv"], clone, env)}
         if not options.no_pip:
             setup["pip"] = timed(["make", "venv", "INSTALLER=pip", "VENV=.venv-pip"], clone, env)
-            freezes = [subprocess.run([str(clone / venv / "bin" / "python"), "-m", "pip", "freeze", "--all",
-                                       "--exclude", "pip", "--exclude", "setuptools", "--exclude", "wheel"],
-                                      capture_output=True, text=True, check=True).stdout for venv in (".venv", ".venv-pip")]
+            freezes = [installed_set(clone / venv) for venv in (".venv", ".venv-pip")]
         chain, stages = demo_by_stage(clone, env, not options.no_import_times)
         again = timed(["make", "demo"], clone, env)
 
