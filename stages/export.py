@@ -17,14 +17,11 @@ them and gets the run's current card (after summarize, or a changed threshold).
 import click
 
 from lib.console import stage_help
-from lib.devices import use_device
 from lib.embedded import resolve_model_path
-from lib.engine.generate import evaluated_model
 from lib.errors import InputError
 from lib.evaluation import eval_target
 from lib.pipeline.artifacts import supersede
 from lib.pipeline.cli import stage_command
-from lib.results.export import export_fingerprint, export_merged, merged_card, refresh_card
 from lib.results.model_card import base_license, hub_base_model
 
 
@@ -33,6 +30,12 @@ from lib.results.model_card import base_license, hub_base_model
 @click.option("--checkpoint", default=None, metavar="NAME",
               help="Export run_<run>/checkpoints/NAME instead of the final adapter.")
 def main(stage, checkpoint):
+    # The stack (torch, transformers, ...) loads when the command runs, not at import: --help and a
+    # wrong option answer at once.
+    from lib.devices import use_device
+    from lib.engine.generate import evaluated_model
+    from lib.results.export import export_fingerprint, export_merged, merged_card, refresh_card
+
     config = stage.config
     use_device(config.hardware.device, config.model.base, "export",
                config.hardware.distributed_timeout_minutes)

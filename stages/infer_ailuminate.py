@@ -9,8 +9,6 @@ ailuminate_metrics_<run>.json. Prompts are never printed. Resumes after a kill.
 """
 
 
-from lib.devices import use_device
-from lib.engine.generate import evaluated_model, greedy_decoding
 from lib.evaluation import Evaluation, eval_target, evaluate
 from lib.pipeline.cli import evaluation_command
 from lib.tasks.data import apply_limit, load_ailuminate
@@ -18,6 +16,11 @@ from lib.tasks.data import apply_limit, load_ailuminate
 
 @evaluation_command(__doc__)
 def main(stage, base_only, checkpoint):
+    # The stack (torch, transformers, ...) loads when the command runs, not at import: --help and a
+    # wrong option answer at once.
+    from lib.devices import use_device
+    from lib.engine.generate import evaluated_model, greedy_decoding
+
     config, run = stage.config, stage.run
     use_device(config.hardware.device, config.model.base, "infer_ailuminate",
                config.hardware.distributed_timeout_minutes)

@@ -12,8 +12,6 @@ A rerun after a kill resumes; a finished evaluation of the same inputs is not re
 """
 
 
-from lib.devices import use_device
-from lib.engine.generate import evaluated_model, greedy_decoding
 from lib.evaluation import Evaluation, eval_target, evaluate
 from lib.pipeline.cli import evaluation_command
 from lib.results.stats import wilson_interval
@@ -25,6 +23,11 @@ from lib.tasks.prompts import gsm8k_messages
 
 @evaluation_command(__doc__)
 def main(stage, base_only, checkpoint):
+    # The stack (torch, transformers, ...) loads when the command runs, not at import: --help and a
+    # wrong option answer at once.
+    from lib.devices import use_device
+    from lib.engine.generate import evaluated_model, greedy_decoding
+
     config, run = stage.config, stage.run
     use_device(config.hardware.device, config.model.base, "infer_gsm8k",
                config.hardware.distributed_timeout_minutes)

@@ -19,9 +19,6 @@ from pathlib import Path
 import click
 
 from lib.console import stage_help
-from lib.devices import use_device
-from lib.engine.generate import Decoding, ModelSpec, generate_answers
-from lib.engine.sampling import Sampling
 from lib.pipeline.cli import stage_command
 from lib.pipeline.config import without_runtime_keys
 from lib.tasks.data import apply_limit, load_gsm8k
@@ -42,6 +39,12 @@ from lib.training.refine import (
 @click.command(help=stage_help(__doc__))
 @stage_command
 def main(stage):
+    # The stack (torch, transformers, ...) loads when the command runs, not at import: --help and a
+    # wrong option answer at once.
+    from lib.devices import use_device
+    from lib.engine.generate import Decoding, ModelSpec, generate_answers
+    from lib.engine.sampling import Sampling
+
     config, refine = stage.config, stage.config.refine
     run = stage.run
     output = run.refined_output(config.data.refined_train)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import click
 
-from lib.devices import use_device
 from lib.embedded import resolve_model_path
 from lib.evaluation import Evaluation, eval_target
 from lib.io import read_jsonl
@@ -32,6 +31,10 @@ from lib.pipeline.cli import evaluation_command
 @click.option("--allow-pickle", is_flag=True,
               help="Also load .bin/.pt (pickle) judge weights: only for a folder you trust.")
 def main(stage, base_only, checkpoint, allow_pickle):
+    # The stack (torch, transformers, ...) loads when the command runs, not at import: --help and a
+    # wrong option answer at once.
+    from lib.devices import use_device
+
     safety = stage.config.safety
     use_device(stage.config.hardware.device, safety.safeguard_model, "score_safety",
                stage.config.hardware.distributed_timeout_minutes)

@@ -20,7 +20,8 @@ from lib.venv_setup import SetupError, choose_installer, make_venv, planned_set
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m stages.setup_venv", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--venv", default=".venv", help="the venv folder (default .venv)")
     parser.add_argument("--installer", choices=("auto", "uv", "pip"), default="auto",
                         help="auto: uv when on PATH or installable, else pip")

@@ -12,7 +12,6 @@ import click
 
 from lib.console import stage_help
 from lib.io import atomic_write_json, atomic_write_jsonl
-from lib.models import load_tokenizer
 from lib.pipeline.cli import stage_command
 from lib.tasks.data import apply_limit, load_gsm8k, training_source
 from lib.tasks.fewshot import read_pool, remove_pool
@@ -22,6 +21,10 @@ from lib.training.sft_data import tokenize_problems
 @click.command(help=stage_help(__doc__))
 @stage_command
 def main(stage):
+    # The stack (torch, transformers, ...) loads when the command runs, not at import: --help and a
+    # wrong option answer at once.
+    from lib.models import load_tokenizer
+
     config = stage.config
 
     # Load data, leave out the few-shot pool

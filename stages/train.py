@@ -15,16 +15,13 @@ for the same inputs is not retrained.
 import json
 
 import click
-from transformers import set_seed
 
 from lib.console import stage_help
-from lib.devices import process_state, use_device
 from lib.embedded import resolve_model_path
 from lib.pipeline.cli import stage_command
 from lib.pipeline.fingerprints import mark_current
 from lib.results.model_card import last_loss_text
 from lib.training.tracking import Tracking
-from lib.training.trainer import TrainingSetup, finished_training, train_adapter, training_fingerprint
 
 
 @click.command(help=stage_help(__doc__))
@@ -33,6 +30,13 @@ from lib.training.trainer import TrainingSetup, finished_training, train_adapter
               help="Save a checkpoint and stop after this many optimizer steps; rerun to resume.")
 @click.option("--force", is_flag=True, help="Retrain even when a finished adapter for the same inputs exists.")
 def main(stage, stop_after, force):
+    # The stack (torch, transformers, ...) loads when the command runs, not at import: --help and a
+    # wrong option answer at once.
+    from transformers import set_seed
+
+    from lib.devices import process_state, use_device
+    from lib.training.trainer import TrainingSetup, finished_training, train_adapter, training_fingerprint
+
     config, run = stage.config, stage.run
     use_device(config.hardware.device, config.model.base, "train",
                config.hardware.distributed_timeout_minutes)

@@ -1,15 +1,21 @@
-"""lib/'s import graph: no cycle between modules, and no layer importing one above it.
+"""lib/'s import graph: no cycle between modules, and no layer importing one above it; and what a
+command loads: no torch for --help, the preflight or the summary.
 
 The layers, lowest first: what each may import is everything before it. Lazy imports inside
 functions count (they run too). A new module belongs to the layer its package or name says.
 """
 
 import ast
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from lib.pipeline.stage_inputs import REPO
 
 LAYERS = [
+    "lib.venv_setup",  # standard library only: it runs before the venv exists
     "lib.errors", "lib.console", "lib.io",  # plain Python: errors, the console's help and quiet, files
     "lib.pipeline",  # the config, run identity, artifact map, stage inputs, fingerprints, CLI (no ML libraries)
     "lib.hub", "lib.devices", "lib.embedded", "lib.models", "lib.chat",  # hub, devices, models, chat templates
@@ -113,3 +119,63 @@ def test_importing_lib_installs_no_console_filter_and_the_stages_package_does():
 
     assert installed("lib, lib.console, lib.pipeline.cli, lib.models") == ["False", "False"]
     assert installed("stages") == ["True", "True"]
+
+
+# What a command that only reads JSON and config must not load (torch alone is ~1.5 s, the stack 4-6 s).
+ML_STACK = {"torch", "transformers", "peft", "bitsandbytes", "accelerate"}
+
+
+def loaded_packages(importtime_log: str) -> set[str]:
+    """Top-level package names in `python -X importtime` output (every process it covers)."""
+    lines = re.finditer(r"^import time:.*\| +([\w.]+)$", importtime_log, re.M)
+    return {line.group(1).split(".")[0] for line in lines}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the non-lib packages `path` imports, lazy imports inside functions included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+    return found - {"lib", "stages"}
+
+
+def test_no_command_loads_the_ml_stack_for_its_help():
+    """`python -m stages.<name> --help` for every command, in one process per command as a user types it."""
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    loading = {}
+    for script in sorted((REPO / "stages").glob("*.py")):
+        if script.stem == "__init__":
+            continue
+        done = subprocess.run([sys.executable, "-m", f"stages.{script.stem}", "--help"], cwd=REPO, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and "usage: python -m stages." in done.stdout.lower(), done.stderr[-2000:]
+        loading[script.stem] = sorted(loaded_packages(done.stderr) & ML_STACK)
+    assert {name: stack for name, stack in loading.items() if stack} == {}
+
+
+def test_the_summary_never_imports_the_ml_stack_on_any_path():
+    """stages/summarize.py and every lib module it can reach, lazy imports included: the summary reads
+    metrics JSON and draws plots, so no path through it may load torch."""
+    modules = lib_modules()
+    reached, frontier = set(), imports(REPO / "stages" / "summarize.py", modules)
+    while frontier:
+        module = frontier.pop()
+        reached.add(module)
+        frontier |= imports(modules[module], modules) - reached - {"lib"}
+    stack = {module: sorted(third_party_imports(modules[module]) & ML_STACK) for module in sorted(reached)}
+    assert "lib.results.summary" in reached and {module: s for module, s in stack.items() if s} == {}
+    assert third_party_imports(modules["lib.models"]) & ML_STACK  # the check itself sees an import of torch
+
+
+def test_make_check_for_the_demo_loads_no_torch(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "MAKEFLAGS"}
+    env["PYTHONPROFILEIMPORTTIME"] = "1"
+    done = subprocess.run(["make", "--no-print-directory", "check", "PRESET=demo", f"ARTIFACTS={tmp_path / 'a'}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "are usable" in done.stdout
+    packages = loaded_packages(done.stderr)
+    assert "click" in packages and not packages & ML_STACK
