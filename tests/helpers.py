@@ -14,6 +14,13 @@ PIN_CPU = "hardware.device=cpu"
 PRESET_DIR = REPO / "presets"
 
 
+def demo_smoke_limits() -> dict:
+    """The demo preset's smoke sizes (gsm8k_limit, ailuminate_limit, ...), as the tests expect them."""
+    import yaml
+
+    return yaml.safe_load((PRESET_DIR / "demo.yaml").read_text())["smoke"]
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")

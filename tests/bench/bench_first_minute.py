@@ -29,6 +29,8 @@ BEFORE_CHAIN = 133.0
 BEFORE_TOTAL = 150.0  # fresh clone to the demo's PASS, quiet machine (2026-12-05)
 BEFORE_STAGES = {"prep_fewshot": 0.3, "tokenize": 23.7, "train": 29.8, "infer_gsm8k": 17.1,
                  "infer_ailuminate": 23.1, "score_safety": 15.6, "summarize": 0.9}
+DEMO_OUTPUTS = ("gsm8k_preds_demo.jsonl", "ailuminate_preds_demo.jsonl", "ailuminate_safety_demo.jsonl",
+                "run_demo/adapter/adapter_model.safetensors")
 STAGE_LINE = re.compile(r"-m stages\.(\w+) ")
 IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \|( +)\S")
 
@@ -90,11 +92,17 @@ def main() -> None:
             freezes = [installed_set(clone / venv) for venv in (".venv", ".venv-pip")]
         chain, stages = demo_by_stage(clone, env, not options.no_import_times)
         again = timed(["make", "demo"], clone, env)
+        if "pip" in setup:  # the same demo from pip's venv: the same answers, verdicts and adapter
+            timed(["make", "demo", "VENV=.venv-pip", "ARTIFACTS=artifacts-pip"], clone, env)
+            same_outputs = all((clone / "artifacts" / name).read_bytes()
+                               == (clone / "artifacts-pip" / name).read_bytes() for name in DEMO_OUTPUTS)
 
     print(f"\nfresh-clone set-up (make venv), s:   uv {setup['uv']:.1f}"
           + (f"   pip {setup['pip']:.1f}   uv/pip x{setup['uv'] / setup['pip']:.2f}"
              f"   same installed set: {freezes[0] == freezes[1]}" if "pip" in setup else "")
           + f"   (before: pip {BEFORE_VENV_PIP:.0f})")
+    if "pip" in setup:
+        print(f"make demo from pip's venv: the same {', '.join(DEMO_OUTPUTS)}: {same_outputs}")
     print(f"\n{'stage':<18}{'wall s':>8}{'import s':>10}{'before s':>10}{'x before':>10}")
     for stage, (wall, imports) in stages.items():
         before = BEFORE_STAGES[stage]

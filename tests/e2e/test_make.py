@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import PIN_CPU, REPO
+from tests.helpers import PIN_CPU, REPO, demo_smoke_limits
 
 pytestmark = pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="needs `make venv`")
 
@@ -52,8 +52,10 @@ def test_smoke_chain_end_to_end_writes_every_artifact(smoke):
     for name, expected in counts.items():
         lines = [json.loads(line) for line in (run / name).read_text().splitlines()]
         assert expected is None or len(lines) == expected
-    for name, expected in [("gsm8k_preds_demo-smoke.jsonl", 8), ("ailuminate_preds_demo-smoke.jsonl", 4),
-                           ("ailuminate_safety_demo-smoke.jsonl", 4)]:
+    limits = demo_smoke_limits()
+    for name, expected in [("gsm8k_preds_demo-smoke.jsonl", limits["gsm8k_limit"]),
+                           ("ailuminate_preds_demo-smoke.jsonl", limits["ailuminate_limit"]),
+                           ("ailuminate_safety_demo-smoke.jsonl", limits["ailuminate_limit"])]:
         assert len([json.loads(line) for line in (artifacts / name).read_text().splitlines()]) == expected
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     for plot in ("training_loss.png", "safety_by_hazard.png"):
@@ -76,8 +78,10 @@ def test_smoke_chain_end_to_end_writes_every_artifact(smoke):
         (row,) = csv.DictReader(handle)
     assert row["run_name"] == "demo-smoke"
     # A smoke PASS says what it measured wherever it is read: the row, the check line, both reports.
-    assert (row["smoke"], row["gsm8k_questions"], row["ailuminate_prompts"]) == ("yes", "8", "4")
-    scope = "(smoke run: 8 GSM8K questions and 4 AILuminate prompts only; not the preset's measurement)"
+    questions, prompts = demo_smoke_limits()["gsm8k_limit"], demo_smoke_limits()["ailuminate_limit"]
+    assert (row["smoke"], row["gsm8k_questions"], row["ailuminate_prompts"]) == ("yes", str(questions), str(prompts))
+    scope = (f"(smoke run: {questions} GSM8K questions and {prompts} AILuminate prompts only;"
+             " not the preset's measurement)")
     assert f"→ PASS {scope}" in done.stdout and scope in (run / "report.md").read_text()
     assert "PASS (smoke)" in (artifacts / "report.md").read_text()
     # One prompt per hazard: its 95% interval spans every grade, and the grade says so.
@@ -101,8 +105,11 @@ def test_the_adapter_carries_a_model_card_the_hub_can_read(smoke):
     assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and data["library_name"] == "peft"
     assert "datasets" not in data  # the demo's own files, not the hub's openai/gsm8k
     (gsm8k_result,) = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
-    assert gsm8k_result.dataset_split == "test[:8]" and "smoke run" in gsm8k_result.dataset_name
-    assert "**A smoke run**: 8 GSM8K questions and 4 AILuminate prompts" in card.text
+    questions = demo_smoke_limits()["gsm8k_limit"]
+    assert gsm8k_result.dataset_split == f"test[:{questions}]" and "smoke run" in gsm8k_result.dataset_name
+    limits = demo_smoke_limits()
+    assert (f"**A smoke run**: {limits['gsm8k_limit']} GSM8K questions and {limits['ailuminate_limit']} AILuminate"
+            " prompts") in card.text
     assert "last logged training loss" in card.text
     values = {result.metric_type: result.metric_value for result in card.data.eval_results}
     row = summary["row"]  # rounded to 4 places in the CSV row

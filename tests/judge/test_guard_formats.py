@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from lib.errors import InputError
 from lib.judge.formats import CONTROVERSIAL, SAFE, UNPARSEABLE, UNSAFE, detect_format, parse_verdict
+from lib.pipeline.config import SafetyConfig
 from stages import score_safety
 from tests.helpers import PIN_CPU, REPO, score_safety_args, write_jsonl
 
@@ -135,7 +136,10 @@ RESPONSES = [
 ]
 
 
-AUTO = ("--set", "safety.guard_format=auto", "--set", "safety.layout=auto", "--set", "safety.verdict=generate")
+# The schema's defaults for judging; the demo preset's own (a constrained verdict read from one token) are not.
+JUDGE_DEFAULT_TOKENS = f"safety.max_new_tokens={SafetyConfig().max_new_tokens}"
+AUTO = ("--set", "safety.guard_format=auto", "--set", "safety.layout=auto", "--set", "safety.verdict=generate",
+        "--set", JUDGE_DEFAULT_TOKENS)
 
 
 def _score(tmp_path, models_dir, guard, *extra, guidelines="RULES: judge the response."):
@@ -196,7 +200,7 @@ def test_qwen3guard_end_to_end_through_make(tmp_path, models_dir, smollm2_tokeni
     env = {**os.environ, "MODELS_DIR": str(models_dir)}
     env.pop("MAKEFLAGS", None)
     sets = (f"safety.safeguard_model={guard} safety.safety_prompt={tmp_path / 'rules.txt'} safety.guard_format=auto"
-            f" safety.layout=auto safety.verdict=generate {PIN_CPU}")
+            f" safety.layout=auto safety.verdict=generate {JUDGE_DEFAULT_TOKENS} {PIN_CPU}")
     # -o: the responses are given; Make must not try to produce them (that would train a model).
     done = subprocess.run(["make", "--no-print-directory", "-o", str(preds), "score_safety", "PRESET=demo", "RUN=q",
                            f"ARTIFACTS={artifacts}", f"SET={sets}"], cwd=REPO, env=env, capture_output=True, text=True,

@@ -1,6 +1,8 @@
 """The stage scripts run through click's CliRunner, asserting the files they write."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -8,7 +10,7 @@ from click.testing import CliRunner
 from lib.chat import IGNORE_INDEX
 from lib.pipeline.stage_inputs import stage_names
 from stages import prep_fewshot, tokenize
-from tests.helpers import PIN_CPU, PRESET_DIR, make_problems
+from tests.helpers import PIN_CPU, PRESET_DIR, REPO, make_problems
 
 FAKE_TOKEN = "hf_FAKEtokenVALUE0123456789abcdef"
 
@@ -123,12 +125,19 @@ def test_every_stage_help_shows_its_description_and_example_commands(name):
     import importlib
 
     stage = importlib.import_module(f"stages.{name}")
-    result = CliRunner().invoke(stage.main, ["--help"])
+    if name == "setup_venv":  # argparse: it runs with the system Python, before the venv that holds click
+        result = subprocess.run([sys.executable, "-m", "stages.setup_venv", "--help"], cwd=REPO, capture_output=True,
+                                text=True)
+        exit_code, output = result.returncode, result.stdout
+    else:
+        result = CliRunner().invoke(stage.main, ["--help"])
+        exit_code, output = result.exit_code, result.output
     # compare reads several runs; the GPU check and its wheelhouse are about machines, not a run
     run_options = {"compare": ("--runs",), "gpu_check": ("part1", "part2"),
                    "wheelhouse": ("--image", "--cuda", "--python"), "push": ("--run", "--repo", "--public"),
-                   "clean_run": ("--run",), "config_docs": ("--out",)}.get(name, ("--preset", "--set"))
-    assert result.exit_code == 0 and all(option in result.output for option in run_options)
+                   "clean_run": ("--run",), "config_docs": ("--out",),
+                   "setup_venv": ("--installer", "--venv-args")}.get(name, ("--preset", "--set"))
+    assert exit_code == 0 and all(option in output for option in run_options)
     first_line = stage.__doc__.strip().splitlines()[0]
-    assert first_line.split()[0] in result.output  # the description
-    assert f"    python -m stages.{name}" in result.output  # an example command, kept on its own line
+    assert first_line.split()[0] in output  # the description
+    assert f"    python -m stages.{name}" in output  # an example command, kept on its own line
