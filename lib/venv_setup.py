@@ -11,6 +11,7 @@ torch comes from a local CPU wheel resolves the CUDA build from PyPI instead (3 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -99,7 +100,12 @@ def fetch_uv(python: str) -> str:
     if done.returncode != 0 or not (partial / "bin" / "uv").is_file():
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise SetupError(f"pip could not install {UV_REQUIREMENT} into {partial}: {last}")
-    partial.replace(folder)
+    try:
+        partial.replace(folder)
+    except OSError:  # another make venv finished first: its uv is the same pin
+        shutil.rmtree(partial, ignore_errors=True)
+        if not uv.is_file():
+            raise
     return str(uv)
 
 
@@ -190,8 +196,6 @@ def planned_set(installer: Installer, python: str) -> set[str]:
 
 
 def _report_lines(report: str) -> list[str]:
-    import json
-
     with open(report) as file:
         return [f"{item['metadata']['name']}=={item['metadata']['version']}" for item in json.load(file)["install"]]
 
