@@ -34,3 +34,8 @@ def stage_help(docstring: str) -> str:
     indented example commands is marked to be kept as written."""
     paragraphs = docstring.strip().split("\n\n")
     return "\n\n".join("\b\n" + block if block.startswith("    ") else block for block in paragraphs)
+
+
+def last_line(output: str) -> str:
+    """A command's last line of output, what a one-line error quotes of it (`no output` when empty)."""
+    return (output.strip().splitlines() or ["no output"])[-1]

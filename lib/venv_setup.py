@@ -1,6 +1,6 @@
 """The project's venv, made by uv where uv is on PATH or installable from the registry, by pip otherwise,
 with one installed set either way. Plain Python (standard library only): it runs before the venv that
-holds everything else exists.
+holds everything else exists (lib/console.py, the one project module it uses, is plain Python too).
 
 Same set: uv reads no pip configuration, so pip's own (`pip config list`: pip.conf files and PIP_*
 variables; e.g. a mirror, a folder of local wheels, a constraints file) is handed to uv as its UV_*
@@ -20,6 +20,8 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from lib.console import last_line
 
 UV_REQUIREMENT = "uv==0.13.9"  # the uv fetched when none is on PATH (one version: one resolver)
 REQUIREMENTS = "requirements.txt"
@@ -98,8 +100,7 @@ def fetch_uv(python: str) -> str:
     done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                            "--target", str(partial), UV_REQUIREMENT], capture_output=True, text=True)
     if done.returncode != 0 or not (partial / "bin" / "uv").is_file():
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise SetupError(f"pip could not install {UV_REQUIREMENT} into {partial}: {last}")
+        raise SetupError(f"pip could not install {UV_REQUIREMENT} into {partial}: {last_line(done.stderr)}")
     try:
         partial.replace(folder)
     except OSError:  # another make venv finished first: its uv is the same pin
@@ -174,11 +175,11 @@ def planned_set(installer: Installer, python: str) -> set[str]:
     environment = installer_environment(installer, python)
     planned: set[str] = set()
     with tempfile.TemporaryDirectory() as scratch:
+        if installer.name == "uv":  # uv resolves against a venv: an empty one
+            venv = os.path.join(scratch, "venv")
+            subprocess.run([installer.uv, "venv", "--quiet", "--python", python, venv], env=environment, check=True)
         for extra, requirements in (([], REQUIREMENTS), (["--no-deps"], NO_DEPS_REQUIREMENTS)):
             if installer.name == "uv":
-                venv = os.path.join(scratch, "venv")
-                subprocess.run([installer.uv, "venv", "--quiet", "--allow-existing", "--python", python, venv],
-                               env=environment, check=True)
                 done = subprocess.run([installer.uv, "pip", "install", "--dry-run", "--python", venv, *extra,
                                        "-r", requirements], env=environment, capture_output=True, text=True)
                 lines = [line[3:] for line in done.stderr.splitlines() if line.startswith(" + ")]
@@ -189,8 +190,7 @@ def planned_set(installer: Installer, python: str) -> set[str]:
                                       env=environment, capture_output=True, text=True)
                 lines = _report_lines(report) if done.returncode == 0 else []
             if done.returncode != 0:
-                raise SetupError(f"{installer.name} could not resolve {requirements}: "
-                                 f"{(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+                raise SetupError(f"{installer.name} could not resolve {requirements}: {last_line(done.stderr)}")
             planned.update(_normalized(line) for line in lines)
     return {line for line in planned if line.split("==")[0] not in SEED_PACKAGES}
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from lib.pipeline.stage_inputs import REPO
 
 LAYERS = [
-    "lib.venv_setup",  # standard library only: it runs before the venv exists
-    "lib.errors", "lib.console", "lib.io",  # plain Python: errors, the console's help and quiet, files
+    "lib.errors", "lib.console",  # plain Python: errors, the console's help, quiet and last lines
+    "lib.venv_setup",  # standard library and lib.console only: it runs before the venv exists
+    "lib.io",  # plain Python: files
     "lib.pipeline",  # the config, run identity, artifact map, stage inputs, fingerprints, CLI (no ML libraries)
     "lib.hub", "lib.devices", "lib.embedded", "lib.models", "lib.chat",  # hub, devices, models, chat templates
     "lib.tasks",  # GSM8K and AILuminate data, parsing, few-shot pool, prompts
@@ -37,16 +38,24 @@ def lib_modules() -> dict[str, Path]:
     return modules
 
 
+def imported(path: Path) -> list[tuple[str, list[str]]]:
+    """Every absolute import in `path`, lazy ones inside functions included: (module, names taken from
+    it), names empty for `import module`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, [alias.name for alias in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+    return found
+
+
 def imports(path: Path, modules: dict[str, Path]) -> set[str]:
     """The lib modules `path` imports (`from lib.a import b` is lib.a.b when that is a module)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lib"):
-            for alias in node.names:
-                child = f"{node.module}.{alias.name}"
-                found.add(child if child in modules else node.module)
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("lib.")}
+    for module, names in imported(path):
+        if module == "lib" or module.startswith("lib."):
+            found |= {f"{module}.{name}" if f"{module}.{name}" in modules else module for name in names} or {module}
     return found
 
 
@@ -133,13 +142,7 @@ def loaded_packages(importtime_log: str) -> set[str]:
 
 def third_party_imports(path: Path) -> set[str]:
     """Top-level names of the non-lib packages `path` imports, lazy imports inside functions included."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-    return found - {"lib", "stages"}
+    return {module.split(".")[0] for module, _ in imported(path)} - {"lib", "stages"}
 
 
 def test_no_command_loads_the_ml_stack_for_its_help():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.checks.bundle import INSTALLED
+from lib.console import last_line
 from lib.pipeline.artifacts import RunPaths
 from lib.pipeline.stage_graph import chain
 
@@ -43,7 +44,7 @@ class Step:
 
 
 def _exit_only(text: str, code: int) -> tuple[bool, str]:
-    return code == 0, (text.strip().splitlines() or ["no output"])[-1]
+    return code == 0, last_line(text)
 
 
 def _pytest(text: str, code: int) -> tuple[bool, str]:
@@ -62,7 +63,7 @@ def _chain(text: str, code: int) -> tuple[bool, str]:
     found = [line.strip() for line in text.splitlines()
              if line.startswith(("chain: every", "infer_gsm8k: strict-match", "score_safety: safety rate"))
              or "exited" in line or "hardware.decode auto ->" in line]
-    return code == 0, "<br>".join(found) or (text.strip().splitlines() or ["no output"])[-1]
+    return code == 0, "<br>".join(found) or last_line(text)
 
 
 def _environment(text: str, code: int) -> tuple[bool, str]:

@@ -28,6 +28,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from lib.console import last_line
 from lib.errors import InputError
 
 # Pinned in requirements.txt for .venv but not needed on a GPU node: the GGUF reader converts the
@@ -135,8 +136,7 @@ def download(requirement: str, folder: Path, python: str) -> Path:
                            "--python-version", python, "--implementation", "cp", *platforms, "-d", str(folder),
                            requirement], capture_output=True, text=True)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise InputError(f"pip could not download {requirement} for Python {python}: {last}")
+        raise InputError(f"pip could not download {requirement} for Python {python}: {last_line(done.stderr)}")
     new = set(folder.glob("*.whl")) - before
     name = canonicalize_name(Requirement(requirement).name)
     matches = [w for w in new or folder.glob("*.whl") if canonicalize_name(w.name.split("-")[0]) == name]
