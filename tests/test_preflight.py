@@ -26,6 +26,14 @@ def _guard_folder(folder, architectures=("Qwen3ForCausalLM",), template="Safety:
     return folder
 
 
+def _base_folder(folder, tokenizer_config: str):
+    """A base model folder as the preflight reads it: a Llama config and the given tokenizer_config.json text."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (folder / "tokenizer_config.json").write_text(tokenizer_config)
+    return folder
+
+
 @pytest.fixture
 def inputs(tmp_path):
     """A config whose every input is a local file that is right, and the overrides that made it."""
@@ -212,10 +220,7 @@ def test_make_check_and_a_chain_target_stop_before_any_stage_when_the_guard_is_m
 
 def test_a_local_base_without_a_chat_template_or_a_tokenizer_that_loads_is_found_before_tokenize(
         tmp_path, inputs, smollm2_tokenizer):
-    base = tmp_path / "pretrained-only"
-    base.mkdir()
-    (base / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    (base / "tokenizer_config.json").write_text("{}")
+    base = _base_folder(tmp_path / "pretrained-only", "{}")
     (line,) = problems(_config([*inputs, f"model.base={base}"]), ["tokenize"])
     assert line.startswith(f"model.base {base}: its tokenizer has no chat template")
     # A template and a config, but no tokenizer files: tokenize would stop on it, so the preflight does.
@@ -244,10 +249,7 @@ def test_every_path_setting_is_a_file_a_folder_or_a_hub_id_by_one_rule_named_in_
     (guard / "config.json").write_text('{"architectures": ["Qwen3ForCausalLM"')
     (line,) = problems(_config([*inputs, f"safety.safeguard_model={guard}"]), ["score_safety"])
     assert line.startswith(f"{guard / 'config.json'}:1: not valid JSON (the model's config)")
-    base = tmp_path / "base"
-    base.mkdir()
-    (base / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    (base / "tokenizer_config.json").write_text('{"chat_template": "{{ x }}", ')
+    base = _base_folder(tmp_path / "base", '{"chat_template": "{{ x }}", ')  # truncated
     (line,) = problems(_config([*inputs, f"model.base={base}"]), ["tokenize"])
     assert line.startswith(f"{base / 'tokenizer_config.json'}:1: not valid JSON (the tokenizer's config)")
     (line,) = problems(_config([*inputs, f"model.base={base / 'config.json'}"]), ["tokenize"])
