@@ -8,6 +8,7 @@ import os
 import torch
 
 from lib.errors import InputError
+from lib.pipeline.cli import when_stage_ends_well
 from lib.pipeline.config import HardwareConfig
 
 # For library callers outside a stage (tests, benchmarks); a stage passes its config's value.
@@ -68,6 +69,20 @@ def process_state(timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES):
     return state
 
 
+def end_process_group() -> None:
+    """The end of a launch's stage: every rank waits for the others, then the process group is destroyed.
+
+    Left to the interpreter's exit, the group's threads and sockets are torn down while the other
+    ranks may still be writing, or after Python itself is gone: a rank can then abort (SIGABRT) after
+    its work is written, and the launch fails a finished stage. This is what Trainer.end and
+    accelerate's end_training do for a script, for every stage (not only the Trainer's)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    state = process_state()
+    state.wait_for_everyone()
+    state.destroy_process_group()
+
+
 CPU_PARAMETER_LIMIT = 1_000_000_000  # above this a model runs on the CPU only when asked (hours per stage)
 
 
@@ -97,10 +112,13 @@ def select_device(device: str) -> None:
 def use_device(device: str, model: str, stage: str, timeout_minutes: int = DEFAULT_DISTRIBUTED_TIMEOUT_MINUTES):
     """A stage's start on its device (`hardware.device`): the policy checked for `model`, the device
     selected, and this process's state (its process group in a launch, waiting `timeout_minutes` for
-    the others) made and returned."""
+    the others) made and returned. The group ends with the stage, when it ends well."""
     check_device(device, model, stage)
     select_device(device)
-    return process_state(timeout_minutes)
+    state = process_state(timeout_minutes)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        when_stage_ends_well(end_process_group)
+    return state
 
 
 def cuda_report() -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,8 @@ class Stage:
 def stage_command(func):
     """Add the run options (lib.pipeline.run.run_options) and --models-dir, resolve the run's config, check it
     against the run's record and record it, and turn an InputError anywhere in the stage into one
-    `Error: ...` message with exit code 1."""
+    `Error: ...` message with exit code 1. What the stage's parts asked for at its end
+    (`when_stage_ends_well`) runs after its work when it ends well."""
 
     @run_options
     @click.option("--models-dir", envvar="MODELS_DIR", default=None, type=click.Path(),
@@ -44,11 +47,36 @@ def stage_command(func):
                 run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
                 paths = write_run_config(config, run, artifacts, identity, reconfigure)
                 models = Path(models_dir) if models_dir else Path(artifacts) / MODELS_FOLDER
-                return func(Stage(config, paths, models), **options)
+                with _stage_end_actions() as at_end:
+                    result = func(Stage(config, paths, models), **options)
+                    for action in at_end:
+                        action()
+                return result
         except InputError as err:
             raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
 
     return wrapper
+
+
+_at_stage_end: list[Callable[[], None]] | None = None  # while a stage command runs: what its parts asked for
+
+
+@contextlib.contextmanager
+def _stage_end_actions():
+    global _at_stage_end
+    _at_stage_end = []
+    try:
+        yield _at_stage_end
+    finally:
+        _at_stage_end = None
+
+
+def when_stage_ends_well(action: Callable[[], None]) -> None:
+    """Run `action` once the running stage's work is done, when nothing failed (a failed rank's peers
+    are not waited for). lib.devices ends a launch's process group this way: this layer loads no ML
+    library. Outside a stage command the caller owns what it started, and nothing is recorded."""
+    if _at_stage_end is not None and action not in _at_stage_end:
+        _at_stage_end.append(action)
 
 
 def eval_target_options(func):

@@ -86,6 +86,29 @@ def test_hardware_attention_and_decode_pick_the_engine_and_all_give_the_same_res
     assert responses["f"] == responses["e"] == responses["s"]
 
 
+def test_a_launch_stage_ends_its_process_group_when_it_ends_well_and_leaves_it_when_it_fails(infer_args):
+    """A stage on a device ends the launch's group after its work (lib.devices.end_process_group), not
+    at the interpreter's exit, where a rank can abort after its work is written; a failed stage leaves
+    it (its peers may never come). One rank here (gloo); the two-rank launches of the slow train and
+    infer tests go through the same ending."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as probe:  # a free port for the group's store
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        failed = CliRunner().invoke(infer_ailuminate.main, [*infer_args, "--run", "g"])  # no adapter trained
+        assert failed.exit_code != 0 and dist.is_initialized()
+        invoke(infer_ailuminate, infer_args, "--run", "g", "--base-only", "--set", "eval.max_new_tokens=2")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_evaluation_without_a_trained_adapter_says_what_to_run(infer_args, tmp_path):
     invoke(prep_fewshot, infer_args, "--run", "n")
     result = CliRunner().invoke(infer_gsm8k.main, [*infer_args, "--run", "n"])

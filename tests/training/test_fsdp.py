@@ -5,6 +5,7 @@ Trainer wraps a PEFT model (peft's fsdp_auto_wrap_policy), take one SGD step on 
 and gather the full state dict: its LoRA weights equal one unsharded process's step on the whole
 batch within bf16 rounding. Loaded as DDP loads it (uint8 codes, fp32 norms), FSDP cannot flatten it."""
 
+import gc
 import os
 import socket
 
@@ -65,6 +66,11 @@ def _sharded_worker(rank: int, folder, port: int, out) -> None:
         state = {name: tensor.clone() for name, tensor in wrapped.state_dict().items() if "lora_" in name}
     if rank == 0:
         torch.save({"lora": state, "held": held, "total": total}, out)
+    # Leave together, with nothing left holding the group: a rank that tears it down at exit, or while
+    # the other still writes, can abort after its work is done (lib.devices.end_process_group).
+    del wrapped, model
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 
