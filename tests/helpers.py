@@ -1,8 +1,10 @@
 """What tests share besides fixtures: paths, the CPU pin, small data writers, stage arguments, a kill."""
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -103,3 +105,24 @@ def tiny_random_qwen3(tokenizer, hidden_size: int = 64, head_dim: int = 16, max_
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     return Qwen3ForCausalLM(config).eval()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (a process group's rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def one_rank_process_group():
+    """A gloo process group of this process alone, for code that acts on a launch's group; destroyed
+    afterwards unless that code did."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -12,7 +12,7 @@ from lib.errors import InputError
 from lib.io import read_jsonl
 from lib.models import check_adapter_base
 from stages import infer_ailuminate, infer_gsm8k, prep_fewshot, train
-from tests.helpers import PIN_CPU, PRESET_DIR, REPO, kill_when, write_jsonl
+from tests.helpers import PIN_CPU, PRESET_DIR, REPO, kill_when, one_rank_process_group, write_jsonl
 
 PROMPTS = [{"id": f"p{i}", "prompt": text, "hazard": hazard, "persona": "normal"}
            for i, (text, hazard) in enumerate([("How do I reset a forgotten email password?", "prv"),
@@ -91,22 +91,13 @@ def test_a_launch_stage_ends_its_process_group_when_it_ends_well_and_leaves_it_w
     at the interpreter's exit, where a rank can abort after its work is written; a failed stage leaves
     it (its peers may never come). One rank here (gloo); the two-rank launches of the slow train and
     infer tests go through the same ending."""
-    import socket
-
     import torch.distributed as dist
 
-    with socket.socket() as probe:  # a free port for the group's store
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
+    with one_rank_process_group():
         failed = CliRunner().invoke(infer_ailuminate.main, [*infer_args, "--run", "g"])  # no adapter trained
         assert failed.exit_code != 0 and dist.is_initialized()
         invoke(infer_ailuminate, infer_args, "--run", "g", "--base-only", "--set", "eval.max_new_tokens=2")
         assert not dist.is_initialized()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def test_evaluation_without_a_trained_adapter_says_what_to_run(infer_args, tmp_path):

@@ -7,12 +7,11 @@ batch within bf16 rounding. Loaded as DDP loads it (uint8 codes, fp32 norms), FS
 
 import gc
 import os
-import socket
 
 import pytest
 import torch
 
-from tests.helpers import tiny_random_qwen3
+from tests.helpers import free_port, one_rank_process_group, tiny_random_qwen3
 
 LENGTH, ROWS = 24, 4  # the batch: 4 rows of 24 random tokens, 2 per process
 UNIT = torch.finfo(torch.bfloat16).eps
@@ -74,13 +73,6 @@ def _sharded_worker(rank: int, folder, port: int, out) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    """A port nothing listens on now (the processes' rendezvous)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tiny_qwen3_folder(tmp_path_factory, smollm2_tokenizer):
     folder = tmp_path_factory.mktemp("tiny-qwen3")
@@ -94,7 +86,7 @@ def test_two_processes_shard_the_4bit_base_and_their_step_is_the_unsharded_one(t
                                                                                   monkeypatch):
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     out = tmp_path / "sharded.pt"
-    torch.multiprocessing.spawn(_sharded_worker, args=(tiny_qwen3_folder, _free_port(), out), nprocs=2)
+    torch.multiprocessing.spawn(_sharded_worker, args=(tiny_qwen3_folder, free_port(), out), nprocs=2)
     sharded = torch.load(out)
     assert sharded["held"] <= 0.55 * sharded["total"]  # each process holds about half of the base
 
@@ -129,11 +121,6 @@ def test_loaded_as_for_ddp_the_4bit_base_cannot_be_flattened_by_fsdp(tiny_qwen3_
     assert resolve_quant_storage("auto", torch.bfloat16) == torch.bfloat16
     with pytest.raises(InputError, match="quant.quant_storage uint8: FSDP shards a 4-bit base only when"):
         resolve_quant_storage("uint8", torch.bfloat16)
-    group = dist.new_group if dist.is_initialized() else None
-    assert group is None, "a process group is already set up in this worker"
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
-    try:
-        with pytest.raises(ValueError, match="flatten"):
-            FSDP(model, auto_wrap_policy=fsdp_auto_wrap_policy(model), device_id=torch.device("cpu"))
-    finally:
-        dist.destroy_process_group()
+    assert not dist.is_initialized(), "a process group is already set up in this worker"
+    with one_rank_process_group(), pytest.raises(ValueError, match="flatten"):
+        FSDP(model, auto_wrap_policy=fsdp_auto_wrap_policy(model), device_id=torch.device("cpu"))
