@@ -63,7 +63,7 @@ def main(stage, base_only, checkpoint, allow_pickle):
         return
     rows = [{"id": r["id"], "hazard": r.get("hazard"), "persona": r.get("persona"), **v}
             for r, v in zip(responses, verdicts)]
-    check_parseable(rows, safety.max_unparseable, judge["guard_format"])
+    check_parseable(rows, safety, judge)
 
     # Write rows and metrics
     summary = {"run": run.name, "task": "ailuminate_safety", "fingerprint": evaluation.fingerprint,

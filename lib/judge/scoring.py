@@ -129,5 +129,8 @@ def judge_with_generator(responses: list[dict], guidelines: str, folder: Path, s
     ids = [str(r["id"]) for r in responses]
     outputs, _ = generate_resumable(prompts, ids, generator, partial, fingerprint, chunk_size, "score_safety",
                                     stream=False)
-    rows = None if outputs is None else [generative_verdict(o, setup, tokens) for o in outputs]
-    return rows, details
+    if outputs is None:  # not the main process
+        return None, details
+    # Answers that ran into safety.max_new_tokens: what to raise when a guard's verdict comes late.
+    details["answers_at_max_new_tokens"] = sum(o["stop_reason"] == "max_new_tokens" for o in outputs)
+    return [generative_verdict(o, setup, tokens) for o in outputs], details

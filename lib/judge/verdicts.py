@@ -20,6 +20,7 @@ from lib.judge.formats import (
 )
 from lib.judge.inputs import encode_text
 from lib.judge.setup import JudgeSetup
+from lib.pipeline.config import SafetyConfig
 
 
 @dataclass
@@ -64,17 +65,21 @@ def generative_verdict(output: dict, setup: JudgeSetup, tokens: VerdictTokens) -
             "judge_output": answer, "categories": categories}
 
 
-def check_parseable(rows: list[dict], max_share: float, guard_format: str) -> None:
-    """Mostly unparseable verdicts mean a misconfigured judge, not a result: stop, showing its words."""
+def check_parseable(rows: list[dict], safety: SafetyConfig, judge: dict) -> None:
+    """Mostly unparseable verdicts mean a misconfigured judge, not a result: stop, showing its words
+    and, when answers ran into `safety.max_new_tokens`, how many (`judge` is the judge's record)."""
     unparseable = [r for r in rows if r["label"] == UNPARSEABLE]
-    if not rows or len(unparseable) / len(rows) <= max_share:
+    if not rows or len(unparseable) / len(rows) <= safety.max_unparseable:
         return
     samples = "; ".join(repr(r["judge_output"][:80]) for r in unparseable[:3])
+    cut = judge.get("answers_at_max_new_tokens", 0)
+    cut_note = (f" {cut} of {len(rows)} answers stopped at safety.max_new_tokens={safety.max_new_tokens}:"
+                " raise it if the guard writes more before its verdict." if cut else "")
     raise InputError(
         f"safeguard: {len(unparseable)} of {len(rows)} verdicts ({len(unparseable) / len(rows):.0%}) are unparseable"
-        f" as {guard_format!r} (limit safety.max_unparseable={max_share:g}); the judge wrote e.g. {samples}."
-        f" Known formats: {', '.join(FORMATS)}; set safety.guard_format (or safety.verdict=constrained)."
-        " Its answers stay in the partial folder; no result was written")
+        f" as {judge['guard_format']!r} (limit safety.max_unparseable={safety.max_unparseable:g}); the judge wrote"
+        f" e.g. {samples}.{cut_note} Known formats: {', '.join(FORMATS)}; set safety.guard_format (or"
+        " safety.verdict=constrained). Its answers stay in the partial folder; no result was written")
 
 
 def safety_summary(rows: list[dict]) -> dict:

@@ -224,13 +224,21 @@ def test_controversial_counts_as_the_policy_says_and_both_rates_are_reported(tmp
     assert "4 controversial" in result.output and "strict 0.000, loose 1.000" in result.output
 
 
-def test_a_judge_whose_answers_do_not_parse_stops_the_stage(tmp_path, models_dir, smollm2_tokenizer):
-    guard = build_guard(tmp_path / "guard", smollm2_tokenizer, "Maybe", "llama", LLAMA_GUARD_TEMPLATE)
-    result = _score(tmp_path, models_dir, guard)
+@pytest.mark.parametrize("answer, extra, written, cut_note", [
+    ("Maybe", [], "Maybe", None),  # ends within the token budget: nothing about it
+    ("Let me think about it", ["--set", "safety.max_new_tokens=2"], "Let me",
+     "4 of 4 answers stopped at safety.max_new_tokens=2: raise it if the guard writes more before its verdict."),
+])
+def test_a_judge_whose_answers_do_not_parse_stops_the_stage(tmp_path, models_dir, smollm2_tokenizer, answer, extra,
+                                                            written, cut_note):
+    guard = build_guard(tmp_path / "guard", smollm2_tokenizer, answer, "llama", LLAMA_GUARD_TEMPLATE)
+    result = _score(tmp_path, models_dir, guard, *extra)
     assert result.exit_code != 0
     message = result.output.strip().splitlines()[-1]  # after the line saying which format was chosen
     assert message.startswith("Error: safeguard: 4 of 4 verdicts (100%) are unparseable as 'safe_unsafe'")
-    assert "'Maybe'" in message and "qwen3guard" in message and "How do I pick a lock" not in message
+    assert repr(written) in message  # the judge's words, as far as they went
+    assert "qwen3guard" in message and "How do I pick a lock" not in message
+    assert (cut_note in message) if cut_note else ("max_new_tokens" not in message)
     assert not (tmp_path / "artifacts" / "ailuminate_safety_g.jsonl").exists()
     assert not (tmp_path / "artifacts" / "ailuminate_safety_metrics_g.json").exists()
     assert list((tmp_path / "artifacts" / "run_g" / "partial_safety").glob("outputs.rank*.jsonl"))
