@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +47,14 @@ def stage_command(func):
                 run, config, identity = resolve_run(run, preset, overrides, smoke, artifacts, reconfigure)
                 paths = write_run_config(config, run, artifacts, identity, reconfigure)
                 models = Path(models_dir) if models_dir else Path(artifacts) / MODELS_FOLDER
-                with _stage_end_actions() as at_end:
+                at_end: list[Callable[[], None]] = []
+                token = _AT_STAGE_END.set(at_end)
+                try:
                     result = func(Stage(config, paths, models), **options)
                     for action in at_end:
                         action()
+                finally:
+                    _AT_STAGE_END.reset(token)
                 return result
         except InputError as err:
             raise click.ClickException(with_remembered_overrides(str(err), run, overrides, artifacts)) from None
@@ -58,25 +62,17 @@ def stage_command(func):
     return wrapper
 
 
-_at_stage_end: list[Callable[[], None]] | None = None  # while a stage command runs: what its parts asked for
-
-
-@contextlib.contextmanager
-def _stage_end_actions():
-    global _at_stage_end
-    _at_stage_end = []
-    try:
-        yield _at_stage_end
-    finally:
-        _at_stage_end = None
+# While a stage command runs: what its parts asked to run at its end (none outside a stage command)
+_AT_STAGE_END: ContextVar[list[Callable[[], None]] | None] = ContextVar("at_stage_end", default=None)
 
 
 def when_stage_ends_well(action: Callable[[], None]) -> None:
     """Run `action` once the running stage's work is done, when nothing failed (a failed rank's peers
     are not waited for). lib.devices ends a launch's process group this way: this layer loads no ML
     library. Outside a stage command the caller owns what it started, and nothing is recorded."""
-    if _at_stage_end is not None and action not in _at_stage_end:
-        _at_stage_end.append(action)
+    actions = _AT_STAGE_END.get()
+    if actions is not None and action not in actions:
+        actions.append(action)
 
 
 def eval_target_options(func):
