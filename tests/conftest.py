@@ -17,11 +17,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # instead of starting a multi-GB `make venv` inside it. `make test` made the venv before the suite.
 os.environ.setdefault("VENV_READY", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # One compute thread per worker (and its subprocesses) unless asked otherwise: two workers with
-    # two threads each on two cores spin against each other and run 4x slower than one worker
-    # (measured). `OMP_NUM_THREADS=4 make test` still runs the suite with 4 threads per worker.
+    # One compute thread per worker (and its subprocesses) unless asked otherwise; `OMP_NUM_THREADS=4
+    # make test` still runs the suite with 4 threads per worker. Workers share the cores, so an idle
+    # OpenMP thread sleeps instead of spinning (OpenMP's default): with 2 or 4 threads per worker on
+    # 2 cores the spinning made the suite 3-4x slower (trainer and engine tests: 307 s with 2 threads,
+    # 96 s passive, 89 s with 1 thread; measured side by side, set before torch loads OpenMP).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def pytest_collection_modifyitems(items):
