@@ -76,15 +76,11 @@ def end_process_group() -> None:
     ranks may still be writing, or after Python itself is gone: a rank can then abort (SIGABRT) after
     its work is written, and the launch fails a finished stage. This is what Trainer.end and
     accelerate's end_training do for a script, for every stage (not only the Trainer's)."""
-    if not _in_process_group():
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
     state = process_state()
     state.wait_for_everyone()
     state.destroy_process_group()
-
-
-def _in_process_group() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 CPU_PARAMETER_LIMIT = 1_000_000_000  # above this a model runs on the CPU only when asked (hours per stage)
@@ -120,8 +116,7 @@ def use_device(device: str, model: str, stage: str, timeout_minutes: int = DEFAU
     check_device(device, model, stage)
     select_device(device)
     state = process_state(timeout_minutes)
-    if _in_process_group():
-        when_stage_ends_well(end_process_group)
+    when_stage_ends_well(end_process_group)  # without a process group it does nothing
     return state
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from lib.devices import check_device, select_device, use_device
 from lib.errors import InputError
-from tests.helpers import PRESET_DIR
+from tests.helpers import PRESET_DIR, free_port
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 
@@ -72,15 +72,15 @@ def test_the_distributed_timeout_reaches_the_process_group(monkeypatch):
 
     from accelerate import PartialState
 
-    made, init = {}, torch.distributed.init_process_group
+    made, init, port = {}, torch.distributed.init_process_group, free_port()
 
     def record_and_make_alone(backend, **kwargs):
         made.update(kwargs)
-        init(backend, init_method="tcp://127.0.0.1:29555", world_size=1, rank=0, timeout=kwargs["timeout"])
+        init(backend, init_method=f"tcp://127.0.0.1:{port}", world_size=1, rank=0, timeout=kwargs["timeout"])
 
     monkeypatch.setattr(torch.distributed, "init_process_group", record_and_make_alone)
     for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}.items():
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(name, value)
     PartialState._reset_state()
     try:
