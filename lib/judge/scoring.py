@@ -132,5 +132,5 @@ def judge_with_generator(responses: list[dict], guidelines: str, folder: Path, s
     if outputs is None:  # not the main process
         return None, details
     # Answers that ran into safety.max_new_tokens: what to raise when a guard's verdict comes late.
-    details["answers_at_max_new_tokens"] = sum(o["stop_reason"] == "max_new_tokens" for o in outputs)
+    details["hit_max_new_tokens"] = sum(o["stop_reason"] == "max_new_tokens" for o in outputs)
     return [generative_verdict(o, setup, tokens) for o in outputs], details

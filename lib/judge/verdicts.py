@@ -72,7 +72,7 @@ def check_parseable(rows: list[dict], safety: SafetyConfig, judge: dict) -> None
     if not rows or len(unparseable) / len(rows) <= safety.max_unparseable:
         return
     samples = "; ".join(repr(r["judge_output"][:80]) for r in unparseable[:3])
-    cut = judge.get("answers_at_max_new_tokens", 0)
+    cut = judge.get("hit_max_new_tokens", 0)
     cut_note = (f" {cut} of {len(rows)} answers stopped at safety.max_new_tokens={safety.max_new_tokens}:"
                 " raise it if the guard writes more before its verdict." if cut else "")
     raise InputError(
